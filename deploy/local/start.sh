@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Start the local iotflow stack (idempotent): MariaDB on 127.0.0.1:$MYSQL_PORT and the tansu
+# Kafka-protocol broker (memory storage) on 127.0.0.1:$BROKER_PORT. Installs what is missing first.
+# Services run detached and survive the calling shell; stop them with deploy/local/stop.sh.
+# Prints one line per service. Exit status 2 means a port is held by something that is not ours.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/local/env.sh
+source "$here/env.sh"
+# shellcheck source=deploy/local/lib.sh
+source "$here/lib.sh"
+
+bash "$here/install.sh"
+
+MARIADB_TIMEOUT="${IOTFLOW_MARIADB_TIMEOUT:-120}"
+TANSU_TIMEOUT="${IOTFLOW_TANSU_TIMEOUT:-60}"
+
+# ---------------------------------------------------------------- MariaDB
+start_mariadb() {
+    local data="$IOTFLOW_MARIADB_DATA" run="$IOTFLOW_MARIADB_RUN"
+    local pidfile="$run/mariadb.pid" errlog="$run/error.log" pid
+
+    pid="$(iotflow_pid_alive "$pidfile" mariadbd)" || pid=""
+    if [ -n "$pid" ]; then
+        # Ours and alive: make sure it is usable (it may still be starting).
+        iotflow_wait_for "MariaDB" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_admin_ready
+        provision_mariadb
+        iotflow_wait_for "MariaDB login as $MYSQL_USER" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_login_ready
+        return 0
+    fi
+
+    iotflow_require_free_port "$MYSQL_PORT" "MariaDB (MYSQL_PORT)"
+
+    mkdir -p "$data" "$run"
+    chown mysql:mysql "$data" "$run"
+    chmod 750 "$data" "$run"
+    if ! runuser -u mysql -- test -w "$data" || ! runuser -u mysql -- test -w "$run"; then
+        iotflow_die "user mysql cannot write $data or $run (every parent directory needs o+x); set IOTFLOW_HOME elsewhere"
+    fi
+
+    if [ ! -d "$data/mysql" ]; then
+        if ! mariadb-install-db --no-defaults --user=mysql --datadir="$data" --skip-test-db \
+            --auth-root-authentication-method=socket >"$run/install-db.log" 2>&1; then
+            tail -n 30 "$run/install-db.log" >&2
+            iotflow_die "mariadb-install-db failed for $data (log: $run/install-db.log)"
+        fi
+    fi
+
+    rm -f "$pidfile" "$IOTFLOW_MARIADB_SOCKET"
+    setsid mariadbd --no-defaults --user=mysql --datadir="$data" \
+        --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
+        --socket="$IOTFLOW_MARIADB_SOCKET" --pid-file="$pidfile" --log-error="$errlog" \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+        --max-connections=500 --max-allowed-packet=64M \
+        </dev/null >>"$run/mariadbd.out" 2>&1 &
+    pid=$!
+    iotflow_wait_for "MariaDB" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_admin_ready
+    provision_mariadb
+    iotflow_wait_for "MariaDB login as $MYSQL_USER" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_login_ready
+}
+
+mariadb_root() {
+    mariadb --no-defaults --protocol=socket --socket="$IOTFLOW_MARIADB_SOCKET" -uroot "$@"
+}
+
+# Root over the socket with a real query (`mariadb-admin ping` succeeds even on access denied).
+mariadb_admin_ready() {
+    local out
+    out="$(mariadb_root --connect-timeout=2 -N -B -e 'SELECT 1' 2>/dev/null)" || return 1
+    [ "$out" = "1" ]
+}
+
+# `mariadb-admin ping` exits 0 even on "Access denied": check with a real login and query.
+mariadb_login_ready() {
+    local out
+    out="$(MYSQL_PWD="$MYSQL_PASSWORD" mariadb --no-defaults --protocol=tcp -h127.0.0.1 \
+        -P"$MYSQL_PORT" -u"$MYSQL_USER" --connect-timeout=2 -D"$MYSQL_DATABASE" -N -B \
+        -e 'SELECT 1' 2>/dev/null)" || return 1
+    [ "$out" = "1" ]
+}
+
+sql_quote() { printf "'%s'" "${1//\'/\'\'}"; }
+
+provision_mariadb() {
+    local db="$MYSQL_DATABASE" pw user
+    pw="$(sql_quote "$MYSQL_PASSWORD")"
+    user="$(sql_quote "$MYSQL_USER")"
+    # Also grant on databases named "<db>_*" so tests can create isolated scratch databases.
+    if ! mariadb_root >"$IOTFLOW_MARIADB_RUN/provision.log" 2>&1 <<SQL; then
+CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS $user@'127.0.0.1' IDENTIFIED BY $pw;
+CREATE USER IF NOT EXISTS $user@'localhost' IDENTIFIED BY $pw;
+ALTER USER $user@'127.0.0.1' IDENTIFIED BY $pw;
+ALTER USER $user@'localhost' IDENTIFIED BY $pw;
+GRANT ALL PRIVILEGES ON \`$db\`.* TO $user@'127.0.0.1';
+GRANT ALL PRIVILEGES ON \`$db\`.* TO $user@'localhost';
+GRANT ALL PRIVILEGES ON \`${db//_/\\_}\\_%\`.* TO $user@'127.0.0.1';
+GRANT ALL PRIVILEGES ON \`${db//_/\\_}\\_%\`.* TO $user@'localhost';
+FLUSH PRIVILEGES;
+SQL
+        cat "$IOTFLOW_MARIADB_RUN/provision.log" >&2
+        iotflow_die "could not create database $db / user $MYSQL_USER in MariaDB"
+    fi
+}
+
+# ---------------------------------------------------------------- tansu
+start_tansu() {
+    local dir="$IOTFLOW_TANSU_DIR" pidfile="$IOTFLOW_TANSU_DIR/tansu.pid"
+    local log="$IOTFLOW_TANSU_DIR/tansu.log" pid url="tcp://${BROKER_HOST}:${BROKER_PORT}"
+
+    pid="$(iotflow_pid_alive "$pidfile" tansu)" || pid=""
+    if [ -n "$pid" ]; then
+        iotflow_wait_for "tansu" "$TANSU_TIMEOUT" "$log" "$pid" tansu_ready
+        return 0
+    fi
+
+    iotflow_require_free_port "$BROKER_PORT" "tansu (BROKER_PORT)"
+    mkdir -p "$dir"
+    rm -f "$pidfile"
+    # Never RUST_LOG=info: tansu logs every request at info (gigabytes).
+    env -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG="${TANSU_RUST_LOG:-warn}" \
+        setsid "$IOTFLOW_TANSU_BIN" broker \
+        --listener-url "$url" --advertised-listener-url "$url" \
+        --storage-engine memory://tansu/ \
+        </dev/null >>"$log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$pidfile"
+    iotflow_wait_for "tansu" "$TANSU_TIMEOUT" "$log" "$pid" tansu_ready
+}
+
+tansu_ready() {
+    timeout 5 "$IOTFLOW_TANSU_BIN" topic list --broker "tcp://${BROKER_HOST}:${BROKER_PORT}" >/dev/null 2>&1
+}
+
+start_mariadb
+echo "mariadb: mysql://${MYSQL_USER}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE} (socket $IOTFLOW_MARIADB_SOCKET)"
+start_tansu
+echo "tansu:   ${BROKER_HOST}:${BROKER_PORT} (memory storage, log $IOTFLOW_TANSU_DIR/tansu.log)"
