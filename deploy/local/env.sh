@@ -2,7 +2,9 @@
 # Shared settings for the local iotflow stack (MariaDB + tansu Kafka-protocol broker).
 # Sourced by the other deploy/local scripts, and by developers:
 #     source deploy/local/env.sh
-# Every value can be overridden from the environment before sourcing.
+# Every value can be overridden from the environment before sourcing. Everything binds
+# 127.0.0.1 only. (No MYSQL_HOST here on purpose: the mariadb client reads that variable and
+# it breaks root's socket login.)
 
 IOTFLOW_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export IOTFLOW_REPO_ROOT
@@ -10,13 +12,11 @@ export IOTFLOW_REPO_ROOT
 # All state (databases, broker logs, venv, pid files) lives here; git-ignored.
 export IOTFLOW_HOME="${IOTFLOW_HOME:-$IOTFLOW_REPO_ROOT/.local}"
 
-export MYSQL_HOST="${MYSQL_HOST:-127.0.0.1}"
 export MYSQL_PORT="${MYSQL_PORT:-3306}"
 export MYSQL_USER="${MYSQL_USER:-iotflow}"
 export MYSQL_PASSWORD="${MYSQL_PASSWORD:-iotflow}"
 export MYSQL_DATABASE="${MYSQL_DATABASE:-iotflow}"
 
-export BROKER_HOST="${BROKER_HOST:-127.0.0.1}"
 export BROKER_PORT="${BROKER_PORT:-9092}"
 
 export IOT_TOPIC_PARTITIONS="${IOT_TOPIC_PARTITIONS:-8}"
@@ -32,8 +32,8 @@ export IOTFLOW_TANSU_DIR="$IOTFLOW_HOME/tansu"
 export IOTFLOW_TANSU_BIN="$IOTFLOW_HOME/bin/tansu"
 
 # What the tests read.
-export IOTFLOW_TEST_MYSQL_URL="mysql://${MYSQL_USER}:${MYSQL_PASSWORD}@${MYSQL_HOST}:${MYSQL_PORT}/${MYSQL_DATABASE}"
-export IOTFLOW_TEST_BROKERS="${BROKER_HOST}:${BROKER_PORT}"
+export IOTFLOW_TEST_MYSQL_URL="mysql://${MYSQL_USER}:${MYSQL_PASSWORD}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE}"
+export IOTFLOW_TEST_BROKERS="127.0.0.1:${BROKER_PORT}"
 
 # Helpers for the scripts (not exported).
 iotflow_die() {

@@ -8,6 +8,8 @@ iotflow_pid_alive() {
     pid="$(tr -dc '0-9' <"$pidfile")"
     [ -n "$pid" ] || return 1
     name="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+    # A zombie (exited, not yet reaped) counts as gone.
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ] || return 1
     case "$name" in
     "$comm"*) echo "$pid" ;;
     *) return 1 ;;

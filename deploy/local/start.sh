@@ -23,9 +23,10 @@ start_mariadb() {
     pid="$(iotflow_pid_alive "$pidfile" mariadbd)" || pid=""
     if [ -n "$pid" ]; then
         # Ours and alive: make sure it is usable (it may still be starting).
-        iotflow_wait_for "MariaDB" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_admin_ready
+        mariadb_login_ready && return 0
+        iotflow_wait_for "MariaDB" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_alive
         provision_mariadb
-        iotflow_wait_for "MariaDB login as $MYSQL_USER" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_login_ready
+        mariadb_check_login
         return 0
     fi
 
@@ -54,29 +55,49 @@ start_mariadb() {
         --max-connections=500 --max-allowed-packet=64M \
         </dev/null >>"$run/mariadbd.out" 2>&1 &
     pid=$!
-    iotflow_wait_for "MariaDB" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_admin_ready
+    iotflow_wait_for "MariaDB" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_alive
     provision_mariadb
-    iotflow_wait_for "MariaDB login as $MYSQL_USER" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_login_ready
+    mariadb_check_login
+}
+
+# The client honours MYSQL_HOST / MYSQL_PWD / MYSQL_UNIX_PORT from the environment; keep them out.
+mariadb_client() {
+    env -u MYSQL_HOST -u MYSQL_PWD -u MYSQL_UNIX_PORT -u MYSQL_TCP_PORT "$@"
 }
 
 mariadb_root() {
-    mariadb --no-defaults --protocol=socket --socket="$IOTFLOW_MARIADB_SOCKET" -uroot "$@"
+    mariadb_client mariadb --no-defaults --protocol=socket --socket="$IOTFLOW_MARIADB_SOCKET" -uroot "$@"
 }
 
-# Root over the socket with a real query (`mariadb-admin ping` succeeds even on access denied).
-mariadb_admin_ready() {
-    local out
-    out="$(mariadb_root --connect-timeout=2 -N -B -e 'SELECT 1' 2>/dev/null)" || return 1
-    [ "$out" = "1" ]
+# Server accepts connections (only liveness: ping exits 0 even on "Access denied").
+mariadb_alive() {
+    mariadb_client mariadb-admin --no-defaults --protocol=socket --socket="$IOTFLOW_MARIADB_SOCKET" \
+        -uroot --connect-timeout=2 ping >/dev/null 2>&1
 }
 
-# `mariadb-admin ping` exits 0 even on "Access denied": check with a real login and query.
+# The real readiness check: log in over TCP as the job's user and run SELECT 1.
+MARIADB_LOGIN_ERR=""
 mariadb_login_ready() {
     local out
-    out="$(MYSQL_PWD="$MYSQL_PASSWORD" mariadb --no-defaults --protocol=tcp -h127.0.0.1 \
-        -P"$MYSQL_PORT" -u"$MYSQL_USER" --connect-timeout=2 -D"$MYSQL_DATABASE" -N -B \
-        -e 'SELECT 1' 2>/dev/null)" || return 1
-    [ "$out" = "1" ]
+    if out="$(mariadb_client env MYSQL_PWD="$MYSQL_PASSWORD" mariadb --no-defaults --protocol=tcp \
+        -h127.0.0.1 -P"$MYSQL_PORT" -u"$MYSQL_USER" --connect-timeout=2 -D"$MYSQL_DATABASE" \
+        -N -B -e 'SELECT 1' 2>&1)" && [ "$out" = "1" ]; then
+        return 0
+    fi
+    MARIADB_LOGIN_ERR="$out"
+    return 1
+}
+
+# Login as $MYSQL_USER must work within a few seconds of provisioning; fail with the error if not.
+mariadb_check_login() {
+    local deadline=$((SECONDS + 10))
+    until mariadb_login_ready; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "$MARIADB_LOGIN_ERR" >&2
+            iotflow_die "MariaDB is up but '$MYSQL_USER'@127.0.0.1:$MYSQL_PORT cannot log in and SELECT 1 on '$MYSQL_DATABASE'"
+        fi
+        sleep 0.1
+    done
 }
 
 sql_quote() { printf "'%s'" "${1//\'/\'\'}"; }
@@ -106,7 +127,7 @@ SQL
 # ---------------------------------------------------------------- tansu
 start_tansu() {
     local dir="$IOTFLOW_TANSU_DIR" pidfile="$IOTFLOW_TANSU_DIR/tansu.pid"
-    local log="$IOTFLOW_TANSU_DIR/tansu.log" pid url="tcp://${BROKER_HOST}:${BROKER_PORT}"
+    local log="$IOTFLOW_TANSU_DIR/tansu.log" pid url="tcp://127.0.0.1:${BROKER_PORT}"
 
     pid="$(iotflow_pid_alive "$pidfile" tansu)" || pid=""
     if [ -n "$pid" ]; then
@@ -128,11 +149,13 @@ start_tansu() {
     iotflow_wait_for "tansu" "$TANSU_TIMEOUT" "$log" "$pid" tansu_ready
 }
 
+# Port open first (tansu's client retries a refused connection for ~27 s), then a real request.
 tansu_ready() {
-    timeout 5 "$IOTFLOW_TANSU_BIN" topic list --broker "tcp://${BROKER_HOST}:${BROKER_PORT}" >/dev/null 2>&1
+    iotflow_port_open "$BROKER_PORT" &&
+        timeout 5 "$IOTFLOW_TANSU_BIN" topic list --broker "tcp://127.0.0.1:${BROKER_PORT}" >/dev/null 2>&1
 }
 
 start_mariadb
 echo "mariadb: mysql://${MYSQL_USER}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE} (socket $IOTFLOW_MARIADB_SOCKET)"
 start_tansu
-echo "tansu:   ${BROKER_HOST}:${BROKER_PORT} (memory storage, log $IOTFLOW_TANSU_DIR/tansu.log)"
+echo "tansu:   127.0.0.1:${BROKER_PORT} (memory storage, log $IOTFLOW_TANSU_DIR/tansu.log)"

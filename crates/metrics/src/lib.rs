@@ -1,1 +1,302 @@
-//! placeholder
+//! iotflow's metrics: one registry per process, typed per-operator handles, and the
+//! Prometheus text endpoint.
+//!
+//! Every metric carries `job_name`, `job_id`, `operator` and `worker` labels (plus `sink`,
+//! `partition` or `reason` where they apply, all bounded sets); never a device id. Operators
+//! resolve their label sets once when they are built, so the hot path is one atomic add.
+
+mod server;
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub use prometheus::{Histogram, IntCounter, IntGauge};
+pub use server::{serve, MetricsServer};
+
+/// Label names shared by every metric.
+const BASE: &[&str] = &["job_name", "job_id", "operator", "worker"];
+
+fn labels(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = BASE.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+/// All metric families of one process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    job_name: String,
+    job_id: String,
+    messages_received: IntCounterVec,
+    parse_success: IntCounterVec,
+    parse_failure: IntCounterVec,
+    dlq_records: IntCounterVec,
+    unknown_device: IntCounterVec,
+    enriched: IntCounterVec,
+    rows_written: IntCounterVec,
+    batch_seconds: HistogramVec,
+    e2e_seconds: HistogramVec,
+    sink_errors: IntCounterVec,
+    sink_retries: IntCounterVec,
+    sink_in_flight: IntGaugeVec,
+    offsets_committed: IntCounterVec,
+    commit_failures: IntCounterVec,
+    committed_offset: IntGaugeVec,
+    consumer_lag: IntGaugeVec,
+    dimension_devices: IntGaugeVec,
+    dimension_updates: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("job_name", &self.job_name).field("job_id", &self.job_id).finish()
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, extra: &[&'static str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &labels(extra)).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, extra: &[&'static str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), &labels(extra)).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    extra: &[&'static str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &labels(extra))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+/// Latency buckets from 1 ms to 60 s.
+fn latency_buckets() -> Vec<f64> {
+    vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+}
+
+impl Metrics {
+    /// Creates the registry and every metric family for one job process.
+    pub fn new(job_name: &str, job_id: &str) -> Metrics {
+        let r = Registry::new();
+        Metrics {
+            messages_received: counter(&r, "iotflow_kafka_messages_received_total", "Kafka messages read from the readings topic.", &[]),
+            parse_success: counter(&r, "iotflow_parse_success_total", "Readings that parsed and validated.", &[]),
+            parse_failure: counter(&r, "iotflow_parse_failure_total", "Readings rejected by the parser, by reason code.", &["reason"]),
+            dlq_records: counter(&r, "iotflow_dlq_records_total", "Dead letters acknowledged by the dead-letter topic.", &[]),
+            unknown_device: counter(&r, "iotflow_unknown_device_readings_total", "Readings of devices absent from the device dimension (stored with empty business columns).", &[]),
+            enriched: counter(&r, "iotflow_enriched_readings_total", "Readings joined with the device dimension (known or not).", &[]),
+            rows_written: counter(&r, "iotflow_sink_rows_written_total", "Rows durably written by a sink.", &["sink"]),
+            batch_seconds: histogram(&r, "iotflow_sink_batch_write_seconds", "Time to write one batch, retries included.", &["sink"], latency_buckets()),
+            e2e_seconds: histogram(&r, "iotflow_end_to_end_latency_seconds", "From the Kafka message timestamp to the durable write of the row.", &["sink"], latency_buckets()),
+            sink_errors: counter(&r, "iotflow_sink_errors_total", "Failed write attempts, by kind (transient: retried; definite: job stops).", &["sink", "kind"]),
+            sink_retries: counter(&r, "iotflow_sink_retries_total", "Batch write retries after transient errors.", &["sink"]),
+            sink_in_flight: gauge(&r, "iotflow_sink_batches_in_flight", "Batches handed to a sink and not yet acknowledged.", &["sink"]),
+            offsets_committed: counter(&r, "iotflow_kafka_offset_commits_total", "Offset commits of completed epochs acknowledged by the broker.", &[]),
+            commit_failures: counter(&r, "iotflow_kafka_offset_commit_failures_total", "Offset commits the broker refused (retried with the next epoch).", &[]),
+            committed_offset: gauge(&r, "iotflow_kafka_committed_offset", "Last committed offset (next offset to read) per partition.", &["partition"]),
+            consumer_lag: gauge(&r, "iotflow_kafka_consumer_lag", "Messages between the partition's high watermark and the consumer position.", &["partition"]),
+            dimension_devices: gauge(&r, "iotflow_dimension_devices", "Devices in the device dimension as seen by this worker.", &[]),
+            dimension_updates: counter(&r, "iotflow_dimension_updates_total", "Device business record changes applied to the dimension.", &[]),
+            registry: r,
+            job_name: job_name.to_string(),
+            job_id: job_id.to_string(),
+        }
+    }
+
+    /// The registry, for exposition.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The current exposition text.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("utf-8 exposition")
+    }
+
+    fn base<'a>(&'a self, operator: &'a str, worker: &'a str) -> [&'a str; 4] {
+        [&self.job_name, &self.job_id, operator, worker]
+    }
+
+    fn with<'a>(&'a self, operator: &'a str, worker: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = self.base(operator, worker).to_vec();
+        v.extend_from_slice(extra);
+        v
+    }
+
+    /// Handles for a Kafka source operator.
+    pub fn source(&self, operator: &str, worker: usize) -> SourceMetrics {
+        let w = worker.to_string();
+        SourceMetrics {
+            messages_received: self.messages_received.with_label_values(&self.base(operator, &w)),
+            offsets_committed: self.offsets_committed.with_label_values(&self.base(operator, &w)),
+            commit_failures: self.commit_failures.with_label_values(&self.base(operator, &w)),
+            committed_offset: self.committed_offset.clone(),
+            consumer_lag: self.consumer_lag.clone(),
+            labels: [self.job_name.clone(), self.job_id.clone(), operator.to_string(), w],
+        }
+    }
+
+    /// Handles for the parse operator.
+    pub fn parse(&self, operator: &str, worker: usize) -> ParseMetrics {
+        let w = worker.to_string();
+        ParseMetrics {
+            success: self.parse_success.with_label_values(&self.base(operator, &w)),
+            failure: self.parse_failure.clone(),
+            labels: [self.job_name.clone(), self.job_id.clone(), operator.to_string(), w],
+        }
+    }
+
+    /// Handles for the dead-letter sink.
+    pub fn dlq(&self, operator: &str, worker: usize) -> IntCounter {
+        self.dlq_records.with_label_values(&self.base(operator, &worker.to_string()))
+    }
+
+    /// Handles for the enrichment operator.
+    pub fn enrich(&self, operator: &str, worker: usize) -> EnrichMetrics {
+        let w = worker.to_string();
+        EnrichMetrics {
+            enriched: self.enriched.with_label_values(&self.base(operator, &w)),
+            unknown_device: self.unknown_device.with_label_values(&self.base(operator, &w)),
+            devices: self.dimension_devices.with_label_values(&self.base(operator, &w)),
+            updates: self.dimension_updates.with_label_values(&self.base(operator, &w)),
+        }
+    }
+
+    /// Handles for one sink operator.
+    pub fn sink(&self, sink: &str, operator: &str, worker: usize) -> SinkMetrics {
+        let w = worker.to_string();
+        let l = self.with(operator, &w, &[sink]);
+        let kind = |k: &str| self.sink_errors.with_label_values(&self.with(operator, &w, &[sink, k]));
+        SinkMetrics {
+            rows_written: self.rows_written.with_label_values(&l),
+            batch_seconds: self.batch_seconds.with_label_values(&l),
+            e2e_seconds: self.e2e_seconds.with_label_values(&l),
+            transient_errors: kind("transient"),
+            definite_errors: kind("definite"),
+            retries: self.sink_retries.with_label_values(&l),
+            in_flight: self.sink_in_flight.with_label_values(&l),
+        }
+    }
+}
+
+/// A Kafka source's metrics.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    /// Messages read.
+    pub messages_received: IntCounter,
+    /// Commits acknowledged.
+    pub offsets_committed: IntCounter,
+    /// Commits refused.
+    pub commit_failures: IntCounter,
+    committed_offset: IntGaugeVec,
+    consumer_lag: IntGaugeVec,
+    labels: [String; 4],
+}
+
+impl SourceMetrics {
+    fn per_partition(&self, vec: &IntGaugeVec, partition: i32) -> IntGauge {
+        let p = partition.to_string();
+        let [a, b, c, d] = &self.labels;
+        vec.with_label_values(&[a.as_str(), b, c, d, &p])
+    }
+
+    /// Records the committed offset of `partition`.
+    pub fn set_committed(&self, partition: i32, offset: i64) {
+        self.per_partition(&self.committed_offset, partition).set(offset);
+    }
+
+    /// Records the consumer lag of `partition`.
+    pub fn set_lag(&self, partition: i32, lag: i64) {
+        self.per_partition(&self.consumer_lag, partition).set(lag);
+    }
+}
+
+/// The parser's metrics.
+#[derive(Clone)]
+pub struct ParseMetrics {
+    /// Successful parses.
+    pub success: IntCounter,
+    failure: IntCounterVec,
+    labels: [String; 4],
+}
+
+impl ParseMetrics {
+    /// Counts one failure with its reason code.
+    pub fn failure(&self, reason: &str) -> IntCounter {
+        let [a, b, c, d] = &self.labels;
+        self.failure.with_label_values(&[a.as_str(), b, c, d, reason])
+    }
+}
+
+/// The enrichment operator's metrics.
+#[derive(Clone)]
+pub struct EnrichMetrics {
+    /// Readings enriched (known device or not).
+    pub enriched: IntCounter,
+    /// Readings of unknown devices.
+    pub unknown_device: IntCounter,
+    /// Devices in the dimension.
+    pub devices: IntGauge,
+    /// Dimension changes applied.
+    pub updates: IntCounter,
+}
+
+/// One sink's metrics.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// Rows written.
+    pub rows_written: IntCounter,
+    /// Batch latency.
+    pub batch_seconds: Histogram,
+    /// End-to-end latency.
+    pub e2e_seconds: Histogram,
+    /// Transient write errors.
+    pub transient_errors: IntCounter,
+    /// Definite write errors.
+    pub definite_errors: IntCounter,
+    /// Retries.
+    pub retries: IntCounter,
+    /// Batches in flight.
+    pub in_flight: IntGauge,
+}
+
+/// Metrics that stand alone (for tests and tools that have no job).
+pub fn detached() -> Arc<Metrics> {
+    Arc::new(Metrics::new("detached", "0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_resolve_and_render() {
+        let m = Metrics::new("job", "abc");
+        m.source("kafka-source", 1).messages_received.inc_by(3);
+        m.parse("parse", 1).failure("invalid_json").inc();
+        m.sink("mysql", "mysql-sink", 0).batch_seconds.observe(0.01);
+        m.source("kafka-source", 1).set_lag(4, 17);
+        let text = m.render();
+        assert!(text.contains(
+            r#"iotflow_kafka_messages_received_total{job_id="abc",job_name="job",operator="kafka-source",worker="1"} 3"#
+        ), "{text}");
+        assert!(text.contains(r#"reason="invalid_json""#));
+        assert!(text.contains(r#"iotflow_kafka_consumer_lag{job_id="abc",job_name="job",operator="kafka-source",partition="4",worker="1"} 17"#));
+        assert!(text.contains("iotflow_sink_batch_write_seconds_bucket"));
+    }
+}

@@ -1,0 +1,160 @@
+//! The dead-letter sink: rejected records go to the dead-letter topic with the original bytes
+//! as payload and the reason and source coordinates as headers.
+//!
+//! Like every sink it holds its input capability until the broker acknowledged the write, so
+//! offsets are not committed past a dead letter that is not yet durable. Delivery is
+//! at-least-once: a crash between the write and the commit writes the dead letter again, under
+//! the same key (`topic/partition/offset`), so consumers (and log compaction) can deduplicate.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use iotflow_config::KafkaConfig;
+use iotflow_metrics::IntCounter;
+use iotflow_model::DeadLetter;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::ClientContext;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::{client_config, KafkaError};
+
+/// Header names on dead-letter records.
+pub const DLQ_HEADERS: [&str; 7] = [
+    "iotflow.reason",
+    "iotflow.reason_code",
+    "iotflow.source_topic",
+    "iotflow.source_partition",
+    "iotflow.source_offset",
+    "iotflow.source_timestamp_ms",
+    "iotflow.truncated",
+];
+
+type Acks = Arc<Mutex<Vec<(usize, Result<(), String>)>>>;
+
+struct DlqContext {
+    acks: Acks,
+}
+
+impl ClientContext for DlqContext {}
+
+impl ProducerContext for DlqContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let r = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        self.acks.lock().expect("acks lock").push((seq, r));
+    }
+}
+
+/// Builder of the dead-letter sink operator.
+#[derive(Debug)]
+pub struct DeadLetterSink;
+
+impl DeadLetterSink {
+    /// Writes `letters` to `topic`; the returned stream's frontier passes a time only once
+    /// every dead letter at that time is acknowledged by the broker.
+    pub fn build<'scope>(
+        letters: StreamVec<'scope, u64, DeadLetter>,
+        kafka: &KafkaConfig,
+        topic: &str,
+        written: IntCounter,
+    ) -> Result<StreamVec<'scope, u64, ()>, KafkaError> {
+        let acks: Acks = Default::default();
+        let producer: BaseProducer<DlqContext> = client_config(kafka)
+            // A dead letter is data: wait for every in-sync replica.
+            .set("acks", "all")
+            // Small batches of rare records; don't hold them long.
+            .set("linger.ms", "5")
+            // After this the delivery fails and the operator sends it again.
+            .set("message.timeout.ms", "30000")
+            .create_with_context(DlqContext { acks: acks.clone() })
+            .map_err(|source| KafkaError::Client { brokers: kafka.brokers.clone(), source })?;
+        let topic = topic.to_string();
+        let scope = letters.scope();
+        Ok(letters.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            "dead-letter-sink",
+            move |_cap, info| {
+                let activator = scope.activator_for(info.address);
+                let mut seq = 0usize;
+                let mut letters_by_seq: HashMap<usize, (u64, DeadLetter)> = HashMap::new();
+                let mut to_send: VecDeque<usize> = VecDeque::new();
+                let mut per_time: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
+                let mut last_warn: Option<Instant> = None;
+                move |(input, frontier), _output| {
+                    input.for_each(|cap, data| {
+                        let Some(t) = cap.least().copied() else { return };
+                        for letter in data.drain(..) {
+                            seq += 1;
+                            letters_by_seq.insert(seq, (t, letter));
+                            to_send.push_back(seq);
+                            let entry = per_time.entry(t).or_insert_with(|| {
+                                (cap.retain_least(0).expect("non-empty stamp"), 0)
+                            });
+                            entry.1 += 1;
+                        }
+                    });
+                    while let Some(s) = to_send.pop_front() {
+                        let (_, l) = &letters_by_seq[&s];
+                        let key = format!("{}/{}/{}", l.topic, l.source.partition, l.source.offset);
+                        let values = [
+                            l.reason.clone(),
+                            l.reason_code.clone(),
+                            l.topic.clone(),
+                            l.source.partition.to_string(),
+                            l.source.offset.to_string(),
+                            l.kafka_ts_ms.map(|t| t.to_string()).unwrap_or_default(),
+                            l.truncated.to_string(),
+                        ];
+                        let mut headers = OwnedHeaders::new_with_capacity(values.len());
+                        for (k, v) in DLQ_HEADERS.iter().zip(values.iter()) {
+                            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                        }
+                        let record = BaseRecord::with_opaque_to(&topic, s)
+                            .key(key.as_bytes())
+                            .payload(&l.payload[..])
+                            .headers(headers);
+                        if let Err((e, _)) = producer.send(record) {
+                            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                                tracing::warn!(%topic, "dead-letter send deferred: {e}");
+                                last_warn = Some(Instant::now());
+                            }
+                            to_send.push_front(s);
+                            break;
+                        }
+                    }
+                    producer.poll(Duration::ZERO);
+                    for (s, result) in std::mem::take(&mut *acks.lock().expect("acks lock")) {
+                        match result {
+                            Ok(()) => {
+                                if let Some((t, _)) = letters_by_seq.remove(&s) {
+                                    written.inc();
+                                    if let Some(e) = per_time.get_mut(&t) {
+                                        e.1 -= 1;
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(%topic, "dead-letter delivery failed, sending again: {e}");
+                                to_send.push_back(s);
+                            }
+                        }
+                    }
+                    per_time.retain(|t, (_, n)| *n > 0 || frontier.less_equal(t));
+                    if !letters_by_seq.is_empty() {
+                        activator.activate_after(Duration::from_millis(5));
+                    }
+                }
+            },
+        ))
+    }
+}

@@ -1,0 +1,123 @@
+//! `.parse_readings()`: Kafka records into readings and dead letters.
+//!
+//! Errors travel as data: a record that fails to parse becomes a [`DeadLetter`] on the second
+//! output, is counted by reason, and is logged at most once every few seconds (with a count of
+//! the ones not logged), so a flood of garbage can neither stop the stream nor the logs.
+
+use std::time::{Duration, Instant};
+
+use iotflow_metrics::ParseMetrics;
+use iotflow_model::{parse_reading, DeadLetter, ParseError, ParseLimits, Reading, SourceRef, Zone};
+use timely::dataflow::operators::OkErr;
+use timely::dataflow::StreamVec;
+
+use crate::KafkaRecord;
+
+/// What the parser needs to know.
+#[derive(Clone, Debug)]
+pub struct ParseOptions {
+    /// Source topic name (recorded in dead letters).
+    pub topic: String,
+    /// Zone for RFC 3339 times.
+    pub zone: Zone,
+    /// Parser limits.
+    pub limits: ParseLimits,
+    /// Payload bytes kept in a dead letter.
+    pub dlq_max_payload_bytes: usize,
+}
+
+/// Splits Kafka records into parsed readings and dead letters.
+pub trait ParseReadings<'scope> {
+    /// Parses every record; see the module docs.
+    fn parse_readings(
+        self,
+        options: ParseOptions,
+        metrics: ParseMetrics,
+    ) -> (StreamVec<'scope, u64, Reading>, StreamVec<'scope, u64, DeadLetter>);
+}
+
+impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
+    fn parse_readings(
+        self,
+        options: ParseOptions,
+        metrics: ParseMetrics,
+    ) -> (StreamVec<'scope, u64, Reading>, StreamVec<'scope, u64, DeadLetter>) {
+        let mut log = RateLimitedLog::new(Duration::from_secs(5));
+        self.ok_err(move |rec: KafkaRecord| {
+            let result = match &rec.payload {
+                Some(p) => parse_reading(p, &options.zone, &options.limits),
+                None => Err(ParseError::Empty),
+            };
+            match result {
+                Ok(r) => {
+                    metrics.success.inc();
+                    Ok(Reading {
+                        event_time: r.event_time,
+                        metric: r.metric,
+                        pboxid: r.pboxid,
+                        latitude: r.latitude,
+                        longitude: r.longitude,
+                        source: SourceRef { partition: rec.partition, offset: rec.offset },
+                        kafka_ts_ms: rec.ts_ms,
+                    })
+                }
+                Err(e) => {
+                    metrics.failure(e.code()).inc();
+                    log.warn(|| {
+                        format!(
+                            "rejected {}/{}/{}: {e}",
+                            options.topic, rec.partition, rec.offset
+                        )
+                    });
+                    Err(dead_letter(rec, &e, &options))
+                }
+            }
+        })
+    }
+}
+
+/// Builds the dead letter of a rejected record.
+pub fn dead_letter(rec: KafkaRecord, e: &ParseError, options: &ParseOptions) -> DeadLetter {
+    let mut payload = rec.payload.unwrap_or_default();
+    let truncated = payload.len() > options.dlq_max_payload_bytes;
+    payload.truncate(options.dlq_max_payload_bytes);
+    DeadLetter {
+        payload,
+        truncated,
+        reason: e.to_string(),
+        reason_code: e.code().to_string(),
+        topic: options.topic.clone(),
+        source: SourceRef { partition: rec.partition, offset: rec.offset },
+        kafka_ts_ms: rec.ts_ms,
+    }
+}
+
+/// Logs at most once per interval, reporting how many messages it held back.
+#[derive(Debug)]
+pub struct RateLimitedLog {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    /// A log that speaks at most once per `every`.
+    pub fn new(every: Duration) -> Self {
+        RateLimitedLog { every, last: None, suppressed: 0 }
+    }
+
+    /// Logs `message()` at warn level unless it logged within the interval.
+    pub fn warn(&mut self, message: impl FnOnce() -> String) {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            tracing::warn!("{} ({} similar messages suppressed)", message(), self.suppressed);
+        } else {
+            tracing::warn!("{}", message());
+        }
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}

@@ -1,0 +1,403 @@
+//! The Kafka source operator.
+//!
+//! One consumer per worker, `assign`ed the worker's own partitions (no group rebalancing).
+//! Records read during an epoch carry that epoch as their timestamp. When the epoch closes the
+//! operator remembers each partition's next offset; when the commit probe shows the epoch
+//! complete (every sink acknowledged everything up to it), those offsets are committed. A crash
+//! at any moment therefore restarts from offsets whose records are all durably stored.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use iotflow_config::KafkaConfig;
+use iotflow_metrics::SourceMetrics;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, error::KafkaResult};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+use crate::{assigned_partitions, client_config, KafkaError};
+
+/// One Kafka message, owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Message timestamp (ms since the Unix epoch), if the broker gave one.
+    pub ts_ms: Option<i64>,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Message payload; `None` for a tombstone.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Where a source starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// From the group's committed offsets (the beginning when there are none).
+    Committed,
+    /// From the beginning of every partition (the dimension topic: it is replayed on start).
+    Beginning,
+}
+
+/// How a source operator behaves.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// Operator name (appears in metrics).
+    pub name: String,
+    /// Topic to read.
+    pub topic: String,
+    /// Where to start.
+    pub start: StartFrom,
+    /// Commit offsets of epochs the commit probe shows complete.
+    pub commit: bool,
+    /// Hold the first epoch open until every partition is read up to the high watermark it
+    /// had at start, so downstream never sees a half-loaded topic as complete.
+    pub wait_for_catch_up: bool,
+    /// Epoch length in milliseconds.
+    pub epoch_ms: u64,
+    /// Most records taken per activation.
+    pub max_poll_records: usize,
+    /// Finish after this long without a record (after draining and committing).
+    pub idle_exit: Option<Duration>,
+    /// Pause reading while the worker's sinks hold more rows than this.
+    pub max_pending_rows: usize,
+}
+
+/// Rows a worker's sinks hold (buffered or in flight); the source pauses above a limit.
+///
+/// All operators of a worker run on one thread, so a shared cell is enough.
+pub type Backpressure = Rc<Cell<usize>>;
+
+/// Process-wide lifecycle shared by the job loop and its sources.
+#[derive(Debug, Default)]
+pub struct SourceHandle {
+    /// Set to drain and stop every source (SIGTERM, or all readers finished).
+    pub stop: AtomicBool,
+    /// Commit-enabled readers still running in this process.
+    pub running_readers: AtomicUsize,
+}
+
+impl SourceHandle {
+    /// A new handle, wrapped for sharing between worker threads.
+    pub fn new() -> Arc<SourceHandle> {
+        Arc::new(SourceHandle::default())
+    }
+}
+
+/// The epoch (timestamp) of wall-clock time `now`.
+pub fn epoch_of(now: SystemTime, epoch_ms: u64) -> u64 {
+    let ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    ms / epoch_ms * epoch_ms
+}
+
+struct SourceContext {
+    topic: String,
+    metrics: SourceMetrics,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        if let Some(topic) = stats.topics.get(&self.topic) {
+            for (p, part) in &topic.partitions {
+                if *p < 0 || !part.desired {
+                    continue;
+                }
+                let lag = if part.hi_offset >= 0 && part.app_offset >= 0 {
+                    (part.hi_offset - part.app_offset).max(0)
+                } else {
+                    part.consumer_lag
+                };
+                if lag >= 0 {
+                    self.metrics.set_lag(*p, lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.metrics.offsets_committed.inc();
+                for e in offsets.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        self.metrics.set_committed(e.partition(), o);
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                tracing::warn!(topic = %self.topic, "offset commit failed (retried with the next epoch): {e}");
+            }
+        }
+    }
+}
+
+enum State {
+    Running,
+    Draining,
+    Done,
+}
+
+/// Builds the source operator for this worker.
+///
+/// `probe` must watch the frontier after every sink (required when `options.commit`).
+/// `lifecycle` coordinates draining with the job loop.
+#[allow(clippy::too_many_arguments)]
+pub fn kafka_source<'scope>(
+    scope: Scope<'scope, u64>,
+    kafka: &KafkaConfig,
+    options: SourceOptions,
+    metrics: SourceMetrics,
+    probe: Option<ProbeHandle<u64>>,
+    pressure: Backpressure,
+    lifecycle: Arc<SourceHandle>,
+) -> Result<StreamVec<'scope, u64, KafkaRecord>, KafkaError> {
+    let index = scope.index();
+    let peers = scope.peers();
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", &kafka.group_id)
+        // Offsets are committed only for epochs every sink has made durable.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A group without committed offsets starts at the beginning: never skip data.
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // Lower than the 500 ms default: latency matters more than fetch request count here.
+        .set("fetch.wait.max.ms", "100")
+        // Source of the consumer-lag metric.
+        .set("statistics.interval.ms", (kafka.stats_interval_secs * 1000).to_string())
+        .set("client.id", format!("iotflow-{}-w{index}", options.name));
+    let context = SourceContext { topic: options.topic.clone(), metrics: metrics.clone() };
+    let consumer: BaseConsumer<SourceContext> = config
+        .create_with_context(context)
+        .map_err(|source| KafkaError::Client { brokers: kafka.brokers.clone(), source })?;
+    let metadata = consumer
+        .fetch_metadata(Some(&options.topic), Duration::from_secs(15))
+        .map_err(|e| KafkaError::Metadata {
+            topic: options.topic.clone(),
+            brokers: kafka.brokers.clone(),
+            reason: e.to_string(),
+        })?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == options.topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().len() as i32)
+        .ok_or_else(|| KafkaError::Metadata {
+            topic: options.topic.clone(),
+            brokers: kafka.brokers.clone(),
+            reason: "the topic does not exist or has no partitions".into(),
+        })?;
+    let mine = assigned_partitions(partitions, index, peers);
+    let mut tpl = TopicPartitionList::new();
+    for p in &mine {
+        let offset = match options.start {
+            StartFrom::Committed => Offset::Stored,
+            StartFrom::Beginning => Offset::Beginning,
+        };
+        tpl.add_partition_offset(&options.topic, *p, offset).expect("valid offset");
+    }
+    consumer.assign(&tpl).map_err(|source| KafkaError::Client {
+        brokers: kafka.brokers.clone(),
+        source,
+    })?;
+    // Where "caught up" is, for a source that must load the whole topic before time moves.
+    let mut catch_up: BTreeMap<i32, i64> = BTreeMap::new();
+    if options.wait_for_catch_up {
+        for p in &mine {
+            let (low, high) = consumer
+                .fetch_watermarks(&options.topic, *p, Duration::from_secs(15))
+                .map_err(|e| KafkaError::Metadata {
+                    topic: options.topic.clone(),
+                    brokers: kafka.brokers.clone(),
+                    reason: format!("watermarks of partition {p}: {e}"),
+                })?;
+            if high > low {
+                catch_up.insert(*p, high);
+            }
+        }
+    }
+    tracing::info!(
+        worker = index,
+        topic = %options.topic,
+        partitions = ?mine,
+        "source assigned {} of {} partitions",
+        mine.len(),
+        partitions
+    );
+    if options.commit {
+        lifecycle.running_readers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    let name = options.name.clone();
+    let stream = source::<_, CapacityContainerBuilder<Vec<KafkaRecord>>, _, _>(
+        scope,
+        &name,
+        move |cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut cap = Some(cap);
+            let mut state = if mine.is_empty() && options.commit { State::Draining } else { State::Running };
+            // Next offset per partition, as read.
+            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            // Offsets as of the end of each closed epoch, awaiting the probe.
+            let mut pending: VecDeque<(u64, BTreeMap<i32, i64>)> = VecDeque::new();
+            let mut snapshot: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut last_record = Instant::now();
+            let mut last_error_log: Option<Instant> = None;
+            let mut suppressed_errors = 0u64;
+            let idle_tick = Duration::from_millis(options.epoch_ms.clamp(1, 20));
+
+            let commit_topic = options.topic.clone();
+            let commit = move |offsets: &BTreeMap<i32, i64>,
+                               committed: &mut BTreeMap<i32, i64>,
+                               mode: CommitMode,
+                               consumer: &BaseConsumer<SourceContext>| {
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in offsets {
+                    if committed.get(p) != Some(o) {
+                        tpl.add_partition_offset(&commit_topic, *p, Offset::Offset(*o)).expect("valid offset");
+                    }
+                }
+                if tpl.count() == 0 {
+                    return;
+                }
+                match consumer.commit(&tpl, mode) {
+                    Ok(()) => committed.extend(offsets.iter().map(|(p, o)| (*p, *o))),
+                    Err(e) => tracing::warn!("offset commit failed (retried with the next epoch): {e}"),
+                }
+            };
+
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                let now_epoch = epoch_of(SystemTime::now(), options.epoch_ms);
+                let caught_up = catch_up.iter().all(|(p, high)| next.get(p).is_some_and(|o| o >= high));
+                if caught_up && !catch_up.is_empty() {
+                    tracing::info!(topic = %options.topic, "caught up with the topic as of start");
+                    catch_up.clear();
+                }
+
+                // Close the epoch when the clock has moved on (never backwards; never before
+                // a catch-up source has loaded its topic).
+                let close_epoch = |c: &mut timely::dataflow::operators::Capability<u64>,
+                                   pending: &mut VecDeque<(u64, BTreeMap<i32, i64>)>,
+                                   snapshot: &mut BTreeMap<i32, i64>,
+                                   next: &BTreeMap<i32, i64>,
+                                   to: u64| {
+                    if next != snapshot {
+                        pending.push_back((*c.time(), next.clone()));
+                        snapshot.clone_from(next);
+                    }
+                    c.downgrade(&to);
+                };
+                if matches!(state, State::Running) && catch_up.is_empty() && now_epoch > *c.time() {
+                    close_epoch(c, &mut pending, &mut snapshot, &next, now_epoch);
+                }
+
+                if matches!(state, State::Running) {
+                    if lifecycle.stop.load(Ordering::SeqCst) {
+                        state = State::Draining;
+                    } else if options.idle_exit.is_some_and(|d| last_record.elapsed() >= d) && catch_up.is_empty() {
+                        tracing::info!(worker = index, topic = %options.topic, "no input for {:?}: draining", options.idle_exit.unwrap_or_default());
+                        state = State::Draining;
+                    }
+                    if matches!(state, State::Draining) {
+                        let to = *c.time() + 1;
+                        close_epoch(c, &mut pending, &mut snapshot, &next, to);
+                    }
+                }
+
+                let mut read = 0usize;
+                if matches!(state, State::Running) && pressure.get() <= options.max_pending_rows {
+                    let mut session = output.session(&*c);
+                    while read < options.max_poll_records {
+                        match consumer.poll(Duration::ZERO) {
+                            Some(Ok(m)) => {
+                                read += 1;
+                                next.insert(m.partition(), m.offset() + 1);
+                                session.give(KafkaRecord {
+                                    partition: m.partition(),
+                                    offset: m.offset(),
+                                    ts_ms: m.timestamp().to_millis(),
+                                    key: m.key().map(<[u8]>::to_vec),
+                                    payload: m.payload().map(<[u8]>::to_vec),
+                                });
+                            }
+                            Some(Err(e)) => {
+                                let quiet = last_error_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+                                if quiet {
+                                    suppressed_errors += 1;
+                                } else {
+                                    tracing::warn!(topic = %options.topic, suppressed = suppressed_errors, "Kafka consumer error: {e}");
+                                    last_error_log = Some(Instant::now());
+                                    suppressed_errors = 0;
+                                }
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                } else {
+                    // Serve callbacks (commits, statistics) even while not reading.
+                    consumer.poll(Duration::ZERO).into_iter().for_each(|_| {
+                        tracing::error!("unexpected message while paused");
+                    });
+                }
+                if read > 0 {
+                    metrics.messages_received.inc_by(read as u64);
+                    last_record = Instant::now();
+                }
+
+                // Commit the newest epoch the probe shows complete.
+                if options.commit {
+                    if let Some(probe) = &probe {
+                        let mut done = None;
+                        while pending.front().is_some_and(|(t, _)| !probe.less_equal(t)) {
+                            done = pending.pop_front();
+                        }
+                        if let Some((_, offsets)) = done {
+                            let mode = if matches!(state, State::Draining) && pending.is_empty() { CommitMode::Sync } else { CommitMode::Async };
+                            commit(&offsets, &mut committed, mode, &consumer);
+                        }
+                    }
+                }
+
+                if matches!(state, State::Draining) && (pending.is_empty() || !options.commit) {
+                    tracing::info!(worker = index, topic = %options.topic, "source finished; committed {:?}", committed);
+                    state = State::Done;
+                    cap = None;
+                    if options.commit && lifecycle.running_readers.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        lifecycle.stop.store(true, Ordering::SeqCst);
+                    }
+                    return;
+                }
+                if matches!(state, State::Running) && !options.commit && lifecycle.stop.load(Ordering::SeqCst) {
+                    state = State::Done;
+                    cap = None;
+                    return;
+                }
+                if read >= options.max_poll_records {
+                    activator.activate();
+                } else {
+                    activator.activate_after(idle_tick);
+                }
+            }
+        },
+    );
+    Ok(stream)
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Stop the local iotflow stack started by deploy/local/start.sh (idempotent). Only stops the
+# processes recorded in our pid files; never touches other MariaDB or broker instances.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/local/env.sh
+source "$here/env.sh"
+# shellcheck source=deploy/local/lib.sh
+source "$here/lib.sh"
+
+STOP_TIMEOUT="${IOTFLOW_STOP_TIMEOUT:-60}"
+failed=0
+
+# ---------------------------------------------------------------- tansu
+tansu_pidfile="$IOTFLOW_TANSU_DIR/tansu.pid"
+if pid="$(iotflow_pid_alive "$tansu_pidfile" tansu)"; then
+    iotflow_terminate "$pid" tansu "$STOP_TIMEOUT" || { iotflow_log "tansu (pid $pid) is still there"; failed=1; }
+fi
+[ "$failed" -ne 0 ] || rm -f "$tansu_pidfile"
+
+# ---------------------------------------------------------------- MariaDB
+mariadb_pidfile="$IOTFLOW_MARIADB_RUN/mariadb.pid"
+if pid="$(iotflow_pid_alive "$mariadb_pidfile" mariadbd)"; then
+    # Clean shutdown through the socket as root; SIGTERM (also a clean shutdown) if that fails.
+    if ! env -u MYSQL_HOST -u MYSQL_PWD -u MYSQL_UNIX_PORT mariadb-admin --no-defaults \
+        --protocol=socket --socket="$IOTFLOW_MARIADB_SOCKET" -uroot --connect-timeout=5 \
+        --shutdown-timeout="$STOP_TIMEOUT" shutdown >/dev/null 2>&1; then
+        iotflow_log "mariadb-admin shutdown failed; sending SIGTERM to mariadbd (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
+    if ! iotflow_wait_gone "$pid" "$STOP_TIMEOUT"; then
+        iotflow_log "mariadbd (pid $pid) did not stop within ${STOP_TIMEOUT}s; see $IOTFLOW_MARIADB_RUN/error.log"
+        failed=1
+    fi
+fi
+
+[ "$failed" -eq 0 ] || iotflow_die "could not stop every service"

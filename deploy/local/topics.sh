@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Create the iotflow topics on the local tansu broker if they are missing (idempotent):
+#   iot-topic      $IOT_TOPIC_PARTITIONS partitions (default 8)
+#   iot-broadcast  1 partition
+#   iot-dlq        1 partition
+# Fails if a topic exists with a different partition count (tansu cannot add partitions).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=deploy/local/env.sh
+source "$here/env.sh"
+# shellcheck source=deploy/local/lib.sh
+source "$here/lib.sh"
+
+broker="tcp://127.0.0.1:${BROKER_PORT}"
+[ -x "$IOTFLOW_TANSU_BIN" ] || iotflow_die "$IOTFLOW_TANSU_BIN not found; run deploy/local/start.sh first"
+iotflow_port_open "$BROKER_PORT" || iotflow_die "no broker on 127.0.0.1:$BROKER_PORT; run deploy/local/start.sh first"
+
+# name -> partition count of the existing topics.
+existing_topics() {
+    local json
+    json="$(timeout 30 "$IOTFLOW_TANSU_BIN" topic list --broker "$broker" 2>&1)" ||
+        { echo "$json" >&2; iotflow_die "tansu topic list failed against $broker"; }
+    printf '%s' "$json" | "$IOTFLOW_HOME/venv/bin/python" -c '
+import json, sys
+for t in json.load(sys.stdin):
+    if t.get("error_code", 0) == 0:
+        print(t["name"], len(t.get("partitions") or []))
+' || iotflow_die "could not parse 'tansu topic list' output: $json"
+}
+
+ensure_topic() {
+    local name="$1" partitions="$2" have out
+    have="$(awk -v n="$name" '$1 == n { print $2 }' <<<"$existing")"
+    if [ -n "$have" ]; then
+        [ "$have" = "$partitions" ] ||
+            iotflow_die "topic $name exists with $have partitions, want $partitions; delete it" \
+                "('$IOTFLOW_TANSU_BIN topic delete $name --broker $broker') or run deploy/local/reset.sh"
+        return 0
+    fi
+    if ! out="$(timeout 30 "$IOTFLOW_TANSU_BIN" topic create "$name" --broker "$broker" \
+        --partitions "$partitions" 2>&1)"; then
+        case "$out" in
+        *"already exists"*) return 0 ;; # created concurrently
+        esac
+        echo "$out" >&2
+        iotflow_die "could not create topic $name ($partitions partitions) on $broker"
+    fi
+}
+
+[[ "$IOT_TOPIC_PARTITIONS" =~ ^[1-9][0-9]*$ ]] || iotflow_die "IOT_TOPIC_PARTITIONS must be a positive integer, got '$IOT_TOPIC_PARTITIONS'"
+
+existing="$(existing_topics)"
+ensure_topic iot-topic "$IOT_TOPIC_PARTITIONS"
+ensure_topic iot-broadcast 1
+ensure_topic iot-dlq 1
