@@ -32,15 +32,20 @@ start_mariadb() {
 
     iotflow_require_free_port "$MYSQL_PORT" "MariaDB (MYSQL_PORT)"
 
+    # Run as user mysql; if it cannot reach $IOTFLOW_HOME (e.g. a checkout under /root, mode 700),
+    # fall back to root for this loopback-only test instance.
+    local user=mysql
     mkdir -p "$data" "$run"
     chown mysql:mysql "$data" "$run"
     chmod 750 "$data" "$run"
-    if ! runuser -u mysql -- test -w "$data" || ! runuser -u mysql -- test -w "$run"; then
-        iotflow_die "user mysql cannot write $data or $run (every parent directory needs o+x); set IOTFLOW_HOME elsewhere"
+    if ! runuser -u mysql -- test -w "$data" 2>/dev/null || ! runuser -u mysql -- test -w "$run" 2>/dev/null; then
+        iotflow_log "user mysql cannot write under $IOTFLOW_HOME (a parent directory lacks o+x); running MariaDB as root"
+        user=root
+        chown -R root:root "$data" "$run"
     fi
 
     if [ ! -d "$data/mysql" ]; then
-        if ! mariadb-install-db --no-defaults --user=mysql --datadir="$data" --skip-test-db \
+        if ! mariadb-install-db --no-defaults --user="$user" --datadir="$data" --skip-test-db \
             --auth-root-authentication-method=socket >"$run/install-db.log" 2>&1; then
             tail -n 30 "$run/install-db.log" >&2
             iotflow_die "mariadb-install-db failed for $data (log: $run/install-db.log)"
@@ -48,11 +53,12 @@ start_mariadb() {
     fi
 
     rm -f "$pidfile" "$IOTFLOW_MARIADB_SOCKET"
-    setsid mariadbd --no-defaults --user=mysql --datadir="$data" \
+    setsid mariadbd --no-defaults --user="$user" --datadir="$data" \
         --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
         --socket="$IOTFLOW_MARIADB_SOCKET" --pid-file="$pidfile" --log-error="$errlog" \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
         --max-connections=500 --max-allowed-packet=64M \
+        --skip-name-resolve --default-time-zone=+00:00 \
         </dev/null >>"$run/mariadbd.out" 2>&1 &
     pid=$!
     iotflow_wait_for "MariaDB" "$MARIADB_TIMEOUT" "$errlog" "$pid" mariadb_alive
@@ -100,14 +106,18 @@ mariadb_check_login() {
     done
 }
 
-sql_quote() { printf "'%s'" "${1//\'/\'\'}"; }
+# Quote a string literal for MariaDB (backslash is an escape character there).
+sql_quote() {
+    local v="${1//\\/\\\\}"
+    printf "'%s'" "${v//\'/\'\'}"
+}
 
 provision_mariadb() {
     local db="$MYSQL_DATABASE" pw user
     pw="$(sql_quote "$MYSQL_PASSWORD")"
     user="$(sql_quote "$MYSQL_USER")"
     # Also grant on databases named "<db>_*" so tests can create isolated scratch databases.
-    if ! mariadb_root >"$IOTFLOW_MARIADB_RUN/provision.log" 2>&1 <<SQL; then
+    if ! mariadb_root --batch >"$IOTFLOW_MARIADB_RUN/provision.log" 2>&1 <<SQL; then
 CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 CREATE USER IF NOT EXISTS $user@'127.0.0.1' IDENTIFIED BY $pw;
 CREATE USER IF NOT EXISTS $user@'localhost' IDENTIFIED BY $pw;

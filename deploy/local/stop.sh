@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the local iotflow stack started by deploy/local/start.sh (idempotent). Only stops the
 # processes recorded in our pid files; never touches other MariaDB or broker instances.
+# Usage: stop.sh [mariadb] [tansu]     (default: both)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -10,17 +11,29 @@ source "$here/lib.sh"
 
 STOP_TIMEOUT="${IOTFLOW_STOP_TIMEOUT:-60}"
 failed=0
+stop_mariadb=0
+stop_tansu=0
+[ "$#" -gt 0 ] || set -- mariadb tansu
+for arg in "$@"; do
+    case "$arg" in
+    mariadb) stop_mariadb=1 ;;
+    tansu) stop_tansu=1 ;;
+    *) iotflow_die "stop.sh: unknown service '$arg' (expected: mariadb, tansu)" ;;
+    esac
+done
 
 # ---------------------------------------------------------------- tansu
 tansu_pidfile="$IOTFLOW_TANSU_DIR/tansu.pid"
-if pid="$(iotflow_pid_alive "$tansu_pidfile" tansu)"; then
-    iotflow_terminate "$pid" tansu "$STOP_TIMEOUT" || { iotflow_log "tansu (pid $pid) is still there"; failed=1; }
+if [ "$stop_tansu" -eq 1 ]; then
+    if pid="$(iotflow_pid_alive "$tansu_pidfile" tansu)"; then
+        iotflow_terminate "$pid" tansu "$STOP_TIMEOUT" || { iotflow_log "tansu (pid $pid) is still there"; failed=1; }
+    fi
+    [ "$failed" -ne 0 ] || rm -f "$tansu_pidfile"
 fi
-[ "$failed" -ne 0 ] || rm -f "$tansu_pidfile"
 
 # ---------------------------------------------------------------- MariaDB
 mariadb_pidfile="$IOTFLOW_MARIADB_RUN/mariadb.pid"
-if pid="$(iotflow_pid_alive "$mariadb_pidfile" mariadbd)"; then
+if [ "$stop_mariadb" -eq 1 ] && pid="$(iotflow_pid_alive "$mariadb_pidfile" mariadbd)"; then
     # Clean shutdown through the socket as root; SIGTERM (also a clean shutdown) if that fails.
     if ! env -u MYSQL_HOST -u MYSQL_PWD -u MYSQL_UNIX_PORT mariadb-admin --no-defaults \
         --protocol=socket --socket="$IOTFLOW_MARIADB_SOCKET" -uroot --connect-timeout=5 \

@@ -45,7 +45,12 @@ pub struct JobConfig {
 
 impl Default for JobConfig {
     fn default() -> Self {
-        JobConfig { name: "iotflow-stream".into(), id: String::new(), epoch_ms: 100, idle_exit_secs: 0 }
+        JobConfig {
+            name: "iotflow-stream".into(),
+            id: String::new(),
+            epoch_ms: 100,
+            idle_exit_secs: 0,
+        }
     }
 }
 
@@ -162,7 +167,12 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_rows: 2000, max_bytes: 4 << 20, max_delay_ms: 100, max_in_flight: 2 }
+        BatchConfig {
+            max_rows: 2000,
+            max_bytes: 4 << 20,
+            max_delay_ms: 100,
+            max_in_flight: 2,
+        }
     }
 }
 
@@ -179,7 +189,10 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { initial_backoff_ms: 100, max_backoff_ms: 10_000 }
+        RetryConfig {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
+        }
     }
 }
 
@@ -194,7 +207,9 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { listen: "127.0.0.1:9249".into() }
+        MetricsConfig {
+            listen: "127.0.0.1:9249".into(),
+        }
     }
 }
 
@@ -260,13 +275,20 @@ impl Config {
             message: e.to_string(),
         })?;
         let mut applied = Vec::new();
-        let mut env: Vec<_> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
         env.sort();
         for (key, value) in env {
-            let path: Vec<String> =
-                key[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let path: Vec<String> = key[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
             if path.iter().any(|p| p.is_empty()) {
-                return Err(ConfigError::Value(format!("malformed environment variable name {key}")));
+                return Err(ConfigError::Value(format!(
+                    "malformed environment variable name {key}"
+                )));
             }
             set_path(&mut table, &path, parse_env_value(&value))
                 .map_err(|m| ConfigError::Value(format!("{key}: {m}")))?;
@@ -276,10 +298,15 @@ impl Config {
         let origin = if applied.is_empty() {
             origin.to_string()
         } else {
-            format!("{origin} (with environment overrides {})", applied.join(", "))
+            format!(
+                "{origin} (with environment overrides {})",
+                applied.join(", ")
+            )
         };
-        let config: Config = toml::from_str(&merged)
-            .map_err(|e| ConfigError::Invalid { origin, message: e.message().to_string() })?;
+        let config: Config = toml::from_str(&merged).map_err(|e| ConfigError::Invalid {
+            origin,
+            message: e.message().to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -303,7 +330,12 @@ impl Config {
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::Value("kafka.brokers must not be empty".into()));
         }
-        if !self.mysql.table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !self
+            .mysql
+            .table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(ConfigError::Value(format!(
                 "mysql.table `{}` must be letters, digits and underscores",
                 self.mysql.table
@@ -317,7 +349,9 @@ impl Config {
         self.parse
             .time_zone
             .parse()
-            .map_err(|e: iotflow_model::ZoneError| ConfigError::Value(format!("parse.time_zone: {e}")))
+            .map_err(|e: iotflow_model::ZoneError| {
+                ConfigError::Value(format!("parse.time_zone: {e}"))
+            })
     }
 
     /// The parser limits.
@@ -343,8 +377,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().expect("non-empty path");
     let mut cur = table;
     for p in parents {
-        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
-        cur = entry.as_table_mut().ok_or_else(|| format!("`{p}` is not a section"))?;
+        let entry = cur
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a section"))?;
     }
     cur.insert(last.clone(), value);
     Ok(())
@@ -355,12 +393,18 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn empty_config_is_the_defaults() {
-        assert_eq!(Config::from_toml_with_env("", "", env(&[])).unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml_with_env("", "", env(&[])).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -393,12 +437,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("brokerz") && e.contains("f.toml"), "{e}");
-        let e = Config::from_toml_with_env("[kafak]\n", "", env(&[])).unwrap_err().to_string();
+        let e = Config::from_toml_with_env("[kafak]\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kafak"), "{e}");
         let e = Config::from_toml_with_env("", "", env(&[("IOTFLOW__MYSQL__URLL", "x")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("urll") && e.contains("IOTFLOW__MYSQL__URLL"), "{e}");
+        assert!(
+            e.contains("urll") && e.contains("IOTFLOW__MYSQL__URLL"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -411,9 +460,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Mars/Base"), "{e}");
-        let e = Config::from_toml_with_env("", "", env(&[("IOTFLOW__MYSQL__BATCH__MAX_ROWS", "0")]))
-            .unwrap_err()
-            .to_string();
+        let e =
+            Config::from_toml_with_env("", "", env(&[("IOTFLOW__MYSQL__BATCH__MAX_ROWS", "0")]))
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("mysql.batch.max_rows"), "{e}");
         let e = Config::from_toml_with_env("[mysql]\ntable = \"x; drop\"\n", "", env(&[]))
             .unwrap_err()
@@ -425,7 +475,11 @@ mod tests {
     fn example_config_loads_and_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/iotflow.example.toml");
         let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
-        assert_eq!(c, Config::default(), "deploy/iotflow.example.toml drifted from the defaults");
+        assert_eq!(
+            c,
+            Config::default(),
+            "deploy/iotflow.example.toml drifted from the defaults"
+        );
     }
 
     #[test]

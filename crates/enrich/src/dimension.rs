@@ -35,7 +35,9 @@ pub fn device_updates<'scope>(
         move |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {
-                    let Some(t) = cap.least().copied() else { return };
+                    let Some(t) = cap.least().copied() else {
+                        return;
+                    };
                     let mut session = output.session(&cap);
                     for change in data.drain(..) {
                         match change {
@@ -43,7 +45,8 @@ pub fn device_updates<'scope>(
                                 if current.get(&info.pboxid) == Some(&info) {
                                     continue;
                                 }
-                                if let Some(old) = current.insert(info.pboxid.clone(), info.clone()) {
+                                if let Some(old) = current.insert(info.pboxid.clone(), info.clone())
+                                {
                                     session.give(((old.pboxid.clone(), old), t, -1));
                                 }
                                 session.give(((info.pboxid.clone(), info), t, 1));
@@ -67,10 +70,10 @@ pub fn replicate_dimension<'scope>(
     updates: StreamVec<'scope, u64, DeviceUpdate>,
 ) -> Arranged<'scope, DimensionTrace> {
     let broadcast = updates.broadcast().map(|u| u);
-    arrange_core::<_, _, ValBatcher<String, DeviceInfo, u64, i64>, ValSpine<String, DeviceInfo, u64, i64>>(
-        broadcast,
-        Pipeline,
-        "device-dimension",
-        ValBatcher::new,
-    )
+    arrange_core::<
+        _,
+        _,
+        ValBatcher<String, DeviceInfo, u64, i64>,
+        ValSpine<String, DeviceInfo, u64, i64>,
+    >(broadcast, Pipeline, "device-dimension", ValBatcher::new)
 }

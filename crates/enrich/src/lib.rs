@@ -13,5 +13,5 @@
 mod dimension;
 mod lookup;
 
-pub use dimension::{device_updates, replicate_dimension, DimensionTrace, DeviceUpdate};
+pub use dimension::{device_updates, replicate_dimension, DeviceUpdate, DimensionTrace};
 pub use lookup::EnrichWith;

@@ -52,10 +52,12 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                 let mut devices = 0i64;
                 move |(readings, reading_frontier), (spans, _), output| {
                     readings.for_each(|cap, data| {
-                        let Some(t) = cap.least().copied() else { return };
-                        let entry = stash
-                            .entry(t)
-                            .or_insert_with(|| (cap.retain_least(0).expect("non-empty stamp"), Vec::new()));
+                        let Some(t) = cap.least().copied() else {
+                            return;
+                        };
+                        let entry = stash.entry(t).or_insert_with(|| {
+                            (cap.retain_least(0).expect("non-empty stamp"), Vec::new())
+                        });
                         entry.1.append(data);
                     });
                     spans.for_each(|_cap, data| {
@@ -80,10 +82,15 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                     let Some(tr) = trace.as_mut() else { return };
                     tr.advance_upper(&mut upper);
 
-                    let ready: Vec<u64> =
-                        stash.keys().copied().take_while(|t| !upper.less_equal(t)).collect();
+                    let ready: Vec<u64> = stash
+                        .keys()
+                        .copied()
+                        .take_while(|t| !upper.less_equal(t))
+                        .collect();
                     if !ready.is_empty() {
-                        let batches = tr.batches_through(upper.borrow()).expect("dimension batches through its upper");
+                        let batches = tr
+                            .batches_through(upper.borrow())
+                            .expect("dimension batches through its upper");
                         let (mut cursor, storage) = cursor_list(batches);
                         for t in ready {
                             let (cap, mut batch) = stash.remove(&t).expect("ready time is stashed");

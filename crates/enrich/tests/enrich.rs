@@ -22,12 +22,16 @@ fn device(id: &str, company: &str) -> DeviceChange {
 
 fn reading(id: &str, n: i64) -> Reading {
     Reading {
-        event_time: NaiveDateTime::parse_from_str("2025-04-10 08:00:00", "%Y-%m-%d %H:%M:%S").unwrap(),
+        event_time: NaiveDateTime::parse_from_str("2025-04-10 08:00:00", "%Y-%m-%d %H:%M:%S")
+            .unwrap(),
         metric: Decimal::new(n, 1),
         pboxid: id.into(),
         latitude: Decimal::ZERO,
         longitude: Decimal::ZERO,
-        source: SourceRef { partition: 0, offset: n },
+        source: SourceRef {
+            partition: 0,
+            offset: n,
+        },
         kafka_ts_ms: None,
     }
 }
@@ -35,21 +39,42 @@ fn reading(id: &str, n: i64) -> Reading {
 /// The script: (time, device changes, readings). Devices change between readings.
 fn script() -> Vec<(u64, Vec<DeviceChange>, Vec<Reading>)> {
     vec![
-        (1, vec![device("A", "acme"), device("B", "bolt")], vec![reading("A", 1), reading("B", 2), reading("C", 3)]),
-        (2, vec![device("A", "acme-2"), DeviceChange::Delete("B".into())], vec![reading("A", 4), reading("B", 5)]),
-        (3, vec![device("B", "bolt-3"), device("C", "core")], vec![reading("A", 6), reading("B", 7), reading("C", 8)]),
+        (
+            1,
+            vec![device("A", "acme"), device("B", "bolt")],
+            vec![reading("A", 1), reading("B", 2), reading("C", 3)],
+        ),
+        (
+            2,
+            vec![device("A", "acme-2"), DeviceChange::Delete("B".into())],
+            vec![reading("A", 4), reading("B", 5)],
+        ),
+        (
+            3,
+            vec![device("B", "bolt-3"), device("C", "core")],
+            vec![reading("A", 6), reading("B", 7), reading("C", 8)],
+        ),
         // A reading with no change at its time still sees the latest record.
         (5, vec![], vec![reading("C", 9)]),
-        (6, vec![DeviceChange::Delete("A".into()), device("A", "acme-6")], vec![reading("A", 10)]),
+        (
+            6,
+            vec![DeviceChange::Delete("A".into()), device("A", "acme-6")],
+            vec![reading("A", 10)],
+        ),
     ]
 }
 
 /// What each reading must be joined with: (offset, company or "-").
 fn expected() -> Vec<String> {
     let mut v: Vec<String> = [
-        (1, "acme"), (2, "bolt"), (3, "-"),
-        (4, "acme-2"), (5, "-"),
-        (6, "acme-2"), (7, "bolt-3"), (8, "core"),
+        (1, "acme"),
+        (2, "bolt"),
+        (3, "-"),
+        (4, "acme-2"),
+        (5, "-"),
+        (6, "acme-2"),
+        (7, "bolt-3"),
+        (8, "core"),
         (9, "core"),
         (10, "acme-6"),
     ]
@@ -78,12 +103,18 @@ fn run(config: Config) -> Vec<String> {
                 .input_from(&mut readings)
                 .enrich_with(&dim, metrics)
                 .inspect(move |e| {
-                    let company = e.device.as_ref().and_then(|d| d.company.clone()).unwrap_or("-".into());
+                    let company = e
+                        .device
+                        .as_ref()
+                        .and_then(|d| d.company.clone())
+                        .unwrap_or("-".into());
                     // Business records survive the process boundary exactly.
                     if let Some(d) = &e.device {
                         assert_eq!(d.work_threshold, Some(Decimal::from_str("50.5").unwrap()));
                     }
-                    sink.lock().unwrap().push(format!("{} {}", e.reading.source.offset, company));
+                    sink.lock()
+                        .unwrap()
+                        .push(format!("{} {}", e.reading.source.offset, company));
                 })
                 .probe_with(&probe);
         });
@@ -133,8 +164,14 @@ const ADDRS_ENV: &str = "IOTFLOW_ENRICH_TEST_ADDRS";
 #[test]
 #[ignore = "run as a child process by enrichment_across_two_processes"]
 fn two_process_child() {
-    let Ok(process) = std::env::var(CHILD_ENV) else { return };
-    let addresses: Vec<String> = std::env::var(ADDRS_ENV).unwrap().split(',').map(String::from).collect();
+    let Ok(process) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let addresses: Vec<String> = std::env::var(ADDRS_ENV)
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
     let config = Config {
         communication: CommunicationConfig::Cluster {
             threads: 1,
@@ -153,14 +190,30 @@ fn two_process_child() {
 #[test]
 fn enrichment_across_two_processes() {
     let ports: Vec<u16> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
         .collect();
-    let addrs = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let addrs = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..2)
         .map(|p| {
             std::process::Command::new(&exe)
-                .args(["--exact", "two_process_child", "--include-ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "two_process_child",
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, p.to_string())
                 .env(ADDRS_ENV, &addrs)
                 .stdout(std::process::Stdio::piped())
@@ -173,7 +226,11 @@ fn enrichment_across_two_processes() {
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "child process failed:\n{stdout}");
-        all.extend(stdout.lines().filter_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_string())));
+        all.extend(
+            stdout
+                .lines()
+                .filter_map(|l| l.split_once("RESULT ").map(|(_, r)| r.to_string())),
+        );
     }
     all.sort();
     assert_eq!(all, expected());

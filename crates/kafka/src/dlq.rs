@@ -77,7 +77,10 @@ impl DeadLetterSink {
             // After this the delivery fails and the operator sends it again.
             .set("message.timeout.ms", "30000")
             .create_with_context(DlqContext { acks: acks.clone() })
-            .map_err(|source| KafkaError::Client { brokers: kafka.brokers.clone(), source })?;
+            .map_err(|source| KafkaError::Client {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
         let topic = topic.to_string();
         let scope = letters.scope();
         Ok(letters.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(

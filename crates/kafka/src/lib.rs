@@ -17,11 +17,15 @@ mod source;
 pub use client::{client_config, KafkaError};
 pub use dlq::{DeadLetterSink, DLQ_HEADERS};
 pub use parse::{dead_letter, ParseOptions, ParseReadings, RateLimitedLog};
-pub use source::{epoch_of, kafka_source, Backpressure, KafkaRecord, SourceHandle, SourceOptions, StartFrom};
+pub use source::{
+    epoch_of, kafka_source, Backpressure, KafkaRecord, SourceHandle, SourceOptions, StartFrom,
+};
 
 /// The partitions of `partitions` that worker `index` of `peers` reads.
 pub fn assigned_partitions(partitions: i32, index: usize, peers: usize) -> Vec<i32> {
-    (0..partitions).filter(|p| (*p as usize) % peers == index).collect()
+    (0..partitions)
+        .filter(|p| (*p as usize) % peers == index)
+        .collect()
 }
 
 #[cfg(test)]
@@ -32,8 +36,9 @@ mod tests {
     fn every_partition_has_exactly_one_worker() {
         for peers in 1..6 {
             for parts in 0..20 {
-                let mut all: Vec<i32> =
-                    (0..peers).flat_map(|w| assigned_partitions(parts, w, peers)).collect();
+                let mut all: Vec<i32> = (0..peers)
+                    .flat_map(|w| assigned_partitions(parts, w, peers))
+                    .collect();
                 all.sort();
                 assert_eq!(all, (0..parts).collect::<Vec<_>>());
             }

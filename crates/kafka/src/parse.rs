@@ -33,7 +33,10 @@ pub trait ParseReadings<'scope> {
         self,
         options: ParseOptions,
         metrics: ParseMetrics,
-    ) -> (StreamVec<'scope, u64, Reading>, StreamVec<'scope, u64, DeadLetter>);
+    ) -> (
+        StreamVec<'scope, u64, Reading>,
+        StreamVec<'scope, u64, DeadLetter>,
+    );
 }
 
 impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
@@ -41,7 +44,10 @@ impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
         self,
         options: ParseOptions,
         metrics: ParseMetrics,
-    ) -> (StreamVec<'scope, u64, Reading>, StreamVec<'scope, u64, DeadLetter>) {
+    ) -> (
+        StreamVec<'scope, u64, Reading>,
+        StreamVec<'scope, u64, DeadLetter>,
+    ) {
         let mut log = RateLimitedLog::new(Duration::from_secs(5));
         self.ok_err(move |rec: KafkaRecord| {
             let result = match &rec.payload {
@@ -57,7 +63,10 @@ impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
                         pboxid: r.pboxid,
                         latitude: r.latitude,
                         longitude: r.longitude,
-                        source: SourceRef { partition: rec.partition, offset: rec.offset },
+                        source: SourceRef {
+                            partition: rec.partition,
+                            offset: rec.offset,
+                        },
                         kafka_ts_ms: rec.ts_ms,
                     })
                 }
@@ -87,7 +96,10 @@ pub fn dead_letter(rec: KafkaRecord, e: &ParseError, options: &ParseOptions) -> 
         reason: e.to_string(),
         reason_code: e.code().to_string(),
         topic: options.topic.clone(),
-        source: SourceRef { partition: rec.partition, offset: rec.offset },
+        source: SourceRef {
+            partition: rec.partition,
+            offset: rec.offset,
+        },
         kafka_ts_ms: rec.ts_ms,
     }
 }
@@ -103,7 +115,11 @@ pub struct RateLimitedLog {
 impl RateLimitedLog {
     /// A log that speaks at most once per `every`.
     pub fn new(every: Duration) -> Self {
-        RateLimitedLog { every, last: None, suppressed: 0 }
+        RateLimitedLog {
+            every,
+            last: None,
+            suppressed: 0,
+        }
     }
 
     /// Logs `message()` at warn level unless it logged within the interval.
@@ -113,7 +129,11 @@ impl RateLimitedLog {
             return;
         }
         if self.suppressed > 0 {
-            tracing::warn!("{} ({} similar messages suppressed)", message(), self.suppressed);
+            tracing::warn!(
+                "{} ({} similar messages suppressed)",
+                message(),
+                self.suppressed
+            );
         } else {
             tracing::warn!("{}", message());
         }

@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientContext, error::KafkaResult};
+use rdkafka::{error::KafkaResult, ClientContext};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
@@ -97,13 +97,18 @@ impl SourceHandle {
 
 /// The epoch (timestamp) of wall-clock time `now`.
 pub fn epoch_of(now: SystemTime, epoch_ms: u64) -> u64 {
-    let ms = now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     ms / epoch_ms * epoch_ms
 }
 
 struct SourceContext {
     topic: String,
     metrics: SourceMetrics,
+    /// High watermarks from fetch responses (via statistics), per partition.
+    highs: Arc<std::sync::Mutex<BTreeMap<i32, i64>>>,
 }
 
 impl ClientContext for SourceContext {
@@ -112,6 +117,12 @@ impl ClientContext for SourceContext {
             for (p, part) in &topic.partitions {
                 if *p < 0 || !part.desired {
                     continue;
+                }
+                if part.hi_offset >= 0 {
+                    self.highs
+                        .lock()
+                        .expect("highs lock")
+                        .insert(*p, part.hi_offset);
                 }
                 let lag = if part.hi_offset >= 0 && part.app_offset >= 0 {
                     (part.hi_offset - part.app_offset).max(0)
@@ -178,13 +189,31 @@ pub fn kafka_source<'scope>(
         .set("enable.partition.eof", "false")
         // Lower than the 500 ms default: latency matters more than fetch request count here.
         .set("fetch.wait.max.ms", "100")
-        // Source of the consumer-lag metric.
-        .set("statistics.interval.ms", (kafka.stats_interval_secs * 1000).to_string())
+        // Source of the consumer-lag metric, and of the true high watermarks a catch-up
+        // source waits for (so it asks often while loading).
+        .set(
+            "statistics.interval.ms",
+            if options.wait_for_catch_up {
+                250
+            } else {
+                kafka.stats_interval_secs * 1000
+            }
+            .to_string(),
+        )
         .set("client.id", format!("iotflow-{}-w{index}", options.name));
-    let context = SourceContext { topic: options.topic.clone(), metrics: metrics.clone() };
-    let consumer: BaseConsumer<SourceContext> = config
-        .create_with_context(context)
-        .map_err(|source| KafkaError::Client { brokers: kafka.brokers.clone(), source })?;
+    let highs: Arc<std::sync::Mutex<BTreeMap<i32, i64>>> = Default::default();
+    let context = SourceContext {
+        topic: options.topic.clone(),
+        metrics: metrics.clone(),
+        highs: highs.clone(),
+    };
+    let consumer: BaseConsumer<SourceContext> =
+        config
+            .create_with_context(context)
+            .map_err(|source| KafkaError::Client {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
     let metadata = consumer
         .fetch_metadata(Some(&options.topic), Duration::from_secs(15))
         .map_err(|e| KafkaError::Metadata {
@@ -210,28 +239,31 @@ pub fn kafka_source<'scope>(
             StartFrom::Committed => Offset::Stored,
             StartFrom::Beginning => Offset::Beginning,
         };
-        tpl.add_partition_offset(&options.topic, *p, offset).expect("valid offset");
+        tpl.add_partition_offset(&options.topic, *p, offset)
+            .expect("valid offset");
     }
     consumer.assign(&tpl).map_err(|source| KafkaError::Client {
         brokers: kafka.brokers.clone(),
         source,
     })?;
-    // Where "caught up" is, for a source that must load the whole topic before time moves.
-    let mut catch_up: BTreeMap<i32, i64> = BTreeMap::new();
+    // Where "caught up" is, for a source that must load the whole topic before time moves:
+    // per partition, the high watermark and whether a fetch response confirmed it. ListOffsets
+    // alone is not trusted (some Kafka-compatible brokers answer it with a stale offset); the
+    // watermark of a real fetch response (reported in librdkafka's statistics) is.
+    let mut catch_up: BTreeMap<i32, (i64, bool)> = BTreeMap::new();
     if options.wait_for_catch_up {
         for p in &mine {
-            let (low, high) = consumer
+            let (_low, high) = consumer
                 .fetch_watermarks(&options.topic, *p, Duration::from_secs(15))
                 .map_err(|e| KafkaError::Metadata {
                     topic: options.topic.clone(),
                     brokers: kafka.brokers.clone(),
                     reason: format!("watermarks of partition {p}: {e}"),
                 })?;
-            if high > low {
-                catch_up.insert(*p, high);
-            }
+            catch_up.insert(*p, (high.max(0), false));
         }
     }
+    let catch_up_started = Instant::now();
     tracing::info!(
         worker = index,
         topic = %options.topic,
@@ -251,7 +283,11 @@ pub fn kafka_source<'scope>(
         move |cap, info| {
             let activator = scope.activator_for(info.address);
             let mut cap = Some(cap);
-            let mut state = if mine.is_empty() && options.commit { State::Draining } else { State::Running };
+            let mut state = if mine.is_empty() && options.commit {
+                State::Draining
+            } else {
+                State::Running
+            };
             // Next offset per partition, as read.
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
             // Offsets as of the end of each closed epoch, awaiting the probe.
@@ -271,7 +307,8 @@ pub fn kafka_source<'scope>(
                 let mut tpl = TopicPartitionList::new();
                 for (p, o) in offsets {
                     if committed.get(p) != Some(o) {
-                        tpl.add_partition_offset(&commit_topic, *p, Offset::Offset(*o)).expect("valid offset");
+                        tpl.add_partition_offset(&commit_topic, *p, Offset::Offset(*o))
+                            .expect("valid offset");
                     }
                 }
                 if tpl.count() == 0 {
@@ -279,17 +316,36 @@ pub fn kafka_source<'scope>(
                 }
                 match consumer.commit(&tpl, mode) {
                     Ok(()) => committed.extend(offsets.iter().map(|(p, o)| (*p, *o))),
-                    Err(e) => tracing::warn!("offset commit failed (retried with the next epoch): {e}"),
+                    Err(e) => {
+                        tracing::warn!("offset commit failed (retried with the next epoch): {e}")
+                    }
                 }
             };
 
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
                 let now_epoch = epoch_of(SystemTime::now(), options.epoch_ms);
-                let caught_up = catch_up.iter().all(|(p, high)| next.get(p).is_some_and(|o| o >= high));
-                if caught_up && !catch_up.is_empty() {
-                    tracing::info!(topic = %options.topic, "caught up with the topic as of start");
-                    catch_up.clear();
+                if !catch_up.is_empty() {
+                    let give_up = catch_up_started.elapsed() > Duration::from_secs(30);
+                    for (p, (high, confirmed)) in catch_up.iter_mut() {
+                        if let Some(h) = highs.lock().expect("highs lock").get(p).copied() {
+                            if !*confirmed {
+                                *high = (*high).max(h);
+                                *confirmed = true;
+                            }
+                        }
+                        if give_up && !*confirmed {
+                            tracing::warn!(topic = %options.topic, partition = p, "no fetch response confirmed the high watermark within 30 s; trusting ListOffsets ({high})");
+                            *confirmed = true;
+                        }
+                    }
+                    let caught_up = catch_up.iter().all(|(p, (high, confirmed))| {
+                        *confirmed && (*high == 0 || next.get(p).is_some_and(|o| o >= high))
+                    });
+                    if caught_up {
+                        tracing::info!(topic = %options.topic, worker = index, "loaded the topic up to its high watermark at start");
+                        catch_up.clear();
+                    }
                 }
 
                 // Close the epoch when the clock has moved on (never backwards; never before
@@ -312,7 +368,11 @@ pub fn kafka_source<'scope>(
                 if matches!(state, State::Running) {
                     if lifecycle.stop.load(Ordering::SeqCst) {
                         state = State::Draining;
-                    } else if options.idle_exit.is_some_and(|d| last_record.elapsed() >= d) && catch_up.is_empty() {
+                    } else if options
+                        .idle_exit
+                        .is_some_and(|d| last_record.elapsed() >= d)
+                        && catch_up.is_empty()
+                    {
                         tracing::info!(worker = index, topic = %options.topic, "no input for {:?}: draining", options.idle_exit.unwrap_or_default());
                         state = State::Draining;
                     }
@@ -339,7 +399,8 @@ pub fn kafka_source<'scope>(
                                 });
                             }
                             Some(Err(e)) => {
-                                let quiet = last_error_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+                                let quiet = last_error_log
+                                    .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
                                 if quiet {
                                     suppressed_errors += 1;
                                 } else {
@@ -371,7 +432,11 @@ pub fn kafka_source<'scope>(
                             done = pending.pop_front();
                         }
                         if let Some((_, offsets)) = done {
-                            let mode = if matches!(state, State::Draining) && pending.is_empty() { CommitMode::Sync } else { CommitMode::Async };
+                            let mode = if matches!(state, State::Draining) && pending.is_empty() {
+                                CommitMode::Sync
+                            } else {
+                                CommitMode::Async
+                            };
                             commit(&offsets, &mut committed, mode, &consumer);
                         }
                     }
@@ -381,12 +446,17 @@ pub fn kafka_source<'scope>(
                     tracing::info!(worker = index, topic = %options.topic, "source finished; committed {:?}", committed);
                     state = State::Done;
                     cap = None;
-                    if options.commit && lifecycle.running_readers.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    if options.commit
+                        && lifecycle.running_readers.fetch_sub(1, Ordering::SeqCst) == 1
+                    {
                         lifecycle.stop.store(true, Ordering::SeqCst);
                     }
                     return;
                 }
-                if matches!(state, State::Running) && !options.commit && lifecycle.stop.load(Ordering::SeqCst) {
+                if matches!(state, State::Running)
+                    && !options.commit
+                    && lifecycle.stop.load(Ordering::SeqCst)
+                {
                     state = State::Done;
                     cap = None;
                     return;

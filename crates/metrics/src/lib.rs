@@ -53,7 +53,10 @@ pub struct Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("job_name", &self.job_name).field("job_id", &self.job_id).finish()
+        f.debug_struct("Metrics")
+            .field("job_name", &self.job_name)
+            .field("job_id", &self.job_id)
+            .finish()
     }
 }
 
@@ -76,15 +79,20 @@ fn histogram(
     extra: &[&'static str],
     buckets: Vec<f64>,
 ) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &labels(extra))
-        .expect("valid metric");
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets),
+        &labels(extra),
+    )
+    .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
 
 /// Latency buckets from 1 ms to 60 s.
 fn latency_buckets() -> Vec<f64> {
-    vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ]
 }
 
 impl Metrics {
@@ -124,7 +132,9 @@ impl Metrics {
     /// The current exposition text.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
         String::from_utf8(buf).expect("utf-8 exposition")
     }
 
@@ -142,12 +152,23 @@ impl Metrics {
     pub fn source(&self, operator: &str, worker: usize) -> SourceMetrics {
         let w = worker.to_string();
         SourceMetrics {
-            messages_received: self.messages_received.with_label_values(&self.base(operator, &w)),
-            offsets_committed: self.offsets_committed.with_label_values(&self.base(operator, &w)),
-            commit_failures: self.commit_failures.with_label_values(&self.base(operator, &w)),
+            messages_received: self
+                .messages_received
+                .with_label_values(&self.base(operator, &w)),
+            offsets_committed: self
+                .offsets_committed
+                .with_label_values(&self.base(operator, &w)),
+            commit_failures: self
+                .commit_failures
+                .with_label_values(&self.base(operator, &w)),
             committed_offset: self.committed_offset.clone(),
             consumer_lag: self.consumer_lag.clone(),
-            labels: [self.job_name.clone(), self.job_id.clone(), operator.to_string(), w],
+            labels: [
+                self.job_name.clone(),
+                self.job_id.clone(),
+                operator.to_string(),
+                w,
+            ],
         }
     }
 
@@ -155,15 +176,23 @@ impl Metrics {
     pub fn parse(&self, operator: &str, worker: usize) -> ParseMetrics {
         let w = worker.to_string();
         ParseMetrics {
-            success: self.parse_success.with_label_values(&self.base(operator, &w)),
+            success: self
+                .parse_success
+                .with_label_values(&self.base(operator, &w)),
             failure: self.parse_failure.clone(),
-            labels: [self.job_name.clone(), self.job_id.clone(), operator.to_string(), w],
+            labels: [
+                self.job_name.clone(),
+                self.job_id.clone(),
+                operator.to_string(),
+                w,
+            ],
         }
     }
 
     /// Handles for the dead-letter sink.
     pub fn dlq(&self, operator: &str, worker: usize) -> IntCounter {
-        self.dlq_records.with_label_values(&self.base(operator, &worker.to_string()))
+        self.dlq_records
+            .with_label_values(&self.base(operator, &worker.to_string()))
     }
 
     /// Handles for the enrichment operator.
@@ -171,9 +200,15 @@ impl Metrics {
         let w = worker.to_string();
         EnrichMetrics {
             enriched: self.enriched.with_label_values(&self.base(operator, &w)),
-            unknown_device: self.unknown_device.with_label_values(&self.base(operator, &w)),
-            devices: self.dimension_devices.with_label_values(&self.base(operator, &w)),
-            updates: self.dimension_updates.with_label_values(&self.base(operator, &w)),
+            unknown_device: self
+                .unknown_device
+                .with_label_values(&self.base(operator, &w)),
+            devices: self
+                .dimension_devices
+                .with_label_values(&self.base(operator, &w)),
+            updates: self
+                .dimension_updates
+                .with_label_values(&self.base(operator, &w)),
         }
     }
 
@@ -181,7 +216,10 @@ impl Metrics {
     pub fn sink(&self, sink: &str, operator: &str, worker: usize) -> SinkMetrics {
         let w = worker.to_string();
         let l = self.with(operator, &w, &[sink]);
-        let kind = |k: &str| self.sink_errors.with_label_values(&self.with(operator, &w, &[sink, k]));
+        let kind = |k: &str| {
+            self.sink_errors
+                .with_label_values(&self.with(operator, &w, &[sink, k]))
+        };
         SinkMetrics {
             rows_written: self.rows_written.with_label_values(&l),
             batch_seconds: self.batch_seconds.with_label_values(&l),
@@ -217,7 +255,8 @@ impl SourceMetrics {
 
     /// Records the committed offset of `partition`.
     pub fn set_committed(&self, partition: i32, offset: i64) {
-        self.per_partition(&self.committed_offset, partition).set(offset);
+        self.per_partition(&self.committed_offset, partition)
+            .set(offset);
     }
 
     /// Records the consumer lag of `partition`.
@@ -239,7 +278,8 @@ impl ParseMetrics {
     /// Counts one failure with its reason code.
     pub fn failure(&self, reason: &str) -> IntCounter {
         let [a, b, c, d] = &self.labels;
-        self.failure.with_label_values(&[a.as_str(), b, c, d, reason])
+        self.failure
+            .with_label_values(&[a.as_str(), b, c, d, reason])
     }
 }
 

@@ -20,16 +20,21 @@ pub struct MetricsServer {
 /// Serves `metrics` on `addr` (`host:port`; port 0 picks a free one) until the process exits.
 pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen for /metrics on {addr}: {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for /metrics on {addr}: {e}"),
+        )
     })?;
     let local = listener.local_addr()?;
-    std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            if let Err(e) = respond(stream, &metrics) {
-                tracing::debug!("metrics request failed: {e}");
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = respond(stream, &metrics) {
+                    tracing::debug!("metrics request failed: {e}");
+                }
             }
-        }
-    })?;
+        })?;
     Ok(MetricsServer { addr: local })
 }
 
@@ -46,9 +51,21 @@ fn respond(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     let mut stream = reader.into_inner();
     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
     let (status, ctype, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
-        "/" | "/healthz" => ("200 OK", "text/plain; charset=utf-8", "iotflow: see /metrics\n".to_string()),
-        _ => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".to_string()),
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        "/" | "/healthz" => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "iotflow: see /metrics\n".to_string(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found\n".to_string(),
+        ),
     };
     write!(
         stream,

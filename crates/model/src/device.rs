@@ -82,7 +82,9 @@ pub fn parse_device_record(
         None => None,
     };
     let Some(payload) = payload else {
-        let id = key.ok_or(ParseError::Missing { field: "pboxid (tombstone without a key)" })?;
+        let id = key.ok_or(ParseError::Missing {
+            field: "pboxid (tombstone without a key)",
+        })?;
         crate::parse::check_pboxid(id)?;
         return Ok(DeviceChange::Delete(id.to_owned()));
     };
@@ -134,7 +136,10 @@ impl DeviceInfo {
         put("device_name", &self.device_name);
         put("model", &self.model);
         put("status", &self.status);
-        put("work_threshold", &self.work_threshold.map(|d| d.to_string()));
+        put(
+            "work_threshold",
+            &self.work_threshold.map(|d| d.to_string()),
+        );
         put("updated_at", &self.updated_at);
         serde_json::Value::Object(m).to_string()
     }
@@ -177,7 +182,9 @@ mod tests {
         let err = parse_device_record(None, None).unwrap_err();
         assert!(err.to_string().contains("pboxid"), "{err}");
         assert_eq!(
-            parse_device_record(Some(b"k"), Some(br#"{"company":"c"}"#)).unwrap().pboxid(),
+            parse_device_record(Some(b"k"), Some(br#"{"company":"c"}"#))
+                .unwrap()
+                .pboxid(),
             "k"
         );
     }

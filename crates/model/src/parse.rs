@@ -42,7 +42,11 @@ pub struct ParseLimits {
 
 impl Default for ParseLimits {
     fn default() -> Self {
-        ParseLimits { max_message_bytes: 64 * 1024, min_year: 1970, max_year: 2099 }
+        ParseLimits {
+            max_message_bytes: 64 * 1024,
+            min_year: 1970,
+            max_year: 2099,
+        }
     }
 }
 
@@ -154,7 +158,10 @@ pub fn parse_reading(
     limits: &ParseLimits,
 ) -> Result<ParsedReading, ParseError> {
     if payload.len() > limits.max_message_bytes {
-        return Err(ParseError::TooLarge { bytes: payload.len(), max: limits.max_message_bytes });
+        return Err(ParseError::TooLarge {
+            bytes: payload.len(),
+            max: limits.max_message_bytes,
+        });
     }
     if payload.is_empty() {
         return Err(ParseError::Empty);
@@ -196,17 +203,27 @@ pub fn parse_reading(
     }
     let pboxid = string_field("pboxid", required("pboxid", wire.pboxid)?)?.into_owned();
     check_pboxid(&pboxid)?;
-    Ok(ParsedReading { event_time, metric, pboxid, latitude, longitude })
+    Ok(ParsedReading {
+        event_time,
+        metric,
+        pboxid,
+        latitude,
+        longitude,
+    })
 }
 
 /// Checks the device id rules: 1 to 64 characters, none of them control characters.
 pub(crate) fn check_pboxid(id: &str) -> Result<(), ParseError> {
     let n = id.chars().count();
     if n == 0 {
-        return Err(ParseError::BadPboxid { reason: "empty".into() });
+        return Err(ParseError::BadPboxid {
+            reason: "empty".into(),
+        });
     }
     if n > 64 {
-        return Err(ParseError::BadPboxid { reason: format!("{n} characters, at most 64 allowed") });
+        return Err(ParseError::BadPboxid {
+            reason: format!("{n} characters, at most 64 allowed"),
+        });
     }
     if let Some(c) = id.chars().find(|c| c.is_control()) {
         return Err(ParseError::BadPboxid {
@@ -234,14 +251,20 @@ fn excerpt(raw: &str) -> String {
 fn string_field<'a>(field: &'static str, raw: &'a RawValue) -> Result<Cow<'a, str>, ParseError> {
     let text = raw.get();
     if !text.starts_with('"') {
-        return Err(ParseError::WrongType { field, expected: "a string", found: excerpt(text) });
+        return Err(ParseError::WrongType {
+            field,
+            expected: "a string",
+            found: excerpt(text),
+        });
     }
     // Fast path: no escapes inside the quotes.
     let inner = &text[1..text.len() - 1];
     if !inner.contains('\\') {
         return Ok(Cow::Borrowed(inner));
     }
-    serde_json::from_str::<String>(text).map(Cow::Owned).map_err(ParseError::json)
+    serde_json::from_str::<String>(text)
+        .map(Cow::Owned)
+        .map_err(ParseError::json)
 }
 
 fn required_decimal(field: &'static str, raw: Option<&RawValue>) -> Result<Decimal, ParseError> {
@@ -282,7 +305,9 @@ pub(crate) fn decimal_field(
             field,
             value: excerpt(number),
             range: match e {
-                rust_decimal::Error::Underflow => "of exactly representable decimals (too many digits)",
+                rust_decimal::Error::Underflow => {
+                    "of exactly representable decimals (too many digits)"
+                }
                 _ => "of representable decimals",
             },
         },
@@ -291,7 +316,8 @@ pub(crate) fn decimal_field(
 
 fn looks_numeric(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
 }
 
 /// `yyyy-MM-dd HH:mm:ss[.f…]` is kept as given; RFC 3339 is converted to `zone`.
@@ -312,7 +338,9 @@ fn parse_event_time(s: &str, zone: &Zone) -> Result<NaiveDateTime, ParseError> {
     if !has_zone {
         return Err(bad());
     }
-    DateTime::parse_from_rfc3339(s).map(|t| zone.local(&t)).map_err(|_| bad())
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| zone.local(&t))
+        .map_err(|_| bad())
 }
 
 impl fmt::Display for ParsedReading {
@@ -372,7 +400,11 @@ mod tests {
         assert_eq!(ok(&j).event_time, t("2025-04-10 23:30:00"));
         let sh: Zone = "Asia/Shanghai".parse().unwrap();
         let r = parse_reading(j.as_bytes(), &sh, &ParseLimits::default()).unwrap();
-        assert_eq!(r.event_time, t("2025-04-11 07:30:00"), "crosses the day in Shanghai");
+        assert_eq!(
+            r.event_time,
+            t("2025-04-11 07:30:00"),
+            "crosses the day in Shanghai"
+        );
         let plus2: Zone = "+02:00".parse().unwrap();
         let r = parse_reading(j.as_bytes(), &plus2, &ParseLimits::default()).unwrap();
         assert_eq!(r.event_time, t("2025-04-11 01:30:00"));
@@ -432,7 +464,11 @@ mod tests {
     fn rejects_wrong_types() {
         let e = err(&GOOD.replace("51.5", "true"));
         assert_eq!(e.code(), "wrong_type");
-        assert!(e.to_string().contains("`metric` must be a number, found true"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("`metric` must be a number, found true"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("51.5", "\"lots\""));
         assert_eq!(e.code(), "wrong_type", "{e}");
         let e = err(&GOOD.replace("\"pbox-1\"", "42"));
@@ -440,7 +476,10 @@ mod tests {
         let e = err(&GOOD.replace("31.2304", "[31.2]"));
         assert!(e.to_string().contains("`latitude` must be a number"), "{e}");
         let e = err(&GOOD.replace("\"2025-04-10 08:00:00\"", "1744272000"));
-        assert!(e.to_string().contains("`event_time` must be a string"), "{e}");
+        assert!(
+            e.to_string().contains("`event_time` must be a string"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -498,13 +537,26 @@ mod tests {
         assert_eq!(err("not json").code(), "invalid_json");
         assert_eq!(err("[1,2,3]").code(), "invalid_json");
         assert_eq!(err("{\"metric\":").code(), "invalid_json");
-        let e = parse_reading(&[0xff, 0xfe, 0x00, 0x80], &Zone::Utc, &ParseLimits::default())
-            .unwrap_err();
+        let e = parse_reading(
+            &[0xff, 0xfe, 0x00, 0x80],
+            &Zone::Utc,
+            &ParseLimits::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.code(), "invalid_json");
         let big = vec![b' '; 1 << 20];
         let e = parse_reading(&big, &Zone::Utc, &ParseLimits::default()).unwrap_err();
-        assert_eq!(e, ParseError::TooLarge { bytes: 1 << 20, max: 64 * 1024 });
+        assert_eq!(
+            e,
+            ParseError::TooLarge {
+                bytes: 1 << 20,
+                max: 64 * 1024
+            }
+        );
         // Duplicate keys are ambiguous: rejected.
-        assert_eq!(err(&GOOD.replace("{", r#"{"metric":1,"#)).code(), "invalid_json");
+        assert_eq!(
+            err(&GOOD.replace("{", r#"{"metric":1,"#)).code(),
+            "invalid_json"
+        );
     }
 }

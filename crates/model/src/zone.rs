@@ -19,7 +19,9 @@ pub enum Zone {
 
 /// A time zone name that is neither `UTC`, a `±HH:MM` offset, nor an IANA zone name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown time zone `{0}`: use UTC, an offset like +08:00, or an IANA name like Asia/Shanghai")]
+#[error(
+    "unknown time zone `{0}`: use UTC, an offset like +08:00, or an IANA name like Asia/Shanghai"
+)]
 pub struct ZoneError(pub String);
 
 impl Default for Zone {
@@ -59,15 +61,22 @@ impl FromStr for Zone {
         if t.starts_with('+') || t.starts_with('-') {
             let (sign, rest) = t.split_at(1);
             let mut parts = rest.splitn(2, ':');
-            let h: i32 = parts.next().and_then(|h| h.parse().ok()).ok_or_else(|| ZoneError(s.into()))?;
+            let h: i32 = parts
+                .next()
+                .and_then(|h| h.parse().ok())
+                .ok_or_else(|| ZoneError(s.into()))?;
             let m: i32 = match parts.next() {
                 Some(m) => m.parse().map_err(|_| ZoneError(s.into()))?,
                 None => 0,
             };
             let secs = (h * 3600 + m * 60) * if sign == "-" { -1 } else { 1 };
-            return FixedOffset::east_opt(secs).map(Zone::Fixed).ok_or_else(|| ZoneError(s.into()));
+            return FixedOffset::east_opt(secs)
+                .map(Zone::Fixed)
+                .ok_or_else(|| ZoneError(s.into()));
         }
-        t.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| ZoneError(s.into()))
+        t.parse::<chrono_tz::Tz>()
+            .map(Zone::Named)
+            .map_err(|_| ZoneError(s.into()))
     }
 }
 
@@ -96,7 +105,10 @@ mod tests {
             "-05:30".parse::<Zone>().unwrap(),
             Zone::Fixed(FixedOffset::east_opt(-(5 * 3600 + 30 * 60)).unwrap())
         );
-        assert_eq!("Asia/Shanghai".parse::<Zone>().unwrap().to_string(), "Asia/Shanghai");
+        assert_eq!(
+            "Asia/Shanghai".parse::<Zone>().unwrap().to_string(),
+            "Asia/Shanghai"
+        );
         let err = "Mars/Olympus".parse::<Zone>().unwrap_err();
         assert!(err.to_string().contains("Mars/Olympus"));
         assert!("+99:00".parse::<Zone>().is_err());

@@ -55,6 +55,8 @@ use std::fmt::Write as _;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use crate::partitions::{FIRST_PARTITIONABLE_DAY, LAST_PARTITIONABLE_DAY};
+
 /// One row of the `iot_data` table, as the sink writes it.
 ///
 /// Field order is the column order of [`COLUMNS`]; see `schemas/mysql/iot_data.sql` for the
@@ -130,17 +132,21 @@ pub const STATUS_MAX_CHARS: usize = 32;
 pub const MAX_ENCODED_ROW_BYTES: usize = {
     let datetime = 25; // 'YYYY-MM-DD HH:MM:SS.fff'
     let decimal = 31; // sign, up to 29 digits, point
-    let text = |chars: usize| chars * 4 + 2;
     let separators = 2 + 14 + 1; // parentheses, commas between values, comma between rows
     datetime * 2 // event_time, kafka_ts
-        + text(PBOXID_MAX_CHARS)
+        + encoded_text_bytes(PBOXID_MAX_CHARS)
         + decimal * 4 // metric, latitude, longitude, work_threshold
-        + text(TEXT_MAX_CHARS) * 5
-        + text(STATUS_MAX_CHARS)
+        + encoded_text_bytes(TEXT_MAX_CHARS) * 5
+        + encoded_text_bytes(STATUS_MAX_CHARS)
         + 11 // i32
         + 20 // i64
         + separators
 };
+
+/// Longest quoted literal of a text value of `chars` characters (at most 4 bytes each).
+const fn encoded_text_bytes(chars: usize) -> usize {
+    chars * 4 + 2
+}
 
 /// Bytes of a statement that do not depend on the number of rows, with generous room for a long
 /// table name.
@@ -299,7 +305,8 @@ pub fn push_str_literal(value: &str, out: &mut String) {
 
 /// Append `value` rounded to [`DECIMAL_SCALE`] digits as an unquoted decimal literal.
 pub fn push_decimal(value: Decimal, out: &mut String) {
-    let rounded = value.round_dp_with_strategy(DECIMAL_SCALE, RoundingStrategy::MidpointAwayFromZero);
+    let rounded =
+        value.round_dp_with_strategy(DECIMAL_SCALE, RoundingStrategy::MidpointAwayFromZero);
     // `Decimal`'s Display formats into a stack buffer; writing into a String cannot fail.
     let _ = write!(out, "{rounded}");
 }
@@ -351,7 +358,9 @@ pub enum RowError {
         max: usize,
     },
     /// A decimal value, after rounding to 8 digits, does not fit its column's precision.
-    #[error("{column} = {value} is outside the range of its DECIMAL column (|value| < 10^{int_digits})")]
+    #[error(
+        "{column} = {value} is outside the range of its DECIMAL column (|value| < 10^{int_digits})"
+    )]
     OutOfRange {
         /// Column name.
         column: &'static str,
@@ -360,8 +369,9 @@ pub enum RowError {
         /// Digits before the point that the column allows.
         int_digits: u32,
     },
-    /// `event_time` is outside the years 1000 to 9999 that `DATETIME` holds.
-    #[error("event_time {0} is outside the DATETIME range (years 1000 to 9999)")]
+    /// `event_time` is on a day that cannot have a partition: before 1000-01-01 or after
+    /// 9999-12-30 (see [`crate::partitions::LAST_PARTITIONABLE_DAY`]).
+    #[error("event_time {0} is outside the days that can be stored (1000-01-01 to 9999-12-30)")]
     EventTimeOutOfRange(NaiveDateTime),
 }
 
@@ -371,7 +381,7 @@ pub enum RowError {
 /// This checks storage limits only (lengths, decimal precision, date range), not business rules
 /// such as latitude being within ±90°.
 pub fn validate_row(row: &Row) -> Result<(), RowError> {
-    if !datetime_in_range(row.event_time) {
+    if !(FIRST_PARTITIONABLE_DAY..=LAST_PARTITIONABLE_DAY).contains(&row.event_time.date()) {
         return Err(RowError::EventTimeOutOfRange(row.event_time));
     }
     check_len("pboxid", &row.pboxid, PBOXID_MAX_CHARS)?;
@@ -411,7 +421,8 @@ fn check_len(column: &'static str, value: &str, max: usize) -> Result<(), RowErr
 }
 
 fn check_decimal(column: &'static str, value: Decimal, int_digits: u32) -> Result<(), RowError> {
-    let rounded = value.round_dp_with_strategy(DECIMAL_SCALE, RoundingStrategy::MidpointAwayFromZero);
+    let rounded =
+        value.round_dp_with_strategy(DECIMAL_SCALE, RoundingStrategy::MidpointAwayFromZero);
     let limit = Decimal::from(10u64.pow(int_digits));
     if rounded.abs() >= limit {
         return Err(RowError::OutOfRange {
@@ -507,7 +518,10 @@ mod tests {
             out
         };
         assert_eq!(text(dec("0.1")), "0.1");
-        assert_eq!(text(dec("1234567890123456.12345678")), "1234567890123456.12345678");
+        assert_eq!(
+            text(dec("1234567890123456.12345678")),
+            "1234567890123456.12345678"
+        );
         assert_eq!(text(dec("0.123456785")), "0.12345679");
         assert_eq!(text(dec("-0.123456785")), "-0.12345679");
         assert_eq!(text(dec("2.000000004")), "2.00000000");
@@ -547,7 +561,10 @@ mod tests {
             Some(dt(2025, 4, 10, 8, 30, 15, 123))
         );
         assert_eq!(kafka_ts_to_datetime(0), Some(dt(1970, 1, 1, 0, 0, 0, 0)));
-        assert_eq!(kafka_ts_to_datetime(-1), Some(dt(1969, 12, 31, 23, 59, 59, 999)));
+        assert_eq!(
+            kafka_ts_to_datetime(-1),
+            Some(dt(1969, 12, 31, 23, 59, 59, 999))
+        );
         assert_eq!(kafka_ts_to_datetime(i64::MAX), None);
         assert_eq!(kafka_ts_to_datetime(-40_000_000_000_000), None);
     }
@@ -604,7 +621,7 @@ mod tests {
         // 4-byte characters in every text column at full length, longest decimals.
         let text = |n: usize| Some("🔥".repeat(n));
         Row {
-            event_time: dt(9999, 12, 31, 23, 59, 59, 999),
+            event_time: dt(9999, 12, 30, 23, 59, 59, 999),
             pboxid: "🔥".repeat(PBOXID_MAX_CHARS),
             metric: dec("-9999999999999999.99999999"),
             latitude: dec("-999.99999999"),
@@ -631,7 +648,10 @@ mod tests {
         let mut two = String::new();
         encode_insert("t", &[worst.clone(), worst], &mut two);
         let per_row = two.len() - one.len();
-        assert!(per_row <= MAX_ENCODED_ROW_BYTES, "{per_row} > {MAX_ENCODED_ROW_BYTES}");
+        assert!(
+            per_row <= MAX_ENCODED_ROW_BYTES,
+            "{per_row} > {MAX_ENCODED_ROW_BYTES}"
+        );
         // Escaping doubles ASCII specials, which are 1 byte: still within 4 bytes per character.
         let mut quotes = row(1);
         quotes.pboxid = "'".repeat(PBOXID_MAX_CHARS);
@@ -659,7 +679,11 @@ mod tests {
         r.pboxid = "x".repeat(65);
         assert!(matches!(
             validate_row(&r),
-            Err(RowError::TooLong { column: "pboxid", chars: 65, max: 64 })
+            Err(RowError::TooLong {
+                column: "pboxid",
+                chars: 65,
+                max: 64
+            })
         ));
         // 64 characters of 4 bytes each are fine: the limit is in characters.
         r.pboxid = "🔥".repeat(64);
@@ -667,28 +691,57 @@ mod tests {
 
         let mut r = row(1);
         r.device_status = Some("s".repeat(33));
-        assert!(matches!(validate_row(&r), Err(RowError::TooLong { column: "device_status", .. })));
+        assert!(matches!(
+            validate_row(&r),
+            Err(RowError::TooLong {
+                column: "device_status",
+                ..
+            })
+        ));
 
         let mut r = row(1);
         r.metric = dec("9999999999999999.999999995"); // rounds up to 10^16
-        assert!(matches!(validate_row(&r), Err(RowError::OutOfRange { column: "metric", .. })));
+        assert!(matches!(
+            validate_row(&r),
+            Err(RowError::OutOfRange {
+                column: "metric",
+                ..
+            })
+        ));
         r.metric = dec("9999999999999999.99999999");
         assert_eq!(validate_row(&r), Ok(()));
 
         let mut r = row(1);
         r.longitude = dec("-1000");
-        assert!(matches!(validate_row(&r), Err(RowError::OutOfRange { column: "longitude", .. })));
+        assert!(matches!(
+            validate_row(&r),
+            Err(RowError::OutOfRange {
+                column: "longitude",
+                ..
+            })
+        ));
 
         let mut r = row(1);
         r.work_threshold = Some(dec("100000000000000000"));
         assert!(matches!(
             validate_row(&r),
-            Err(RowError::OutOfRange { column: "work_threshold", .. })
+            Err(RowError::OutOfRange {
+                column: "work_threshold",
+                ..
+            })
         ));
 
         let mut r = row(1);
         r.event_time = dt(999, 12, 31, 0, 0, 0, 0);
-        assert!(matches!(validate_row(&r), Err(RowError::EventTimeOutOfRange(_))));
+        assert!(matches!(
+            validate_row(&r),
+            Err(RowError::EventTimeOutOfRange(_))
+        ));
+        r.event_time = dt(9999, 12, 31, 0, 0, 0, 0);
+        assert!(matches!(
+            validate_row(&r),
+            Err(RowError::EventTimeOutOfRange(_))
+        ));
     }
 
     #[test]

@@ -1,1 +1,198 @@
-fn main() {}
+//! `iotflow`: every iotflow job behind one command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use iotflow_config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "iotflow",
+    version,
+    about = "Real-time IoT pipeline on timely dataflow"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the streaming job (Kafka -> parse -> enrich -> sinks).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Configuration file (TOML); defaults apply for anything it leaves out, and
+        /// IOTFLOW__SECTION__KEY environment variables override both.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Worker threads in this process.
+        #[arg(short = 'w', long = "workers", default_value_t = 1)]
+        workers: usize,
+        /// Number of processes in the cluster.
+        #[arg(short = 'n', long = "processes", default_value_t = 1)]
+        processes: usize,
+        /// Index of this process, 0..n.
+        #[arg(short = 'p', long = "process", default_value_t = 0)]
+        process: usize,
+        /// File with one `host:port` line per process (default: localhost:2101, 2102, ...).
+        #[arg(short = 'h', long = "hostfile")]
+        hostfile: Option<String>,
+        /// Print the resolved configuration and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Print help.
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Simulate devices: readings to the readings topic, business records to the broadcast topic.
+    Gen {
+        /// Bootstrap servers.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9092",
+            env = "IOTFLOW__KAFKA__BROKERS"
+        )]
+        brokers: String,
+        /// Readings topic.
+        #[arg(long, default_value = "iot-topic")]
+        topic: String,
+        /// Device business records topic.
+        #[arg(long, default_value = "iot-broadcast")]
+        broadcast_topic: String,
+        /// Number of devices.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Readings per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Readings to send (0 = until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// Share of malformed records, 0..1.
+        #[arg(long, default_value_t = 0.0)]
+        malformed: f64,
+        /// Share of readings from devices without a business record, 0..1.
+        #[arg(long, default_value_t = 0.0)]
+        unknown: f64,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Event time of the first readings, `yyyy-MM-dd HH:mm:ss` (default: now, UTC).
+        #[arg(long)]
+        start: Option<String>,
+        /// Don't publish the device business records.
+        #[arg(long)]
+        no_devices: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IOTFLOW_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iotflow: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            config,
+            workers,
+            processes,
+            process,
+            hostfile,
+            print_config,
+            help: _,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            if print_config {
+                println!("{config:#?}");
+                return Ok(());
+            }
+            anyhow::ensure!(workers > 0, "-w must be at least 1");
+            anyhow::ensure!(
+                process < processes,
+                "-p {process} must be below -n {processes}"
+            );
+            iotflow_stream::run(
+                config,
+                iotflow_stream::ClusterArgs {
+                    workers,
+                    processes,
+                    process,
+                    hostfile,
+                },
+            )
+        }
+        Command::Gen {
+            brokers,
+            topic,
+            broadcast_topic,
+            devices,
+            rate,
+            count,
+            malformed,
+            unknown,
+            seed,
+            start,
+            no_devices,
+        } => {
+            let start = match start {
+                Some(s) => chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S")
+                    .with_context(|| format!("--start `{s}` is not yyyy-MM-dd HH:mm:ss"))?,
+                None => chrono::Utc::now().naive_utc(),
+            };
+            if !no_devices {
+                iotflow_gen::publish_devices(
+                    &brokers,
+                    &broadcast_topic,
+                    &iotflow_gen::devices(devices, seed),
+                )?;
+                eprintln!("published {devices} device records to {broadcast_topic}");
+            }
+            let options = iotflow_gen::GenOptions {
+                devices,
+                count,
+                malformed_share: malformed,
+                unknown_share: unknown,
+                seed,
+                start,
+                ..Default::default()
+            };
+            let started = std::time::Instant::now();
+            let sent = iotflow_gen::produce(
+                &brokers,
+                &topic,
+                iotflow_gen::Generator::new(options),
+                rate,
+                |n| {
+                    eprintln!(
+                        "sent {n} readings ({:.0}/s)",
+                        n as f64 / started.elapsed().as_secs_f64()
+                    );
+                },
+            )?;
+            eprintln!(
+                "sent {sent} readings to {topic} in {:.1?}",
+                started.elapsed()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,1 +1,10 @@
-//! placeholder
+//! The streaming job that replaces Flink's `Kafka2Mysql`: Kafka readings are parsed, enriched
+//! with the device dimension and written to the sinks; offsets are committed only once every
+//! sink has durably written everything before them.
+//!
+//! [`dataflow`] is the graph, top to bottom; [`run`] sets up the process around it.
+
+pub mod dataflow;
+mod run;
+
+pub use run::{run, ClusterArgs};

@@ -1,0 +1,153 @@
+//! The streaming job's graph, one worker's view:
+//!
+//! ```text
+//! iot-topic ──kafka-source──parse──┬─ readings ──enrich──mysql-sink──┐
+//!                                  └─ dead letters ──dead-letter-sink─┼─ probe ─▶ offset commits
+//! iot-broadcast ──broadcast-source──device-upsert──broadcast──arrange─┘(dimension, every worker)
+//! ```
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iotflow_config::Config;
+use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
+use iotflow_kafka::{
+    kafka_source, DeadLetterSink, ParseOptions, ParseReadings, RateLimitedLog, SourceHandle,
+    SourceOptions, StartFrom,
+};
+use iotflow_metrics::Metrics;
+use iotflow_model::{parse_device_record, DeviceChange};
+use iotflow_sink::{Fatal, SinkBatches, SinkOptions};
+use iotflow_sink_mysql::{MysqlWriter, Row};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+/// What every worker of a process shares.
+#[derive(Clone)]
+pub struct JobContext {
+    /// The configuration.
+    pub config: Config,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Drain/stop coordination.
+    pub lifecycle: Arc<SourceHandle>,
+    /// The first definite sink error.
+    pub fatal: Fatal,
+    /// The tokio runtime sinks write on.
+    pub runtime: tokio::runtime::Handle,
+    /// MySQL connections (when the MySQL sink is enabled).
+    pub mysql: Option<mysql_async::Pool>,
+}
+
+/// Builds the graph on `worker`; the returned probe is done when the job has finished.
+pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandle<u64>> {
+    let index = worker.index();
+    let c = &ctx.config;
+    let m = &ctx.metrics;
+    let probe = ProbeHandle::new();
+    let pressure = Rc::new(Cell::new(0usize));
+    let zone = c.zone()?;
+    let max_pending_rows = c.mysql.batch.max_rows * (c.mysql.batch.max_in_flight + 1) * 2;
+    worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<()> {
+        // Readings: committed offsets, commit when the probe says so.
+        let records = kafka_source(
+            scope,
+            &c.kafka,
+            SourceOptions {
+                name: "kafka-source".into(),
+                topic: c.kafka.topic.clone(),
+                start: StartFrom::Committed,
+                commit: true,
+                wait_for_catch_up: false,
+                epoch_ms: c.job.epoch_ms,
+                max_poll_records: c.kafka.max_poll_records,
+                idle_exit: (c.job.idle_exit_secs > 0)
+                    .then(|| Duration::from_secs(c.job.idle_exit_secs)),
+                max_pending_rows,
+            },
+            m.source("kafka-source", index),
+            Some(probe.clone()),
+            pressure.clone(),
+            ctx.lifecycle.clone(),
+        )?;
+
+        // Device dimension: replayed from the beginning, complete before time moves.
+        let device_records = kafka_source(
+            scope,
+            &c.kafka,
+            SourceOptions {
+                name: "broadcast-source".into(),
+                topic: c.kafka.broadcast_topic.clone(),
+                start: StartFrom::Beginning,
+                commit: false,
+                wait_for_catch_up: true,
+                epoch_ms: c.job.epoch_ms,
+                max_poll_records: c.kafka.max_poll_records,
+                idle_exit: None,
+                max_pending_rows: usize::MAX,
+            },
+            m.source("broadcast-source", index),
+            None,
+            Rc::new(Cell::new(0)),
+            ctx.lifecycle.clone(),
+        )?;
+        let broadcast_topic = c.kafka.broadcast_topic.clone();
+        let mut log = RateLimitedLog::new(Duration::from_secs(5));
+        let changes = device_records.flat_map(move |r| -> Option<DeviceChange> {
+            match parse_device_record(r.key.as_deref(), r.payload.as_deref()) {
+                Ok(change) => Some(change),
+                Err(e) => {
+                    log.warn(|| {
+                        format!(
+                            "ignored device record {broadcast_topic}/{}/{}: {e}",
+                            r.partition, r.offset
+                        )
+                    });
+                    None
+                }
+            }
+        });
+        let dimension = replicate_dimension(device_updates(changes));
+
+        let (readings, dead_letters) = records.parse_readings(
+            ParseOptions {
+                topic: c.kafka.topic.clone(),
+                zone,
+                limits: c.parse_limits(),
+                dlq_max_payload_bytes: c.kafka.dlq_max_payload_bytes,
+            },
+            m.parse("parse", index),
+        );
+        let mut done = vec![DeadLetterSink::build(
+            dead_letters,
+            &c.kafka,
+            &c.kafka.dlq_topic,
+            m.dlq("dead-letter-sink", index),
+        )?];
+
+        let enriched = readings.enrich_with(&dimension, m.enrich("enrich", index));
+
+        match &ctx.mysql {
+            Some(pool) => done.push(enriched.map(|e| Row::from(&e)).sink_batches(
+                MysqlWriter::new(pool.clone(), &c.mysql.table),
+                SinkOptions {
+                    sink: "mysql".into(),
+                    batch: (&c.mysql.batch).into(),
+                    retry: (&c.mysql.retry).into(),
+                },
+                ctx.runtime.clone(),
+                m.sink("mysql", "mysql-sink", index),
+                pressure.clone(),
+                ctx.fatal.clone(),
+            )),
+            None => done.push(enriched.map(|_| ())),
+        }
+        scope.concatenate(done).probe_with(&probe);
+        Ok(())
+    })?;
+    Ok(probe)
+}

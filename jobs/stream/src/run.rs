@@ -1,0 +1,191 @@
+//! The process around the graph: runtime, metrics endpoint, pre-flight checks, signals, and the
+//! timely cluster.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use iotflow_config::Config;
+use iotflow_kafka::SourceHandle;
+use iotflow_metrics::Metrics;
+
+use crate::dataflow::{build, JobContext};
+
+/// Timely's cluster flags (`-w -n -p -h`).
+#[derive(Clone, Debug)]
+pub struct ClusterArgs {
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process's index.
+    pub process: usize,
+    /// File of `host:port` lines, one per process (default: localhost ports from 2101).
+    pub hostfile: Option<String>,
+}
+
+impl ClusterArgs {
+    fn timely_config(&self) -> anyhow::Result<timely::Config> {
+        let mut args = vec![
+            "-w".to_string(),
+            self.workers.to_string(),
+            "-n".into(),
+            self.processes.to_string(),
+            "-p".into(),
+            self.process.to_string(),
+        ];
+        if let Some(h) = &self.hostfile {
+            args.extend(["-h".into(), h.clone()]);
+        }
+        timely::Config::from_args(args.into_iter())
+            .map_err(|e| anyhow::anyhow!("cluster flags: {e}"))
+    }
+}
+
+fn metrics_address(listen: &str, process: usize) -> anyhow::Result<String> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .with_context(|| format!("metrics.listen `{listen}` must be host:port"))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("metrics.listen `{listen}`: bad port"))?;
+    let port = if port == 0 { 0 } else { port + process as u16 };
+    Ok(format!("{host}:{port}"))
+}
+
+/// Runs the streaming job until it finishes (idle exit, SIGTERM) or fails.
+pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
+    let job_id = if config.job.id.is_empty() {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!(
+            "{:016x}",
+            (nanos as u64) ^ ((std::process::id() as u64) << 32)
+        )
+    } else {
+        config.job.id.clone()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("iotflow-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let metrics = Arc::new(Metrics::new(&config.job.name, &job_id));
+    if !config.metrics.listen.is_empty() {
+        let addr = metrics_address(&config.metrics.listen, cluster.process)?;
+        let server = iotflow_metrics::serve(&addr, metrics.clone())?;
+        tracing::info!("metrics at http://{}/metrics", server.addr);
+    }
+
+    let mysql = if config.mysql.enabled {
+        let connections = cluster.workers * 2 + 2;
+        let pool = runtime
+            .block_on(iotflow_sink_mysql::prepare(
+                &config.mysql.url,
+                &config.mysql.table,
+                config.mysql.create_table,
+                connections,
+                Duration::from_secs(10),
+            ))
+            .map_err(anyhow::Error::msg)
+            .context("MySQL sink pre-flight check failed")?;
+        Some(pool)
+    } else {
+        None
+    };
+
+    let lifecycle = SourceHandle::new();
+    {
+        let lifecycle = lifecycle.clone();
+        runtime.spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+            for n in 0.. {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                if n == 0 {
+                    tracing::info!("stop requested: draining (commits what the sinks acknowledged); signal again to abort");
+                    lifecycle.stop.store(true, Ordering::SeqCst);
+                } else {
+                    tracing::warn!("aborting without draining");
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+
+    let fatal: iotflow_sink::Fatal = Arc::new(Mutex::new(None));
+    let ctx = JobContext {
+        config: config.clone(),
+        metrics,
+        lifecycle,
+        fatal: fatal.clone(),
+        runtime: runtime.handle().clone(),
+        mysql,
+    };
+    tracing::info!(
+        job = %config.job.name, job_id = %job_id, workers = cluster.workers, processes = cluster.processes, process = cluster.process,
+        "starting"
+    );
+    let startup_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let startup = startup_error.clone();
+    let guards = timely::execute(cluster.timely_config()?, move |worker| {
+        let probe = match build(worker, &ctx) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("worker {}: {e:#}", worker.index());
+                startup.lock().expect("lock").get_or_insert(message);
+                ctx.lifecycle.stop.store(true, Ordering::SeqCst);
+                return;
+            }
+        };
+        while !probe.done() {
+            if ctx.fatal.lock().expect("fatal lock").is_some()
+                || startup.lock().expect("lock").is_some()
+            {
+                return;
+            }
+            worker.step_or_park(Some(Duration::from_millis(50)));
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("starting timely workers: {e}"))?;
+    for result in guards.join() {
+        if let Err(e) = result {
+            bail!("a worker failed: {e}");
+        }
+    }
+    if let Some(e) = startup_error.lock().expect("lock").take() {
+        bail!("{e}");
+    }
+    if let Some(e) = fatal.lock().expect("fatal lock").take() {
+        bail!("{e}; offsets were not committed past the failed data, a restart resumes from there");
+    }
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_port_moves_with_the_process() {
+        assert_eq!(
+            metrics_address("127.0.0.1:9249", 2).unwrap(),
+            "127.0.0.1:9251"
+        );
+        assert_eq!(metrics_address("127.0.0.1:0", 2).unwrap(), "127.0.0.1:0");
+        assert!(metrics_address("nope", 0).is_err());
+    }
+}
