@@ -1,0 +1,275 @@
+//! Shared fixtures for the integration tests: a real Kafka-protocol broker and a real MariaDB,
+//! found through `IOTFLOW_TEST_BROKERS` and `IOTFLOW_TEST_MYSQL_URL` (loopback defaults; start
+//! them with `bash deploy/local/start.sh`). Each test gets its own topics, consumer group and
+//! database, so tests can run side by side.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::TopicPartitionList;
+
+pub fn brokers() -> String {
+    std::env::var("IOTFLOW_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn mysql_base_url() -> String {
+    std::env::var("IOTFLOW_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://iotflow:iotflow@127.0.0.1:3306/iotflow".into())
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls `f` until it returns `Some`, or fails the test after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Topics, group and database of one test.
+pub struct Fixture {
+    pub name: String,
+    pub topic: String,
+    pub broadcast: String,
+    pub dlq: String,
+    pub group: String,
+    pub db_url: String,
+    pub db: String,
+}
+
+impl Fixture {
+    pub fn new(name: &str, partitions: i32) -> Fixture {
+        let tag = format!("{name}-{}-{}", std::process::id(), rand::random::<u32>());
+        let db = format!("iotflow_t_{}", tag.replace('-', "_"));
+        let f = Fixture {
+            name: name.into(),
+            topic: format!("iot-{tag}"),
+            broadcast: format!("bc-{tag}"),
+            dlq: format!("dlq-{tag}"),
+            group: format!("g-{tag}"),
+            db_url: mysql_base_url()
+                .rsplit_once('/')
+                .map(|(base, _)| format!("{base}/{db}"))
+                .unwrap(),
+            db,
+        };
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("admin client");
+        let topics = [
+            NewTopic::new(&f.topic, partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&f.broadcast, 1, TopicReplication::Fixed(1)),
+            NewTopic::new(&f.dlq, 1, TopicReplication::Fixed(1)),
+        ];
+        let rt = runtime();
+        let results = rt
+            .block_on(admin.create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
+            .unwrap_or_else(|e| panic!("cannot create topics on {} ({e}); start the local stack: bash deploy/local/start.sh", brokers()));
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+        rt.block_on(async {
+            let pool = mysql_async::Pool::new(mysql_base_url().as_str());
+            let mut conn = pool.get_conn().await.unwrap_or_else(|e| {
+                panic!("cannot connect to MariaDB at {} ({e}); start the local stack: bash deploy/local/start.sh", mysql_base_url())
+            });
+            conn.query_drop(format!("CREATE DATABASE `{}`", f.db)).await.unwrap();
+            drop(conn);
+            pool.disconnect().await.unwrap();
+        });
+        f
+    }
+
+    /// The `iotflow run` command for this fixture, configured through the environment.
+    pub fn job(&self, workers: usize, metrics_port: u16) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_iotflow"));
+        c.args(["run", "-w", &workers.to_string()])
+            .env("IOTFLOW__KAFKA__BROKERS", brokers())
+            .env("IOTFLOW__KAFKA__TOPIC", &self.topic)
+            .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &self.broadcast)
+            .env("IOTFLOW__KAFKA__DLQ_TOPIC", &self.dlq)
+            .env("IOTFLOW__KAFKA__GROUP_ID", &self.group)
+            .env("IOTFLOW__KAFKA__STATS_INTERVAL_SECS", "1")
+            .env("IOTFLOW__MYSQL__URL", &self.db_url)
+            .env(
+                "IOTFLOW__METRICS__LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
+            .env("IOTFLOW__JOB__NAME", &self.name)
+            .env("IOTFLOW_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    pub fn query<T: mysql_async::prelude::FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
+        runtime().block_on(async {
+            let pool = mysql_async::Pool::new(self.db_url.as_str());
+            let mut conn = pool.get_conn().await.unwrap();
+            let rows = conn.query(sql).await.unwrap();
+            drop(conn);
+            pool.disconnect().await.unwrap();
+            rows
+        })
+    }
+
+    pub fn row_count(&self) -> u64 {
+        let exists: Vec<String> = self.query(&format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = 'iot_data'",
+            self.db
+        ));
+        if exists.is_empty() {
+            return 0;
+        }
+        self.query::<u64>("SELECT COUNT(*) FROM iot_data")[0]
+    }
+
+    /// Every record of the dead-letter topic: (key, payload, headers).
+    pub fn dead_letters(
+        &self,
+        expected: usize,
+    ) -> Vec<(String, Vec<u8>, BTreeMap<String, String>)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("{}-dlq-reader", self.group))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.dlq, 0, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let start = Instant::now();
+        let mut quiet_since = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    quiet_since = Instant::now();
+                    let mut headers = BTreeMap::new();
+                    if let Some(h) = m.headers() {
+                        for i in 0..h.count() {
+                            let hdr = h.get(i);
+                            headers.insert(
+                                hdr.key.to_string(),
+                                String::from_utf8_lossy(hdr.value.unwrap_or_default()).into_owned(),
+                            );
+                        }
+                    }
+                    out.push((
+                        String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                        m.payload().unwrap_or_default().to_vec(),
+                        headers,
+                    ));
+                }
+                Some(Err(e)) => panic!("reading {}: {e}", self.dlq),
+                None if out.len() >= expected && quiet_since.elapsed() > Duration::from_secs(2) => {
+                    break
+                }
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "keeping database {} and topics {} for inspection",
+                self.db, self.topic
+            );
+            return;
+        }
+        let db = self.db.clone();
+        runtime().block_on(async move {
+            let pool = mysql_async::Pool::new(mysql_base_url().as_str());
+            if let Ok(mut conn) = pool.get_conn().await {
+                let _ = conn
+                    .query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+                    .await;
+            }
+            let _ = pool.disconnect().await;
+        });
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET /metrics.
+pub fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Sum of a metric's samples whose label set contains every `label="value"` in `filter`.
+pub fn metric_sum(text: &str, name: &str, filter: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| filter.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Waits for a child to exit; returns (success, stderr).
+pub fn finish(mut child: Child, timeout: Duration) -> (bool, String) {
+    use std::io::Read;
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "job did not exit within {timeout:?}; stderr:\n{}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.success(), reader.join().unwrap())
+}

@@ -1,0 +1,229 @@
+//! The guarantee, on real servers: every valid reading lands in `iot_data` exactly once, every
+//! malformed one in the dead-letter topic, including when the job is SIGKILLed mid-stream.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use common::*;
+use iotflow_gen::{devices, produce, publish_devices, GenOptions, Generator};
+use iotflow_model::{Decimal, NaiveDateTime};
+use rand::{Rng, SeedableRng};
+
+/// What the table must hold, computed from the generator alone.
+#[derive(Debug, Default, PartialEq)]
+struct Expected {
+    valid: u64,
+    malformed: u64,
+    unknown: u64,
+    /// pboxid -> (rows, sum of metric, sum of latitude, sum of longitude)
+    per_device: BTreeMap<String, (u64, Decimal, Decimal, Decimal)>,
+    days: Vec<String>,
+}
+
+fn expected(options: &GenOptions) -> Expected {
+    let mut e = Expected::default();
+    let mut days = std::collections::BTreeSet::new();
+    for g in Generator::new(options.clone()) {
+        match g.expected {
+            Some(x) => {
+                e.valid += 1;
+                e.unknown += u64::from(!x.known);
+                days.insert(x.event_time.format("p%Y%m%d").to_string());
+                let d = e.per_device.entry(x.pboxid).or_default();
+                d.0 += 1;
+                d.1 += x.metric;
+                d.2 += x.latitude;
+                d.3 += x.longitude;
+            }
+            None => e.malformed += 1,
+        }
+    }
+    e.days = days.into_iter().collect();
+    e
+}
+
+fn options(seed: u64) -> GenOptions {
+    GenOptions {
+        devices: 200,
+        count: 100_000,
+        malformed_share: 0.01,
+        unknown_share: 0.02,
+        seed,
+        // 500 rounds of 1 s from 23:58: the readings span midnight, so two day partitions.
+        start: NaiveDateTime::parse_from_str("2025-04-10 23:58:00", "%Y-%m-%d %H:%M:%S").unwrap(),
+        ..Default::default()
+    }
+}
+
+/// Compares the table with `e`: per device count and exact decimal sums, day partitions only.
+fn assert_table_matches(f: &Fixture, e: &Expected) {
+    let rows: Vec<(String, u64, String, String, String)> = f.query(
+        "SELECT pboxid, COUNT(*), CAST(SUM(metric) AS CHAR), CAST(SUM(latitude) AS CHAR), CAST(SUM(longitude) AS CHAR) \
+         FROM iot_data GROUP BY pboxid",
+    );
+    let got: BTreeMap<String, (u64, Decimal, Decimal, Decimal)> = rows
+        .into_iter()
+        .map(|(id, n, m, la, lo)| {
+            let d = |s: &str| Decimal::from_str(s).unwrap().normalize();
+            (id, (n, d(&m), d(&la), d(&lo)))
+        })
+        .collect();
+    let want: BTreeMap<String, (u64, Decimal, Decimal, Decimal)> = e
+        .per_device
+        .iter()
+        .map(|(k, (n, m, la, lo))| {
+            (
+                k.clone(),
+                (*n, m.normalize(), la.normalize(), lo.normalize()),
+            )
+        })
+        .collect();
+    let total: u64 = got.values().map(|v| v.0).sum();
+    assert_eq!(total, e.valid, "row count");
+    assert_eq!(got, want, "per-device counts and sums");
+    let known: Vec<u64> = f.query("SELECT COUNT(company) FROM iot_data");
+    assert_eq!(known[0], e.valid - e.unknown, "rows with business columns");
+    let parts: Vec<(String, u64)> = f.query(&format!(
+        "SELECT PARTITION_NAME, 0 FROM information_schema.PARTITIONS \
+         WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = 'iot_data' AND PARTITION_NAME LIKE 'p2%' ORDER BY 1",
+        f.db
+    ));
+    assert_eq!(
+        parts.into_iter().map(|p| p.0).collect::<Vec<_>>(),
+        e.days,
+        "one partition per day"
+    );
+    for p in ["pmax", "pmin"] {
+        let n: Vec<u64> = f.query(&format!("SELECT COUNT(*) FROM iot_data PARTITION ({p})"));
+        assert_eq!(n[0], 0, "rows left in {p}");
+    }
+}
+
+fn assert_dead_letters(f: &Fixture, e: &Expected, exactly: bool) {
+    let letters = f.dead_letters(e.malformed as usize);
+    let keys: std::collections::BTreeSet<_> = letters.iter().map(|l| l.0.clone()).collect();
+    assert_eq!(keys.len() as u64, e.malformed, "distinct dead letters");
+    if exactly {
+        assert_eq!(
+            letters.len() as u64,
+            e.malformed,
+            "dead letters without a crash arrive once"
+        );
+    }
+    for (key, _, headers) in &letters {
+        assert!(
+            key.starts_with(&f.topic),
+            "key {key} names the source topic"
+        );
+        assert!(!headers["iotflow.reason"].is_empty());
+        assert!(!headers["iotflow.reason_code"].is_empty());
+        assert_eq!(headers["iotflow.source_topic"], f.topic);
+    }
+}
+
+#[test]
+fn hundred_thousand_readings_arrive_exactly_once() {
+    let f = Fixture::new("exactly-once", 8);
+    let options = options(7);
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 7)).unwrap();
+    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+
+    let port = free_port();
+    let child = f
+        .job(2, port)
+        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
+        .spawn()
+        .unwrap();
+    let label = format!("job_name=\"{}\"", f.name);
+    let text = wait_for(
+        "every row and dead letter acknowledged",
+        Duration::from_secs(180),
+        || {
+            let t = scrape(port)?;
+            let rows = metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) as u64;
+            let dlq = metric_sum(&t, "iotflow_dlq_records_total", &[&label]) as u64;
+            (rows == e.valid && dlq == e.malformed).then_some(t)
+        },
+    );
+    let m = |name: &str| metric_sum(&text, name, &[&label]) as u64;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "iotflow_kafka_messages_received_total",
+            &[&label, "operator=\"kafka-source\""]
+        ) as u64,
+        100_000
+    );
+    assert_eq!(m("iotflow_parse_success_total"), e.valid);
+    assert_eq!(m("iotflow_parse_failure_total"), e.malformed);
+    assert_eq!(m("iotflow_enriched_readings_total"), e.valid);
+    assert_eq!(m("iotflow_unknown_device_readings_total"), e.unknown);
+    assert_eq!(
+        metric_sum(
+            &text,
+            "iotflow_dimension_devices",
+            &[&label, "worker=\"0\""]
+        ) as u64,
+        200
+    );
+    assert!(m("iotflow_sink_batch_write_seconds_count") > 0);
+    assert_eq!(m("iotflow_end_to_end_latency_seconds_count"), e.valid);
+
+    let (ok, stderr) = finish(child, Duration::from_secs(60));
+    assert!(ok, "job failed:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_table_matches(&f, &e);
+    assert_dead_letters(&f, &e, true);
+}
+
+#[test]
+fn sigkill_three_times_loses_and_duplicates_nothing() {
+    let f = Fixture::new("crash", 8);
+    let options = options(11);
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 11)).unwrap();
+    // Readings keep arriving while the job is killed and restarted.
+    let (b, topic, o) = (brokers(), f.topic.clone(), options.clone());
+    let producer = std::thread::spawn(move || {
+        produce(&b, &topic, Generator::new(o), 8_000.0, |_| {}).unwrap()
+    });
+
+    let seed: u64 = rand::random();
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut at_kill = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut child = f.job(2, port).spawn().unwrap();
+        // Kill at a random moment once this run is writing.
+        let label = format!("job_name=\"{}\"", f.name);
+        wait_for("the job to write rows", Duration::from_secs(60), || {
+            let t = scrape(port)?;
+            (metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) > 0.0).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        at_kill.push(f.row_count());
+    }
+    producer.join().unwrap();
+    eprintln!("rows at each kill: {at_kill:?} of {}", e.valid);
+    assert!(
+        at_kill.iter().all(|n| *n < e.valid),
+        "every kill happened mid-stream: {at_kill:?}"
+    );
+
+    let child = f
+        .job(2, free_port())
+        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
+        .spawn()
+        .unwrap();
+    let (ok, stderr) = finish(child, Duration::from_secs(180));
+    assert!(ok, "final run failed:\n{stderr}");
+    assert_table_matches(&f, &e);
+    assert_dead_letters(&f, &e, false);
+}
