@@ -7,9 +7,10 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone};
 ///
 /// Readings in `yyyy-MM-dd HH:mm:ss[.fff]` form carry no zone and are stored as given; readings
 /// with an offset are converted to this zone's local wall time, so one table never mixes zones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Zone {
     /// Coordinated Universal Time (the default).
+    #[default]
     Utc,
     /// A fixed offset such as `+08:00`.
     Fixed(FixedOffset),
@@ -23,12 +24,6 @@ pub enum Zone {
     "unknown time zone `{0}`: use UTC, an offset like +08:00, or an IANA name like Asia/Shanghai"
 )]
 pub struct ZoneError(pub String);
-
-impl Default for Zone {
-    fn default() -> Self {
-        Zone::Utc
-    }
-}
 
 impl Zone {
     /// Local wall time of `t` in this zone.

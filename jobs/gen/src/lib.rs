@@ -336,7 +336,7 @@ pub fn produce(
             }
         }
         sent += 1;
-        if sent % 10_000 == 0 {
+        if sent.is_multiple_of(10_000) {
             progress(sent);
         }
     }
