@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{error::KafkaResult, ClientContext};
+use rdkafka::ClientContext;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
@@ -137,21 +137,75 @@ impl ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        match result {
-            Ok(()) => {
-                self.metrics.offsets_committed.inc();
-                for e in offsets.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        self.metrics.set_committed(e.partition(), o);
+impl ConsumerContext for SourceContext {}
+
+/// Commits offsets on a thread of its own, synchronously, so the worker never blocks on the
+/// broker and every commit's outcome is known. (An asynchronous manual commit in librdkafka
+/// reports its result nowhere unless a reply queue is given, which the Rust client doesn't
+/// expose.) Requests coalesce: only the newest offsets matter.
+struct Committer {
+    requests: std::sync::mpsc::Sender<BTreeMap<i32, i64>>,
+    /// Offsets the broker acknowledged.
+    acknowledged: Arc<std::sync::Mutex<BTreeMap<i32, i64>>>,
+}
+
+impl Committer {
+    fn start(
+        consumer: Arc<BaseConsumer<SourceContext>>,
+        topic: String,
+        metrics: SourceMetrics,
+    ) -> Committer {
+        let (requests, rx) = std::sync::mpsc::channel::<BTreeMap<i32, i64>>();
+        let acknowledged: Arc<std::sync::Mutex<BTreeMap<i32, i64>>> = Default::default();
+        let acked = acknowledged.clone();
+        std::thread::Builder::new()
+            .name("iotflow-commit".into())
+            .spawn(move || {
+                let mut backoff = Duration::from_millis(100);
+                while let Ok(mut offsets) = rx.recv() {
+                    loop {
+                        // Coalesce: later requests include everything earlier ones had.
+                        for newer in rx.try_iter() {
+                            offsets.extend(newer);
+                        }
+                        let mut tpl = TopicPartitionList::new();
+                        let done = acked.lock().expect("acked lock").clone();
+                        for (p, o) in &offsets {
+                            if done.get(p) != Some(o) {
+                                tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
+                                    .expect("valid offset");
+                            }
+                        }
+                        if tpl.count() == 0 {
+                            break;
+                        }
+                        match consumer.commit(&tpl, CommitMode::Sync) {
+                            Ok(()) => {
+                                metrics.offsets_committed.inc();
+                                for (p, o) in &offsets {
+                                    metrics.set_committed(*p, *o);
+                                }
+                                acked
+                                    .lock()
+                                    .expect("acked lock")
+                                    .extend(offsets.iter().map(|(p, o)| (*p, *o)));
+                                backoff = Duration::from_millis(100);
+                                break;
+                            }
+                            Err(e) => {
+                                metrics.commit_failures.inc();
+                                tracing::warn!(%topic, "offset commit failed, retrying in {backoff:?}: {e}");
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(Duration::from_secs(10));
+                            }
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                self.metrics.commit_failures.inc();
-                tracing::warn!(topic = %self.topic, "offset commit failed (retried with the next epoch): {e}");
-            }
+            })
+            .expect("spawn commit thread");
+        Committer {
+            requests,
+            acknowledged,
         }
     }
 }
@@ -272,6 +326,10 @@ pub fn kafka_source<'scope>(
         mine.len(),
         partitions
     );
+    let consumer = Arc::new(consumer);
+    let committer = options
+        .commit
+        .then(|| Committer::start(consumer.clone(), options.topic.clone(), metrics.clone()));
     if options.commit {
         lifecycle.running_readers.fetch_add(1, Ordering::SeqCst);
     }
@@ -293,34 +351,12 @@ pub fn kafka_source<'scope>(
             // Offsets as of the end of each closed epoch, awaiting the probe.
             let mut pending: VecDeque<(u64, BTreeMap<i32, i64>)> = VecDeque::new();
             let mut snapshot: BTreeMap<i32, i64> = BTreeMap::new();
-            let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+            // The newest offsets handed to the committer.
+            let mut requested: BTreeMap<i32, i64> = BTreeMap::new();
             let mut last_record = Instant::now();
             let mut last_error_log: Option<Instant> = None;
             let mut suppressed_errors = 0u64;
             let idle_tick = Duration::from_millis(options.epoch_ms.clamp(1, 20));
-
-            let commit_topic = options.topic.clone();
-            let commit = move |offsets: &BTreeMap<i32, i64>,
-                               committed: &mut BTreeMap<i32, i64>,
-                               mode: CommitMode,
-                               consumer: &BaseConsumer<SourceContext>| {
-                let mut tpl = TopicPartitionList::new();
-                for (p, o) in offsets {
-                    if committed.get(p) != Some(o) {
-                        tpl.add_partition_offset(&commit_topic, *p, Offset::Offset(*o))
-                            .expect("valid offset");
-                    }
-                }
-                if tpl.count() == 0 {
-                    return;
-                }
-                match consumer.commit(&tpl, mode) {
-                    Ok(()) => committed.extend(offsets.iter().map(|(p, o)| (*p, *o))),
-                    Err(e) => {
-                        tracing::warn!("offset commit failed (retried with the next epoch): {e}")
-                    }
-                }
-            };
 
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
@@ -428,19 +464,24 @@ pub fn kafka_source<'scope>(
                         while pending.front().is_some_and(|(t, _)| !probe.less_equal(t)) {
                             done = pending.pop_front();
                         }
-                        if let Some((_, offsets)) = done {
-                            let mode = if matches!(state, State::Draining) && pending.is_empty() {
-                                CommitMode::Sync
-                            } else {
-                                CommitMode::Async
-                            };
-                            commit(&offsets, &mut committed, mode, &consumer);
+                        if let (Some((_, offsets)), Some(committer)) = (done, &committer) {
+                            tracing::debug!(?offsets, "epoch complete: committing");
+                            requested.extend(offsets.iter().map(|(p, o)| (*p, *o)));
+                            if committer.requests.send(offsets).is_err() {
+                                tracing::error!(topic = %options.topic, "commit thread stopped");
+                            }
                         }
                     }
                 }
 
-                if matches!(state, State::Draining) && (pending.is_empty() || !options.commit) {
-                    tracing::info!(worker = index, topic = %options.topic, "source finished; committed {:?}", committed);
+                let all_acknowledged = committer.as_ref().is_none_or(|c| {
+                    let acked = c.acknowledged.lock().expect("acked lock");
+                    requested.iter().all(|(p, o)| acked.get(p) == Some(o))
+                });
+                if matches!(state, State::Draining)
+                    && ((pending.is_empty() && all_acknowledged) || !options.commit)
+                {
+                    tracing::info!(worker = index, topic = %options.topic, "source finished; committed {:?}", requested);
                     state = State::Done;
                     cap = None;
                     if options.commit

@@ -139,7 +139,7 @@ fn hundred_thousand_readings_arrive_exactly_once() {
         .spawn()
         .unwrap();
     let label = format!("job_name=\"{}\"", f.name);
-    let text = wait_for(
+    wait_for(
         "every row and dead letter acknowledged",
         Duration::from_secs(180),
         || {
@@ -148,6 +148,31 @@ fn hundred_thousand_readings_arrive_exactly_once() {
             let dlq = metric_sum(&t, "iotflow_dlq_records_total", &[&label]) as u64;
             (rows == e.valid && dlq == e.malformed).then_some(t)
         },
+    );
+    // Offsets are committed once the sinks acknowledged: all of them, and not one more.
+    let committed = wait_for("every offset committed", Duration::from_secs(60), || {
+        let t = scrape(port)?;
+        let sum = metric_sum(
+            &t,
+            "iotflow_kafka_committed_offset",
+            &[&label, "operator=\"kafka-source\""],
+        ) as u64;
+        (sum == 100_000).then_some(t)
+    });
+    promtool_check_metrics(&committed);
+    let text = committed;
+    for family in [
+        "iotflow_kafka_consumer_lag",
+        "iotflow_kafka_committed_offset",
+        "iotflow_kafka_offset_commits_total",
+        "iotflow_sink_batch_write_seconds_bucket",
+        "iotflow_end_to_end_latency_seconds_bucket",
+    ] {
+        assert!(text.contains(family), "{family} missing from /metrics");
+    }
+    assert!(
+        !text.contains("pbox-"),
+        "a device id leaked into metric labels"
     );
     let m = |name: &str| metric_sum(&text, name, &[&label]) as u64;
     assert_eq!(

@@ -273,3 +273,28 @@ pub fn finish(mut child: Child, timeout: Duration) -> (bool, String) {
     };
     (status.success(), reader.join().unwrap())
 }
+
+/// Runs `promtool check metrics` on an exposition; fails the test with promtool's words.
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: it comes with Debian's prometheus package (bash deploy/local/install.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
