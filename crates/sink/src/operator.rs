@@ -177,6 +177,13 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                         }
                     });
                     if failed {
+                        // A writer that vanished without saying why (it panicked).
+                        if matches!(ack_rx.try_recv(), Err(mpsc::TryRecvError::Disconnected)) {
+                            fatal
+                                .lock()
+                                .expect("fatal lock")
+                                .get_or_insert(format!("{sink} sink: writer task stopped"));
+                        }
                         // Hold every capability: nothing after the failure may be committed.
                         return;
                     }
@@ -206,11 +213,10 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                         in_flight.insert(next_id, (times, stamps, rows.len()));
                         metrics.in_flight.inc();
                         if batch_tx.send((next_id, rows)).is_err() {
+                            // The writer stopped after a definite error; its acknowledgement
+                            // carries the reason and is read at the next activation.
                             failed = true;
-                            fatal
-                                .lock()
-                                .expect("fatal lock")
-                                .get_or_insert(format!("{sink} sink: writer task stopped"));
+                            activator.activate();
                             return;
                         }
                     }

@@ -141,12 +141,20 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
     let startup_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let startup = startup_error.clone();
     let guards = timely::execute(cluster.timely_config()?, move |worker| {
+        // Timely keeps stepping a worker's dataflows after its closure returns; a failed sink
+        // holds its capabilities forever, so on failure the dataflows are dropped, not drained.
+        let abandon = |worker: &mut timely::worker::Worker| {
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        };
         let probe = match build(worker, &ctx) {
             Ok(p) => p,
             Err(e) => {
                 let message = format!("worker {}: {e:#}", worker.index());
                 startup.lock().expect("lock").get_or_insert(message);
                 ctx.lifecycle.stop.store(true, Ordering::SeqCst);
+                abandon(worker);
                 return;
             }
         };
@@ -154,6 +162,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
             if ctx.fatal.lock().expect("fatal lock").is_some()
                 || startup.lock().expect("lock").is_some()
             {
+                abandon(worker);
                 return;
             }
             worker.step_or_park(Some(Duration::from_millis(50)));
