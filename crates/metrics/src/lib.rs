@@ -88,10 +88,12 @@ fn histogram(
     h
 }
 
-/// Latency buckets from 1 ms to 60 s.
+/// Latency buckets from 1 ms to 60 s, dense between 50 ms and 1 s where live end-to-end
+/// latency sits (one epoch plus one batch delay plus the write).
 fn latency_buckets() -> Vec<f64> {
     vec![
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
+        1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ]
 }
 

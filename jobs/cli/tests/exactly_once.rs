@@ -252,3 +252,69 @@ fn sigkill_three_times_loses_and_duplicates_nothing() {
     assert_table_matches(&f, &e);
     assert_dead_letters(&f, &e, false);
 }
+
+#[test]
+fn two_processes_share_the_partitions_exactly_once() {
+    let f = Fixture::new("two-processes", 8);
+    let options = GenOptions {
+        count: 30_000,
+        ..options(13)
+    };
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 13)).unwrap();
+    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+
+    // Timely's own ports for the two processes, and one metrics port each (base + process).
+    let hosts = std::env::temp_dir().join(format!("{}.hosts", f.group));
+    let timely_ports = [free_port(), free_port()];
+    std::fs::write(
+        &hosts,
+        timely_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let metrics_base = wait_for("two adjacent free ports", Duration::from_secs(10), || {
+        let p = free_port();
+        std::net::TcpListener::bind(("127.0.0.1", p + 1))
+            .ok()
+            .map(|_| p)
+    });
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            f.job(2, metrics_base)
+                .args([
+                    "-n",
+                    "2",
+                    "-p",
+                    &p.to_string(),
+                    "-h",
+                    hosts.to_str().unwrap(),
+                ])
+                .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Both processes read: each worker of each process owns two of the eight partitions.
+    let label = format!("job_name=\"{}\"", f.name);
+    for p in 0..2u16 {
+        wait_for("both processes read", Duration::from_secs(120), || {
+            let t = scrape(metrics_base + p)?;
+            (metric_sum(
+                &t,
+                "iotflow_kafka_messages_received_total",
+                &[&label, "operator=\"kafka-source\""],
+            ) > 0.0)
+                .then_some(())
+        });
+    }
+    for child in children {
+        let (ok, stderr) = finish(child, Duration::from_secs(180));
+        assert!(ok, "process failed:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_file(&hosts);
+    assert_table_matches(&f, &e);
+}
