@@ -44,20 +44,15 @@ fn main() {
                 .input_from(&mut payloads_in)
                 .flat_map(move |payload: Vec<u8>| {
                     offset += 1;
-                    parse_reading(&payload, &Zone::Utc, &limits)
-                        .ok()
-                        .map(|r| Reading {
-                            event_time: r.event_time,
-                            metric: r.metric,
-                            pboxid: r.pboxid,
-                            latitude: r.latitude,
-                            longitude: r.longitude,
-                            source: SourceRef {
+                    parse_reading(&payload, &Zone::Utc, &limits).ok().map(|r| {
+                        r.into_reading(
+                            SourceRef {
                                 partition: 0,
                                 offset,
                             },
-                            kafka_ts_ms: None,
-                        })
+                            None,
+                        )
+                    })
                 });
             let (count, hits) = (enriched.clone(), known.clone());
             scope

@@ -89,18 +89,13 @@ pub fn readings(payloads: &[Vec<u8>], partitions: i32, kafka_ts_ms: Option<i64>)
         .map(|(i, p)| {
             let r = parse_reading(p, &Zone::Utc, &limits).expect("generated readings parse");
             let partitions = partitions.max(1) as usize;
-            Reading {
-                event_time: r.event_time,
-                metric: r.metric,
-                pboxid: r.pboxid,
-                latitude: r.latitude,
-                longitude: r.longitude,
-                source: SourceRef {
+            r.into_reading(
+                SourceRef {
                     partition: (i % partitions) as i32,
                     offset: (i / partitions) as i64,
                 },
                 kafka_ts_ms,
-            }
+            )
         })
         .collect()
 }

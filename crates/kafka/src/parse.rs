@@ -60,18 +60,13 @@ impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
             match result {
                 Ok(r) => {
                     metrics.success.inc();
-                    Ok(Reading {
-                        event_time: r.event_time,
-                        metric: r.metric,
-                        pboxid: r.pboxid,
-                        latitude: r.latitude,
-                        longitude: r.longitude,
-                        source: SourceRef {
+                    Ok(r.into_reading(
+                        SourceRef {
                             partition: rec.partition,
                             offset: rec.offset,
                         },
-                        kafka_ts_ms: rec.ts_ms,
-                    })
+                        rec.ts_ms,
+                    ))
                 }
                 Err(e) => {
                     metrics.failure(e.code()).inc();

@@ -343,6 +343,25 @@ fn parse_event_time(s: &str, zone: &Zone) -> Result<NaiveDateTime, ParseError> {
         .map_err(|_| bad())
 }
 
+impl ParsedReading {
+    /// The reading, tagged with where it came from.
+    pub fn into_reading(
+        self,
+        source: crate::SourceRef,
+        kafka_ts_ms: Option<i64>,
+    ) -> crate::Reading {
+        crate::Reading {
+            event_time: self.event_time,
+            metric: self.metric,
+            pboxid: self.pboxid,
+            latitude: self.latitude,
+            longitude: self.longitude,
+            source,
+            kafka_ts_ms,
+        }
+    }
+}
+
 impl fmt::Display for ParsedReading {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -95,6 +95,20 @@ pub struct Row {
     pub kafka_ts_ms: Option<i64>,
 }
 
+impl Row {
+    /// The optional text columns, in column order.
+    pub fn texts(&self) -> [&Option<String>; 6] {
+        [
+            &self.company,
+            &self.site,
+            &self.line,
+            &self.device_name,
+            &self.model,
+            &self.device_status,
+        ]
+    }
+}
+
 /// Columns written by [`encode_insert`], in order. `ingested_at` is left to its default.
 pub const COLUMNS: [&str; 15] = [
     "event_time",
@@ -229,14 +243,7 @@ fn encode_row(row: &Row, out: &mut String) {
     push_decimal(row.latitude, out);
     out.push(',');
     push_decimal(row.longitude, out);
-    for text in [
-        &row.company,
-        &row.site,
-        &row.line,
-        &row.device_name,
-        &row.model,
-        &row.device_status,
-    ] {
+    for text in row.texts() {
         out.push(',');
         match text {
             Some(text) => push_str_literal(text, out),

@@ -113,17 +113,11 @@ impl BatchWriter for MysqlWriter {
     fn row_size(row: &Row) -> usize {
         // Fixed columns plus the texts; close enough for a byte limit on the statement.
         160 + row.pboxid.len()
-            + [
-                &row.company,
-                &row.site,
-                &row.line,
-                &row.device_name,
-                &row.model,
-                &row.device_status,
-            ]
-            .iter()
-            .map(|s| s.as_ref().map_or(4, |s| s.len() + 2))
-            .sum::<usize>()
+            + row
+                .texts()
+                .iter()
+                .map(|s| s.as_ref().map_or(4, |s| s.len() + 2))
+                .sum::<usize>()
     }
 
     fn kafka_ts_ms(row: &Row) -> Option<i64> {
