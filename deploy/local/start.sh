@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start the local iotflow stack (idempotent): MariaDB on 127.0.0.1:$MYSQL_PORT and the tansu
-# Kafka-protocol broker (memory storage) on 127.0.0.1:$BROKER_PORT. Installs what is missing first.
+# Start the local iotflow stack (idempotent): MariaDB on 127.0.0.1:$MYSQL_PORT, the tansu
+# Kafka-protocol broker (memory storage) on 127.0.0.1:$BROKER_PORT and ClickHouse on
+# 127.0.0.1:$CLICKHOUSE_HTTP_PORT (HTTP) / $CLICKHOUSE_TCP_PORT (native). Installs what is missing first.
 # Services run detached and survive the calling shell; stop them with deploy/local/stop.sh.
 # Prints one line per service. Exit status 2 means a port is held by something that is not ours.
 set -euo pipefail
@@ -14,6 +15,7 @@ bash "$here/install.sh"
 
 MARIADB_TIMEOUT="${IOTFLOW_MARIADB_TIMEOUT:-120}"
 TANSU_TIMEOUT="${IOTFLOW_TANSU_TIMEOUT:-60}"
+CLICKHOUSE_TIMEOUT="${IOTFLOW_CLICKHOUSE_TIMEOUT:-60}"
 
 # ---------------------------------------------------------------- MariaDB
 start_mariadb() {
@@ -165,7 +167,47 @@ tansu_ready() {
         timeout 5 "$IOTFLOW_TANSU_BIN" topic list --broker "tcp://127.0.0.1:${BROKER_PORT}" >/dev/null 2>&1
 }
 
+# ---------------------------------------------------------------- ClickHouse
+start_clickhouse() {
+    local dir="$IOTFLOW_CLICKHOUSE_DIR" pidfile="$IOTFLOW_CLICKHOUSE_DIR/clickhouse.pid"
+    local log="$IOTFLOW_CLICKHOUSE_DIR/log/clickhouse-server.err.log" pid
+
+    pid="$(iotflow_pid_alive "$pidfile" clickhouse)" || pid=""
+    if [ -n "$pid" ]; then
+        iotflow_wait_for "ClickHouse" "$CLICKHOUSE_TIMEOUT" "$log" "$pid" clickhouse_ready
+        return 0
+    fi
+
+    iotflow_require_free_port "$CLICKHOUSE_HTTP_PORT" "ClickHouse HTTP (CLICKHOUSE_HTTP_PORT)"
+    iotflow_require_free_port "$CLICKHOUSE_TCP_PORT" "ClickHouse native (CLICKHOUSE_TCP_PORT)"
+    mkdir -p "$dir/data" "$dir/tmp" "$dir/log" "$dir/user_files" "$dir/format_schemas"
+    # The config is regenerated on every start so that changed ports take effect.
+    sed -e "s|@DIR@|$dir|g" -e "s|@HTTP_PORT@|$CLICKHOUSE_HTTP_PORT|g" \
+        -e "s|@TCP_PORT@|$CLICKHOUSE_TCP_PORT|g" \
+        "$here/clickhouse/config.xml.in" >"$dir/config.xml"
+    cp "$here/clickhouse/users.xml" "$dir/users.xml"
+    rm -f "$pidfile"
+    # stdout/stderr catch what happens before the logger is set up (e.g. a bad config).
+    setsid /usr/sbin/clickhouse-server --config-file="$dir/config.xml" \
+        </dev/null >>"$dir/clickhouse-server.out" 2>&1 &
+    pid=$!
+    echo "$pid" >"$pidfile"
+    if ! (iotflow_wait_for "ClickHouse" "$CLICKHOUSE_TIMEOUT" "$log" "$pid" clickhouse_ready); then
+        tail -n 10 "$dir/clickhouse-server.out" >&2 2>/dev/null || true
+        exit 1
+    fi
+}
+
+# /ping answers "Ok." as soon as the HTTP server is up; SELECT 1 proves that queries run.
+clickhouse_ready() {
+    local url="http://127.0.0.1:${CLICKHOUSE_HTTP_PORT}"
+    [ "$(curl -fsS --max-time 2 "$url/ping" 2>/dev/null)" = "Ok." ] &&
+        [ "$(curl -fsS --max-time 5 --data-binary 'SELECT 1' "$url/" 2>/dev/null)" = "1" ]
+}
+
 start_mariadb
 echo "mariadb: mysql://${MYSQL_USER}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE} (socket $IOTFLOW_MARIADB_SOCKET)"
 start_tansu
 echo "tansu:   127.0.0.1:${BROKER_PORT} (memory storage, log $IOTFLOW_TANSU_DIR/tansu.log)"
+start_clickhouse
+echo "clickhouse: ${IOTFLOW_TEST_CLICKHOUSE_URL} (native 127.0.0.1:${CLICKHOUSE_TCP_PORT}, user default, log $IOTFLOW_CLICKHOUSE_DIR/log)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stop the local iotflow stack started by deploy/local/start.sh (idempotent). Only stops the
-# processes recorded in our pid files; never touches other MariaDB or broker instances.
-# Usage: stop.sh [mariadb] [tansu]     (default: both)
+# processes recorded in our pid files; never touches other MariaDB, broker or ClickHouse instances.
+# Usage: stop.sh [mariadb] [tansu] [clickhouse]     (default: all three)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -13,12 +13,14 @@ STOP_TIMEOUT="${IOTFLOW_STOP_TIMEOUT:-60}"
 failed=0
 stop_mariadb=0
 stop_tansu=0
-[ "$#" -gt 0 ] || set -- mariadb tansu
+stop_clickhouse=0
+[ "$#" -gt 0 ] || set -- mariadb tansu clickhouse
 for arg in "$@"; do
     case "$arg" in
     mariadb) stop_mariadb=1 ;;
     tansu) stop_tansu=1 ;;
-    *) iotflow_die "stop.sh: unknown service '$arg' (expected: mariadb, tansu)" ;;
+    clickhouse) stop_clickhouse=1 ;;
+    *) iotflow_die "stop.sh: unknown service '$arg' (expected: mariadb, tansu, clickhouse)" ;;
     esac
 done
 
@@ -29,6 +31,17 @@ if [ "$stop_tansu" -eq 1 ]; then
         iotflow_terminate "$pid" tansu "$STOP_TIMEOUT" || { iotflow_log "tansu (pid $pid) is still there"; failed=1; }
     fi
     [ "$failed" -ne 0 ] || rm -f "$tansu_pidfile"
+fi
+
+# ---------------------------------------------------------------- ClickHouse
+clickhouse_pidfile="$IOTFLOW_CLICKHOUSE_DIR/clickhouse.pid"
+if [ "$stop_clickhouse" -eq 1 ]; then
+    ch_failed=0
+    # SIGTERM is ClickHouse's clean shutdown (it finishes running queries and flushes buffers).
+    if pid="$(iotflow_pid_alive "$clickhouse_pidfile" clickhouse)"; then
+        iotflow_terminate "$pid" clickhouse "$STOP_TIMEOUT" || { iotflow_log "clickhouse (pid $pid) is still there"; ch_failed=1; failed=1; }
+    fi
+    [ "$ch_failed" -ne 0 ] || rm -f "$clickhouse_pidfile"
 fi
 
 # ---------------------------------------------------------------- MariaDB

@@ -20,6 +20,7 @@ cd "$IOTFLOW_REPO_ROOT"
 to_stop=()
 iotflow_pid_alive "$IOTFLOW_MARIADB_RUN/mariadb.pid" mariadbd >/dev/null || to_stop+=(mariadb)
 iotflow_pid_alive "$IOTFLOW_TANSU_DIR/tansu.pid" tansu >/dev/null || to_stop+=(tansu)
+iotflow_pid_alive "$IOTFLOW_CLICKHOUSE_DIR/clickhouse.pid" clickhouse >/dev/null || to_stop+=(clickhouse)
 
 cleanup() {
     local rc=$?

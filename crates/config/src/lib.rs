@@ -23,6 +23,8 @@ pub struct Config {
     pub parse: ParseConfig,
     /// MySQL / MariaDB sink.
     pub mysql: MysqlConfig,
+    /// ClickHouse sink.
+    pub clickhouse: ClickhouseConfig,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
 }
@@ -146,6 +148,54 @@ impl Default for MysqlConfig {
             table: "iot_data".into(),
             create_table: true,
             batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// ClickHouse sink (off by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickhouseConfig {
+    /// Write readings to ClickHouse. Default false.
+    pub enabled: bool,
+    /// HTTP interface URL. Default `http://127.0.0.1:8123`.
+    pub url: String,
+    /// User. Default `default`.
+    pub user: String,
+    /// Password (prefer the `IOTFLOW__CLICKHOUSE__PASSWORD` environment variable). Default empty.
+    pub password: String,
+    /// Database. Default `default`.
+    pub database: String,
+    /// Target table. Default `iot_data`.
+    pub table: String,
+    /// Create the table (from `schemas/clickhouse/iot_data.sql`) at start if it is missing.
+    /// Default true.
+    pub create_table: bool,
+    /// Batching policy: ClickHouse wants few large inserts. Defaults 50000 rows, 32 MiB,
+    /// 1000 ms, 2 in flight (keys left out of a `[clickhouse.batch]` table take the generic
+    /// defaults of `[mysql.batch]`, so set all four when you set one).
+    pub batch: BatchConfig,
+    /// Retry policy for transient errors.
+    pub retry: RetryConfig,
+}
+
+impl Default for ClickhouseConfig {
+    fn default() -> Self {
+        ClickhouseConfig {
+            enabled: false,
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            database: "default".into(),
+            table: "iot_data".into(),
+            create_table: true,
+            batch: BatchConfig {
+                max_rows: 50_000,
+                max_bytes: 32 << 20,
+                max_delay_ms: 1000,
+                max_in_flight: 2,
+            },
             retry: RetryConfig::default(),
         }
     }

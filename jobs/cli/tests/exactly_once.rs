@@ -318,3 +318,99 @@ fn two_processes_share_the_partitions_exactly_once() {
     let _ = std::fs::remove_file(&hosts);
     assert_table_matches(&f, &e);
 }
+
+/// The ClickHouse table against `e`, through `FINAL` (re-delivered copies collapse there).
+fn assert_clickhouse_matches(f: &Fixture, e: &Expected) {
+    let d = |s: &str| Decimal::from_str(s).unwrap().normalize();
+    let got: BTreeMap<String, (u64, Decimal, Decimal, Decimal)> = f
+        .clickhouse_tsv(
+            "SELECT pboxid, count(), toString(sum(metric)), toString(sum(latitude)), toString(sum(longitude)) \
+             FROM iot_data FINAL GROUP BY pboxid",
+        )
+        .iter()
+        .map(|line| {
+            let v: Vec<&str> = line.split('\t').collect();
+            (v[0].to_string(), (v[1].parse().unwrap(), d(v[2]), d(v[3]), d(v[4])))
+        })
+        .collect();
+    let want: BTreeMap<String, (u64, Decimal, Decimal, Decimal)> = e
+        .per_device
+        .iter()
+        .map(|(k, (n, m, la, lo))| {
+            (
+                k.clone(),
+                (*n, m.normalize(), la.normalize(), lo.normalize()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got.values().map(|v| v.0).sum::<u64>(),
+        e.valid,
+        "ClickHouse rows (FINAL)"
+    );
+    assert_eq!(got, want, "ClickHouse per-device counts and sums (FINAL)");
+    let known = f.clickhouse_tsv("SELECT count(company) FROM iot_data FINAL");
+    assert_eq!(known, vec![(e.valid - e.unknown).to_string()]);
+    let mut days = f.clickhouse_tsv(&format!(
+        "SELECT DISTINCT partition FROM system.parts WHERE database = '{}' AND table = 'iot_data' AND active",
+        f.db
+    ));
+    days.sort();
+    let want_days: Vec<String> = e
+        .days
+        .iter()
+        .map(|p| p.trim_start_matches('p').to_string())
+        .collect();
+    assert_eq!(days, want_days, "ClickHouse day partitions");
+}
+
+#[test]
+fn clickhouse_and_mysql_are_both_exact_after_sigkills() {
+    let f = Fixture::new("both-sinks", 8);
+    let ch_env = f.clickhouse_env();
+    let options = options(17);
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 17)).unwrap();
+    let (b, topic, o) = (brokers(), f.topic.clone(), options.clone());
+    let producer = std::thread::spawn(move || {
+        produce(&b, &topic, Generator::new(o), 8_000.0, |_| {}).unwrap()
+    });
+
+    let seed: u64 = rand::random();
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let label = format!("job_name=\"{}\"", f.name);
+    for _ in 0..3 {
+        let port = free_port();
+        let mut child = f.job(2, port).envs(ch_env.clone()).spawn().unwrap();
+        wait_for("both sinks to write rows", Duration::from_secs(60), || {
+            let t = scrape(port)?;
+            let ch = metric_sum(
+                &t,
+                "iotflow_sink_rows_written_total",
+                &[&label, "sink=\"clickhouse\""],
+            );
+            let my = metric_sum(
+                &t,
+                "iotflow_sink_rows_written_total",
+                &[&label, "sink=\"mysql\""],
+            );
+            (ch > 0.0 && my > 0.0).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    producer.join().unwrap();
+    let port = free_port();
+    let child = f
+        .job(2, port)
+        .envs(ch_env)
+        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
+        .spawn()
+        .unwrap();
+    let (ok, stderr) = finish(child, Duration::from_secs(180));
+    assert!(ok, "final run failed:\n{stderr}");
+    assert_table_matches(&f, &e);
+    assert_clickhouse_matches(&f, &e);
+}

@@ -1,9 +1,10 @@
 //! The streaming job's graph, one worker's view:
 //!
 //! ```text
-//! iot-topic ──kafka-source──parse──┬─ readings ──enrich──mysql-sink──┐
-//!                                  └─ dead letters ──dead-letter-sink─┼─ probe ─▶ offset commits
-//! iot-broadcast ──broadcast-source──device-upsert──broadcast──arrange─┘(dimension, every worker)
+//! iot-topic ──kafka-source──parse──┬─ readings ──enrich──┬─ mysql-sink ──────┐
+//!                                  │                     └─ clickhouse-sink ─┤
+//!                                  └─ dead letters ─── dead-letter-sink ─────┼─ probe ─▶ commits
+//! iot-broadcast ──broadcast-source──device-upsert──broadcast──arrange ───────┘ (every worker)
 //! ```
 
 use std::cell::Cell;
@@ -20,6 +21,7 @@ use iotflow_kafka::{
 use iotflow_metrics::Metrics;
 use iotflow_model::{parse_device_record, DeviceChange};
 use iotflow_sink::{Fatal, SinkBatches, SinkOptions};
+use iotflow_sink_clickhouse::ClickhouseWriter;
 use iotflow_sink_mysql::{MysqlWriter, Row};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe};
@@ -41,6 +43,8 @@ pub struct JobContext {
     pub runtime: tokio::runtime::Handle,
     /// MySQL connections (when the MySQL sink is enabled).
     pub mysql: Option<mysql_async::Pool>,
+    /// ClickHouse client (when the ClickHouse sink is enabled).
+    pub clickhouse: Option<iotflow_sink_clickhouse::Client>,
 }
 
 /// Builds the graph on `worker`; the returned probe is done when the job has finished.
@@ -51,7 +55,17 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
     let probe = ProbeHandle::new();
     let pressure = Rc::new(Cell::new(0usize));
     let zone = c.zone()?;
-    let max_pending_rows = c.mysql.batch.max_rows * (c.mysql.batch.max_in_flight + 1) * 2;
+    // Rows each enabled sink may hold before the source pauses (a row held by two sinks
+    // counts twice).
+    let hold = |b: &iotflow_config::BatchConfig| b.max_rows * (b.max_in_flight + 1) * 2;
+    let max_pending_rows = [
+        ctx.mysql.as_ref().map(|_| hold(&c.mysql.batch)),
+        ctx.clickhouse.as_ref().map(|_| hold(&c.clickhouse.batch)),
+    ]
+    .into_iter()
+    .flatten()
+    .sum::<usize>()
+    .max(hold(&c.mysql.batch));
     worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<()> {
         // Readings: committed offsets, commit when the probe says so.
         let records = kafka_source(
@@ -131,8 +145,8 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
 
         let enriched = readings.enrich_with(&dimension, m.enrich("enrich", index));
 
-        match &ctx.mysql {
-            Some(pool) => done.push(enriched.map(|e| Row::from(&e)).sink_batches(
+        if let Some(pool) = &ctx.mysql {
+            done.push(enriched.clone().map(|e| Row::from(&e)).sink_batches(
                 MysqlWriter::new(pool.clone(), &c.mysql.table),
                 SinkOptions {
                     sink: "mysql".into(),
@@ -143,8 +157,30 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 m.sink("mysql", "mysql-sink", index),
                 pressure.clone(),
                 ctx.fatal.clone(),
-            )),
-            None => done.push(enriched.map(|_| ())),
+            ));
+        }
+        if let Some(client) = &ctx.clickhouse {
+            done.push(
+                enriched
+                    .clone()
+                    .map(|e| iotflow_sink_clickhouse::Row::from(&e))
+                    .sink_batches(
+                        ClickhouseWriter::new(client.clone(), &c.clickhouse.table),
+                        SinkOptions {
+                            sink: "clickhouse".into(),
+                            batch: (&c.clickhouse.batch).into(),
+                            retry: (&c.clickhouse.retry).into(),
+                        },
+                        ctx.runtime.clone(),
+                        m.sink("clickhouse", "clickhouse-sink", index),
+                        pressure.clone(),
+                        ctx.fatal.clone(),
+                    ),
+            );
+        }
+        if done.len() == 1 {
+            // No sink enabled: the probe still needs to see enrichment complete.
+            done.push(enriched.map(|_| ()));
         }
         scope.concatenate(done).probe_with(&probe);
         Ok(())

@@ -98,6 +98,25 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         None
     };
 
+    let clickhouse = if config.clickhouse.enabled {
+        let ch = &config.clickhouse;
+        let prepared = runtime
+            .block_on(iotflow_sink_clickhouse::prepare(
+                &ch.url,
+                &ch.user,
+                &ch.password,
+                &ch.database,
+                &ch.table,
+                ch.create_table,
+                Duration::from_secs(10),
+            ))
+            .map_err(anyhow::Error::msg)
+            .context("ClickHouse sink pre-flight check failed")?;
+        Some(prepared.client)
+    } else {
+        None
+    };
+
     let lifecycle = SourceHandle::new();
     {
         let lifecycle = lifecycle.clone();
@@ -133,6 +152,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         fatal: fatal.clone(),
         runtime: runtime.handle().clone(),
         mysql,
+        clickhouse,
     };
     tracing::info!(
         job = %config.job.name, job_id = %job_id, workers = cluster.workers, processes = cluster.processes, process = cluster.process,

@@ -214,6 +214,13 @@ impl Drop for Fixture {
                     .await;
             }
             let _ = pool.disconnect().await;
+            // The ClickHouse database of the same name, if the test made one.
+            let _ = clickhouse::Client::default()
+                .with_url(clickhouse_url())
+                .with_validation(false)
+                .query(&format!("DROP DATABASE IF EXISTS {db}"))
+                .execute()
+                .await;
         });
     }
 }
@@ -297,4 +304,62 @@ pub fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("IOTFLOW_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+impl Fixture {
+    /// Creates this fixture's ClickHouse database (same name as the MySQL one) and returns the
+    /// job environment that turns the ClickHouse sink on.
+    pub fn clickhouse_env(&self) -> Vec<(String, String)> {
+        let db = self.db.clone();
+        runtime().block_on(async move {
+            clickhouse::Client::default()
+                .with_url(clickhouse_url())
+                .with_validation(false)
+                .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+                .execute()
+                .await
+                .unwrap_or_else(|e| panic!("cannot reach ClickHouse at {} ({e}); start the local stack: bash deploy/local/start.sh", clickhouse_url()));
+        });
+        [
+            ("IOTFLOW__CLICKHOUSE__ENABLED", "true".to_string()),
+            ("IOTFLOW__CLICKHOUSE__URL", clickhouse_url()),
+            ("IOTFLOW__CLICKHOUSE__DATABASE", self.db.clone()),
+            // Small batches so a crash catches rows in flight.
+            ("IOTFLOW__CLICKHOUSE__BATCH__MAX_ROWS", "5000".to_string()),
+            (
+                "IOTFLOW__CLICKHOUSE__BATCH__MAX_DELAY_MS",
+                "200".to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Runs a ClickHouse query in this fixture's database, rows as tab-separated text.
+    pub fn clickhouse_tsv(&self, sql: &str) -> Vec<String> {
+        let db = self.db.clone();
+        let sql = sql.to_string();
+        let body = runtime().block_on(async move {
+            let client = clickhouse::Client::default()
+                .with_url(clickhouse_url())
+                .with_database(db)
+                .with_validation(false);
+            let mut cursor = client.query(&sql).fetch_bytes("TabSeparated").unwrap();
+            cursor
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .to_vec()
+        });
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
 }
