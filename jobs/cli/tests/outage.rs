@@ -1,0 +1,155 @@
+//! One sink down: ClickHouse is stopped for 30 s mid-run. The job must stall rather than drop
+//! data, commit no offset past unwritten rows, show the stall in its metrics, and deliver
+//! everything exactly once when the server is back. (Its own test binary: cargo runs test
+//! binaries one at a time, so the outage touches no other test.)
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use iotflow_gen::{devices, produce, publish_devices, GenOptions, Generator};
+use iotflow_model::{Decimal, NaiveDateTime};
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/local")
+        .join(name)
+}
+
+fn run_script(name: &str, args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(script(name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn clickhouse_outage_stalls_the_job_then_everything_arrives_exactly_once() {
+    let f = Fixture::new("outage", 4);
+    let ch_env = f.clickhouse_env();
+    let options = GenOptions {
+        devices: 50,
+        count: 40_000,
+        malformed_share: 0.0,
+        unknown_share: 0.0,
+        seed: 23,
+        start: NaiveDateTime::parse_from_str("2025-04-12 10:00:00", "%Y-%m-%d %H:%M:%S").unwrap(),
+        ..Default::default()
+    };
+    let (mut count, mut sum) = (0u64, Decimal::ZERO);
+    for g in Generator::new(options.clone()) {
+        let e = g.expected.unwrap();
+        count += 1;
+        sum += e.metric;
+    }
+    publish_devices(&brokers(), &f.broadcast, &devices(50, 23)).unwrap();
+    let (b, topic, o) = (brokers(), f.topic.clone(), options.clone());
+    // 40k readings over ~20 s: the outage falls in the middle.
+    let producer = std::thread::spawn(move || {
+        produce(&b, &topic, Generator::new(o), 2_000.0, |_| {}).unwrap()
+    });
+
+    let port = free_port();
+    let child = f
+        .job(2, port)
+        .envs(ch_env)
+        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "5")
+        .spawn()
+        .unwrap();
+    let label = format!("job_name=\"{}\"", f.name);
+    let ch = "sink=\"clickhouse\"".to_string();
+    let metric = |t: &str, name: &str, extra: &[&str]| {
+        let mut filter = vec![label.as_str()];
+        filter.extend_from_slice(extra);
+        metric_sum(t, name, &filter)
+    };
+    wait_for("ClickHouse rows", Duration::from_secs(60), || {
+        let t = scrape(port)?;
+        (metric(&t, "iotflow_sink_rows_written_total", &[&ch]) > 0.0).then_some(())
+    });
+
+    run_script("stop.sh", &["clickhouse"]);
+    let down = Instant::now();
+    // The sink keeps failing and retrying; commits stop advancing.
+    let at_start = wait_for(
+        "transient ClickHouse errors",
+        Duration::from_secs(30),
+        || {
+            let t = scrape(port)?;
+            let errors = metric(
+                &t,
+                "iotflow_sink_errors_total",
+                &[&ch, "kind=\"transient\""],
+            );
+            let retries = metric(&t, "iotflow_sink_retries_total", &[&ch]);
+            (errors > 0.0 && retries > 0.0).then_some(t)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(5)); // let in-flight commits settle
+    let committed = |t: &str| {
+        metric(
+            t,
+            "iotflow_kafka_committed_offset",
+            &["operator=\"kafka-source\""],
+        )
+    };
+    let settled = committed(&scrape(port).unwrap());
+    while down.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let late = scrape(port).unwrap();
+    assert_eq!(
+        committed(&late),
+        settled,
+        "offsets were committed while ClickHouse was down"
+    );
+    assert!(settled < count as f64, "the outage happened mid-run");
+    assert!(
+        metric(
+            &late,
+            "iotflow_sink_errors_total",
+            &[&ch, "kind=\"transient\""]
+        ) > metric(
+            &at_start,
+            "iotflow_sink_errors_total",
+            &[&ch, "kind=\"transient\""]
+        ),
+        "errors keep being counted during the outage"
+    );
+    assert_eq!(
+        metric(
+            &late,
+            "iotflow_sink_errors_total",
+            &[&ch, "kind=\"definite\""]
+        ),
+        0.0
+    );
+
+    run_script("start.sh", &[]);
+    producer.join().unwrap();
+    let (ok, stderr) = finish(child, Duration::from_secs(180));
+    assert!(ok, "job failed:\n{stderr}");
+
+    let my: Vec<(u64, String)> =
+        f.query("SELECT COUNT(*), CAST(SUM(metric) AS CHAR) FROM iot_data");
+    assert_eq!(my[0].0, count, "MariaDB rows");
+    assert_eq!(Decimal::from_str(&my[0].1).unwrap(), sum);
+    let chr = f.clickhouse_tsv("SELECT count(), toString(sum(metric)) FROM iot_data FINAL");
+    let v: Vec<&str> = chr[0].split('\t').collect();
+    assert_eq!(
+        v[0].parse::<u64>().unwrap(),
+        count,
+        "ClickHouse rows (FINAL)"
+    );
+    assert_eq!(Decimal::from_str(v[1]).unwrap(), sum);
+}
