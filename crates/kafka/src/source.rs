@@ -84,14 +84,21 @@ pub type Backpressure = Rc<Cell<usize>>;
 pub struct SourceHandle {
     /// Set to drain and stop every source (SIGTERM, or all readers finished).
     pub stop: AtomicBool,
-    /// Commit-enabled readers still running in this process.
+    /// Commit-enabled readers (one per worker) still running in this process.
     pub running_readers: AtomicUsize,
 }
 
 impl SourceHandle {
-    /// A new handle, wrapped for sharing between worker threads.
-    pub fn new() -> Arc<SourceHandle> {
-        Arc::new(SourceHandle::default())
+    /// A handle for a process whose `readers` workers each run one commit-enabled source.
+    ///
+    /// The count is set before any worker starts: counting sources as they are built would let
+    /// a worker without partitions finish (and stop the process) before a slower worker has
+    /// registered its source.
+    pub fn new(readers: usize) -> Arc<SourceHandle> {
+        Arc::new(SourceHandle {
+            stop: AtomicBool::new(false),
+            running_readers: AtomicUsize::new(readers),
+        })
     }
 }
 
@@ -330,9 +337,6 @@ pub fn kafka_source<'scope>(
     let committer = options
         .commit
         .then(|| Committer::start(consumer.clone(), options.topic.clone(), metrics.clone()));
-    if options.commit {
-        lifecycle.running_readers.fetch_add(1, Ordering::SeqCst);
-    }
 
     let name = options.name.clone();
     let stream = source::<_, CapacityContainerBuilder<Vec<KafkaRecord>>, _, _>(
@@ -451,7 +455,7 @@ pub fn kafka_source<'scope>(
                     }
                 }
                 // While paused no poll happens at all: a poll may return a message, and a message
-                // taken must be emitted. Commit and statistics callbacks wait for the next poll.
+                // taken must be emitted. Statistics callbacks wait for the next poll.
                 if read > 0 {
                     metrics.messages_received.inc_by(read as u64);
                     last_record = Instant::now();

@@ -228,3 +228,31 @@ fn a_definite_write_error_stops_the_job_with_the_servers_message() {
     assert!(stderr.contains("offsets were not committed"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn more_workers_than_partitions_still_reads_everything() {
+    // Two of the three workers own no partition and finish at once; that must not stop the
+    // third before it has read its partition.
+    let f = Fixture::new("idle-workers", 1);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    for i in 0..2000 {
+        let payload = reading(&format!("w-{}", i % 7), &format!("{i}.5"));
+        producer
+            .send(BaseRecord::to(&f.topic).key("k").payload(&payload[..]))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let child = f
+        .job(3, free_port())
+        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "3")
+        .spawn()
+        .unwrap();
+    let (ok, stderr) = finish(child, Duration::from_secs(120));
+    assert!(ok, "job failed:\n{stderr}");
+    assert_eq!(f.row_count(), 2000);
+}

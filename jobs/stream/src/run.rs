@@ -117,7 +117,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         None
     };
 
-    let lifecycle = SourceHandle::new();
+    let lifecycle = SourceHandle::new(cluster.workers);
     {
         let lifecycle = lifecycle.clone();
         runtime.spawn(async move {
