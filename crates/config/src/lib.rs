@@ -41,7 +41,8 @@ pub struct JobConfig {
     /// timestamp; offsets are committed per completed epoch. Default 100.
     pub epoch_ms: u64,
     /// Stop after this many seconds without new input (0 = run forever, the default). For tests
-    /// and batch-style replays.
+    /// and batch-style replays. Only time in which the broker had nothing to give counts: a
+    /// source paused by slow sinks is never idle.
     pub idle_exit_secs: u64,
 }
 

@@ -423,7 +423,13 @@ pub fn kafka_source<'scope>(
                 }
 
                 let mut read = 0usize;
-                if matches!(state, State::Running) && pressure.get() <= options.max_pending_rows {
+                let paused = pressure.get() > options.max_pending_rows;
+                if paused {
+                    // Idle means "the broker had nothing", never "we did not ask": a source held
+                    // back by slow sinks must not drain and leave input unread.
+                    last_record = Instant::now();
+                }
+                if matches!(state, State::Running) && !paused {
                     let mut session = output.session(&*c);
                     while read < options.max_poll_records {
                         match consumer.poll(Duration::ZERO) {

@@ -133,7 +133,7 @@ fn hundred_thousand_readings_arrive_exactly_once() {
     produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
 
     let port = free_port();
-    let child = f
+    let mut child = f
         .job(2, port)
         .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
         .spawn()
@@ -143,6 +143,9 @@ fn hundred_thousand_readings_arrive_exactly_once() {
         "every row and dead letter acknowledged",
         Duration::from_secs(180),
         || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the job exited ({status}) before it had written everything");
+            }
             let t = scrape(port)?;
             let rows = metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) as u64;
             let dlq = metric_sum(&t, "iotflow_dlq_records_total", &[&label]) as u64;

@@ -363,3 +363,27 @@ impl Fixture {
             .collect()
     }
 }
+
+/// Scrapes a job that must still be running: fails the test with the job's exit status and
+/// stderr if it has exited, or if its endpoint does not answer within 10 s.
+pub fn scrape_running(port: u16, child: &mut Child) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut stderr);
+            }
+            panic!("the job exited ({status}) while it should be running; stderr:\n{stderr}");
+        }
+        if let Some(t) = scrape(port) {
+            return t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the job's metrics endpoint on port {port} did not answer for 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
