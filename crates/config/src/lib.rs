@@ -25,6 +25,8 @@ pub struct Config {
     pub mysql: MysqlConfig,
     /// ClickHouse sink.
     pub clickhouse: ClickhouseConfig,
+    /// Elasticsearch sink.
+    pub elasticsearch: ElasticsearchConfig,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
 }
@@ -174,8 +176,7 @@ pub struct ClickhouseConfig {
     /// Default true.
     pub create_table: bool,
     /// Batching policy: ClickHouse wants few large inserts. Defaults 50000 rows, 32 MiB,
-    /// 1000 ms, 2 in flight (keys left out of a `[clickhouse.batch]` table take the generic
-    /// defaults of `[mysql.batch]`, so set all four when you set one).
+    /// 1000 ms, 2 in flight.
     pub batch: BatchConfig,
     /// Retry policy for transient errors.
     pub retry: RetryConfig,
@@ -195,6 +196,61 @@ impl Default for ClickhouseConfig {
                 max_rows: 50_000,
                 max_bytes: 32 << 20,
                 max_delay_ms: 1000,
+                max_in_flight: 2,
+            },
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// Elasticsearch sink (off by default): `_bulk` into daily indices `{index_prefix}-YYYY.MM.DD`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// Write readings to Elasticsearch. Default false.
+    pub enabled: bool,
+    /// Cluster URL (no credentials in it). Default `http://127.0.0.1:9200`.
+    pub url: String,
+    /// Daily index name prefix. Default `iot-data`.
+    pub index_prefix: String,
+    /// Basic-auth user; empty for none. Default empty.
+    pub user: String,
+    /// Basic-auth password (prefer `IOTFLOW__ELASTICSEARCH__PASSWORD`). Default empty.
+    pub password: String,
+    /// API key, the `encoded` value Elasticsearch returned (prefer
+    /// `IOTFLOW__ELASTICSEARCH__API_KEY`); instead of user and password. Default empty.
+    pub api_key: String,
+    /// Install the index template (`schemas/elasticsearch/iot-data-template.json`) at start.
+    /// Needs the `manage_index_templates` privilege. Default true.
+    pub install_template: bool,
+    /// Timeout of every request, in milliseconds. Default 30000.
+    pub request_timeout_ms: u64,
+    /// Sends of a bulk item refused with 429 or 5xx within one batch write, before the whole
+    /// write counts as a transient failure and is retried with backoff. Default 5.
+    pub item_attempts: u32,
+    /// Batching policy. Defaults 5000 rows, 8 MiB (bulk requests of 5–15 MB are the usual
+    /// advice), 500 ms, 2 in flight.
+    pub batch: BatchConfig,
+    /// Retry policy for transient errors.
+    pub retry: RetryConfig,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        ElasticsearchConfig {
+            enabled: false,
+            url: "http://127.0.0.1:9200".into(),
+            index_prefix: "iot-data".into(),
+            user: String::new(),
+            password: String::new(),
+            api_key: String::new(),
+            install_template: true,
+            request_timeout_ms: 30_000,
+            item_attempts: 5,
+            batch: BatchConfig {
+                max_rows: 5000,
+                max_bytes: 8 << 20,
+                max_delay_ms: 500,
                 max_in_flight: 2,
             },
             retry: RetryConfig::default(),
@@ -321,10 +377,15 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        let file: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
+        // Start from the defaults as a table, so a key left out of a partly given table takes
+        // that table's own default (`[clickhouse.batch]` keeps ClickHouse's batch defaults).
+        let mut table =
+            toml::Table::try_from(Config::default()).expect("the defaults serialize to TOML");
+        merge(&mut table, file);
         let mut applied = Vec::new();
         let mut env: Vec<_> = env
             .into_iter()
@@ -371,12 +432,52 @@ impl Config {
             ("mysql.batch.max_rows", self.mysql.batch.max_rows),
             ("mysql.batch.max_bytes", self.mysql.batch.max_bytes),
             ("mysql.batch.max_in_flight", self.mysql.batch.max_in_flight),
+            ("clickhouse.batch.max_rows", self.clickhouse.batch.max_rows),
+            (
+                "clickhouse.batch.max_bytes",
+                self.clickhouse.batch.max_bytes,
+            ),
+            (
+                "clickhouse.batch.max_in_flight",
+                self.clickhouse.batch.max_in_flight,
+            ),
+            (
+                "elasticsearch.batch.max_rows",
+                self.elasticsearch.batch.max_rows,
+            ),
+            (
+                "elasticsearch.batch.max_bytes",
+                self.elasticsearch.batch.max_bytes,
+            ),
+            (
+                "elasticsearch.batch.max_in_flight",
+                self.elasticsearch.batch.max_in_flight,
+            ),
+            (
+                "elasticsearch.request_timeout_ms",
+                self.elasticsearch.request_timeout_ms as usize,
+            ),
+            (
+                "elasticsearch.item_attempts",
+                self.elasticsearch.item_attempts as usize,
+            ),
             ("parse.max_message_bytes", self.parse.max_message_bytes),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError::Value(format!("{key} must be greater than 0")));
             }
+        }
+        let es = &self.elasticsearch;
+        if !es.api_key.is_empty() && (!es.user.is_empty() || !es.password.is_empty()) {
+            return Err(ConfigError::Value(
+                "elasticsearch: set either api_key or user and password, not both".into(),
+            ));
+        }
+        if es.user.is_empty() && !es.password.is_empty() {
+            return Err(ConfigError::Value(
+                "elasticsearch.password is set but elasticsearch.user is empty".into(),
+            ));
         }
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::Value("kafka.brokers must not be empty".into()));
@@ -411,6 +512,18 @@ impl Config {
             max_message_bytes: self.parse.max_message_bytes,
             min_year: self.parse.min_year,
             max_year: self.parse.max_year,
+        }
+    }
+}
+
+/// Overlays `over` on `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
         }
     }
 }
@@ -480,6 +593,38 @@ mod tests {
         assert!(!c.mysql.enabled);
         assert_eq!(c.kafka.properties["security.protocol"], "plaintext");
         assert_eq!(c.job, JobConfig::default());
+    }
+
+    #[test]
+    fn a_partly_given_table_keeps_its_own_defaults() {
+        let text = "[clickhouse.batch]\nmax_rows = 7\n[elasticsearch.batch]\nmax_delay_ms = 9\n";
+        let c = Config::from_toml_with_env(text, "", env(&[])).unwrap();
+        assert_eq!(c.clickhouse.batch.max_rows, 7);
+        assert_eq!(
+            c.clickhouse.batch.max_bytes,
+            ClickhouseConfig::default().batch.max_bytes
+        );
+        assert_eq!(c.clickhouse.batch.max_delay_ms, 1000);
+        assert_eq!(c.elasticsearch.batch.max_delay_ms, 9);
+        assert_eq!(c.elasticsearch.batch.max_rows, 5000);
+    }
+
+    #[test]
+    fn elasticsearch_credentials_are_one_kind_at_a_time() {
+        let both = env(&[
+            ("IOTFLOW__ELASTICSEARCH__API_KEY", "k"),
+            ("IOTFLOW__ELASTICSEARCH__USER", "u"),
+        ]);
+        let e = Config::from_toml_with_env("", "", both)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("either api_key or user and password"), "{e}");
+        let e =
+            Config::from_toml_with_env("", "", env(&[("IOTFLOW__ELASTICSEARCH__PASSWORD", "p")]))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("elasticsearch.user is empty"), "{e}");
+        assert!(!e.contains("=p"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use iotflow_config::KafkaConfig;
 use iotflow_metrics::IntCounter;
 use iotflow_model::DeadLetter;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, FutureProducer, FutureRecord, ProducerContext,
+};
 use rdkafka::ClientContext;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -34,6 +36,93 @@ pub const DLQ_HEADERS: [&str; 7] = [
     "iotflow.source_timestamp_ms",
     "iotflow.truncated",
 ];
+
+/// The key (`topic/partition/offset` of the source record) and headers of a dead letter.
+fn key_and_headers(l: &DeadLetter) -> (String, OwnedHeaders) {
+    let key = format!("{}/{}/{}", l.topic, l.source.partition, l.source.offset);
+    let values = [
+        l.reason.clone(),
+        l.reason_code.clone(),
+        l.topic.clone(),
+        l.source.partition.to_string(),
+        l.source.offset.to_string(),
+        l.kafka_ts_ms.map(|t| t.to_string()).unwrap_or_default(),
+        l.truncated.to_string(),
+    ];
+    let mut headers = OwnedHeaders::new_with_capacity(values.len());
+    for (k, v) in DLQ_HEADERS.iter().zip(values.iter()) {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.as_bytes()),
+        });
+    }
+    (key, headers)
+}
+
+/// Sends dead letters from async code (a sink's writer task) and reports each one's delivery:
+/// for records a store refused after they were parsed, such as documents Elasticsearch
+/// rejected. Same topic, key and headers as [`DeadLetterSink`]; one per process, shared.
+#[derive(Clone)]
+pub struct DeadLetterProducer {
+    producer: FutureProducer,
+    topic: String,
+    written: IntCounter,
+}
+
+impl std::fmt::Debug for DeadLetterProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetterProducer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeadLetterProducer {
+    /// A producer to `topic`, counting acknowledged letters into `written`.
+    pub fn new(kafka: &KafkaConfig, topic: &str, written: IntCounter) -> Result<Self, KafkaError> {
+        let producer: FutureProducer = client_config(kafka)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|source| KafkaError::Client {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
+        Ok(DeadLetterProducer {
+            producer,
+            topic: topic.to_string(),
+            written,
+        })
+    }
+
+    /// The same producer, counting acknowledged letters into `written` (one counter per
+    /// worker).
+    pub fn counting(&self, written: IntCounter) -> Self {
+        DeadLetterProducer {
+            producer: self.producer.clone(),
+            topic: self.topic.clone(),
+            written,
+        }
+    }
+
+    /// Sends `letter`; resolves once the broker acknowledged it (all in-sync replicas), or
+    /// with the reason it was not.
+    pub async fn send(&self, letter: &DeadLetter) -> Result<(), String> {
+        let (key, headers) = key_and_headers(letter);
+        let record = FutureRecord::to(&self.topic)
+            .key(key.as_bytes())
+            .payload(&letter.payload[..])
+            .headers(headers);
+        match self.producer.send(record, Duration::from_secs(30)).await {
+            Ok(_) => {
+                self.written.inc();
+                Ok(())
+            }
+            Err((e, _)) => Err(format!("dead-letter topic {}: {e}", self.topic)),
+        }
+    }
+}
 
 type Acks = Arc<Mutex<Vec<(usize, Result<(), String>)>>>;
 
@@ -108,20 +197,7 @@ impl DeadLetterSink {
                     });
                     while let Some(s) = to_send.pop_front() {
                         let (_, l) = &letters_by_seq[&s];
-                        let key = format!("{}/{}/{}", l.topic, l.source.partition, l.source.offset);
-                        let values = [
-                            l.reason.clone(),
-                            l.reason_code.clone(),
-                            l.topic.clone(),
-                            l.source.partition.to_string(),
-                            l.source.offset.to_string(),
-                            l.kafka_ts_ms.map(|t| t.to_string()).unwrap_or_default(),
-                            l.truncated.to_string(),
-                        ];
-                        let mut headers = OwnedHeaders::new_with_capacity(values.len());
-                        for (k, v) in DLQ_HEADERS.iter().zip(values.iter()) {
-                            headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
-                        }
+                        let (key, headers) = key_and_headers(l);
                         let record = BaseRecord::with_opaque_to(&topic, s)
                             .key(key.as_bytes())
                             .payload(&l.payload[..])

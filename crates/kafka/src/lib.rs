@@ -15,7 +15,7 @@ mod parse;
 mod source;
 
 pub use client::{client_config, KafkaError};
-pub use dlq::{DeadLetterSink, DLQ_HEADERS};
+pub use dlq::{DeadLetterProducer, DeadLetterSink, DLQ_HEADERS};
 pub use parse::{dead_letter, ParseOptions, ParseReadings, RateLimitedLog};
 pub use source::{
     epoch_of, kafka_source, Backpressure, KafkaRecord, SourceHandle, SourceOptions, StartFrom,

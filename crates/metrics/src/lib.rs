@@ -42,6 +42,8 @@ pub struct Metrics {
     e2e_seconds: HistogramVec,
     sink_errors: IntCounterVec,
     sink_retries: IntCounterVec,
+    sink_items_rejected: IntCounterVec,
+    sink_items_retried: IntCounterVec,
     sink_in_flight: IntGaugeVec,
     offsets_committed: IntCounterVec,
     commit_failures: IntCounterVec,
@@ -113,6 +115,8 @@ impl Metrics {
             e2e_seconds: histogram(&r, "iotflow_end_to_end_latency_seconds", "From the Kafka message timestamp to the durable write of the row.", &["sink"], latency_buckets()),
             sink_errors: counter(&r, "iotflow_sink_errors_total", "Failed write attempts, by kind (transient: retried; definite: job stops).", &["sink", "kind"]),
             sink_retries: counter(&r, "iotflow_sink_retries_total", "Batch write retries after transient errors.", &["sink"]),
+            sink_items_rejected: counter(&r, "iotflow_sink_items_rejected_total", "Rows the store refused definitely (e.g. an Elasticsearch mapping error); each went to the dead-letter topic.", &["sink"]),
+            sink_items_retried: counter(&r, "iotflow_sink_items_retried_total", "Rows sent again alone after the store refused them for now (e.g. an Elasticsearch bulk item with status 429 or 5xx).", &["sink"]),
             sink_in_flight: gauge(&r, "iotflow_sink_batches_in_flight", "Batches handed to a sink and not yet acknowledged.", &["sink"]),
             offsets_committed: counter(&r, "iotflow_kafka_offset_commits_total", "Offset commits of completed epochs acknowledged by the broker.", &[]),
             commit_failures: counter(&r, "iotflow_kafka_offset_commit_failures_total", "Offset commits the broker refused (retried with the next epoch).", &[]),
@@ -229,6 +233,8 @@ impl Metrics {
             transient_errors: kind("transient"),
             definite_errors: kind("definite"),
             retries: self.sink_retries.with_label_values(&l),
+            items_rejected: self.sink_items_rejected.with_label_values(&l),
+            items_retried: self.sink_items_retried.with_label_values(&l),
             in_flight: self.sink_in_flight.with_label_values(&l),
         }
     }
@@ -313,6 +319,10 @@ pub struct SinkMetrics {
     pub definite_errors: IntCounter,
     /// Retries.
     pub retries: IntCounter,
+    /// Rows refused definitely and dead-lettered.
+    pub items_rejected: IntCounter,
+    /// Rows resent alone after a for-now refusal.
+    pub items_retried: IntCounter,
     /// Batches in flight.
     pub in_flight: IntGauge,
 }

@@ -20,7 +20,8 @@
 //! * **Item-by-item classification.** A bulk response says what became of each document:
 //!   429 and 5xx items are sent again (alone), other refusals (e.g. 400
 //!   `mapper_parsing_exception`) are handed to the caller's `rejects` callback for the dead
-//!   letters, and `write` returns `Ok` only when every document is stored or rejected.
+//!   letters, and `write` returns `Ok` only when every document is stored or its rejection is
+//!   durable (the callback's future resolved).
 //!
 //! No Elasticsearch can be installed on the machine this crate was written on: its tests
 //! (`tests/bulk_stand_in.rs`) run against a stand-in HTTP server inside the test suite that
@@ -34,5 +35,6 @@ mod writer;
 
 pub use row::Row;
 pub use writer::{
-    prepare, Auth, Connection, ElasticsearchWriter, Rejected, Rejects, IOT_DATA_TEMPLATE,
+    prepare, Auth, Connection, ElasticsearchWriter, RejectFuture, Rejected, Rejects,
+    IOT_DATA_TEMPLATE,
 };

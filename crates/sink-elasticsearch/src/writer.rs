@@ -1,14 +1,19 @@
 //! The Elasticsearch [`BatchWriter`], authentication and the start-up check.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use iotflow_metrics::IntCounter;
 use iotflow_sink::{backoff, BatchWriter, RetryPolicy, SinkError};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::Value;
 
-use crate::encoder::encode_bulk;
+use crate::encoder::{encode_bulk, encode_row};
 use crate::response::{describe_error, parse_bulk_response, snippet, ItemOutcome};
 use crate::Row;
 
@@ -126,28 +131,49 @@ pub struct Rejected {
     pub src_partition: i32,
     /// Kafka offset of the source record.
     pub src_offset: i64,
+    /// Kafka timestamp of the source record (epoch ms), if any.
+    pub kafka_ts_ms: Option<i64>,
+    /// The index the document was meant for.
+    pub index: String,
+    /// The document's `_source` as sent (one JSON line).
+    pub document: String,
     /// The server's status, error type and reason.
     pub reason: String,
 }
 
-/// Where [`ElasticsearchWriter`] hands the documents the server refused definitely.
-pub type Rejects = Box<dyn Fn(Rejected) + Send + Sync>;
+/// A boxed future that resolves once a [`Rejected`] document is durably recorded elsewhere.
+pub type RejectFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Where [`ElasticsearchWriter`] hands the documents the server refused definitely. The
+/// returned future must resolve only once the rejection is durable (in the job: acknowledged
+/// by the dead-letter topic); an `Err` makes the write transient, so the batch is retried.
+pub type Rejects = Arc<dyn Fn(Rejected) -> RejectFuture + Send + Sync>;
 
 /// Writes batches of [`Row`]s with the `_bulk` API into daily indices.
 ///
-/// `write` returns `Ok` only once every row is stored (2xx) or handed to `rejects`. Items the
+/// `write` returns `Ok` only once every row is stored (2xx) or durably handed to `rejects`
+/// (its future resolved `Ok`). Items the
 /// server refused with 429 or 5xx are sent again, alone, up to `item_attempts` times with
 /// jittered backoff; after that `write` returns [`SinkError::Transient`] and the generic sink
 /// operator retries the whole batch, which is harmless: ids are deterministic, so stored
-/// documents overwrite themselves. A row rejected in a batch that is retried is rejected (and
-/// reported) again, so the dead-letter side must tolerate duplicates, keyed by
-/// `(src_partition, src_offset)`.
+/// documents overwrite themselves. A row rejected in a batch that is retried is rejected
+/// again, but recorded once: the writer remembers what it recorded until the batch succeeds.
+/// Only a crash records a rejection twice (the batch is re-read from Kafka), so the
+/// dead-letter side must tolerate rare duplicates, keyed by `(src_partition, src_offset)`.
 pub struct ElasticsearchWriter {
     connection: Connection,
     index_prefix: String,
     rejects: Rejects,
     item_attempts: u32,
     item_backoff: RetryPolicy,
+    rejected: Option<IntCounter>,
+    item_retries: Option<IntCounter>,
+    /// Rows of the batch being written whose rejection is already recorded: the operator
+    /// retries a failed write with the same rows, and a retry must not record them again.
+    recorded: HashSet<(i32, i64)>,
+    /// Rejections are logged at most once per 10 s (with the count left out).
+    last_log: Option<Instant>,
+    unlogged: u64,
 }
 
 impl fmt::Debug for ElasticsearchWriter {
@@ -175,7 +201,20 @@ impl ElasticsearchWriter {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(2),
             },
+            rejected: None,
+            item_retries: None,
+            recorded: HashSet::new(),
+            last_log: None,
+            unlogged: 0,
         }
+    }
+
+    /// Counts documents rejected definitely into `rejected` and documents sent again after a
+    /// retriable item status into `item_retries`.
+    pub fn with_counters(mut self, rejected: IntCounter, item_retries: IntCounter) -> Self {
+        self.rejected = Some(rejected);
+        self.item_retries = Some(item_retries);
+        self
     }
 
     /// Sets how often (at least once) and with what backoff retriable items are sent within
@@ -230,17 +269,49 @@ impl BatchWriter for ElasticsearchWriter {
                         last_reason = reason;
                     }
                     ItemOutcome::Rejected(reason) => {
-                        tracing::warn!(
-                            partition = row.src_partition,
-                            offset = row.src_offset,
-                            %reason,
-                            "Elasticsearch rejected a document"
-                        );
-                        (self.rejects)(Rejected {
+                        if self.recorded.contains(&(row.src_partition, row.src_offset)) {
+                            continue;
+                        }
+                        if self
+                            .last_log
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                        {
+                            tracing::warn!(
+                                partition = row.src_partition,
+                                offset = row.src_offset,
+                                %reason,
+                                not_logged_before = self.unlogged,
+                                "Elasticsearch rejected a document: sending it to the dead letters"
+                            );
+                            self.last_log = Some(Instant::now());
+                            self.unlogged = 0;
+                        } else {
+                            self.unlogged += 1;
+                        }
+                        let mut lines = String::new();
+                        encode_row(row, &self.index_prefix, &mut lines);
+                        let document = lines
+                            .split_once('\n')
+                            .map_or("", |(_, source)| source.trim_end())
+                            .to_string();
+                        let rejected = Rejected {
                             src_partition: row.src_partition,
                             src_offset: row.src_offset,
+                            kafka_ts_ms: row.kafka_ts_ms,
+                            index: row.index_name(&self.index_prefix),
+                            document,
                             reason,
-                        });
+                        };
+                        (self.rejects)(rejected).await.map_err(|e| {
+                            SinkError::Transient(format!(
+                                "recording a document Elasticsearch rejected ({}/{}): {e}",
+                                row.src_partition, row.src_offset
+                            ))
+                        })?;
+                        self.recorded.insert((row.src_partition, row.src_offset));
+                        if let Some(c) = &self.rejected {
+                            c.inc();
+                        }
                     }
                 }
             }
@@ -253,6 +324,9 @@ impl BatchWriter for ElasticsearchWriter {
                         rows.len()
                     )));
                 }
+                if let Some(c) = &self.item_retries {
+                    c.inc_by(retry.len() as u64);
+                }
                 tracing::debug!(
                     documents = retry.len(),
                     attempt,
@@ -263,6 +337,7 @@ impl BatchWriter for ElasticsearchWriter {
             }
             pending = retry;
         }
+        self.recorded.clear();
         Ok(())
     }
 
@@ -343,15 +418,16 @@ fn check_index_prefix(prefix: &str) -> Result<(), SinkError> {
 /// Checks the cluster and installs the index template.
 ///
 /// `GET /` must answer within `timeout` (which is also every later request's timeout); then
-/// `template` (normally [`IOT_DATA_TEMPLATE`]) is `PUT` as `_index_template/{index_prefix}`
-/// with `index_patterns` set to `{index_prefix}-*`, so each new daily index gets the mappings.
+/// `template` (normally [`IOT_DATA_TEMPLATE`]; `None` to leave templates alone) is `PUT` as
+/// `_index_template/{index_prefix}` with `index_patterns` set to `{index_prefix}-*`, so each
+/// new daily index gets the mappings.
 /// Credentials belong in `auth`; a URL carrying a password is refused, because URLs end up in
 /// log lines.
 pub async fn prepare(
     url: &str,
     auth: Auth,
     index_prefix: &str,
-    template: &str,
+    template: Option<&str>,
     timeout: Duration,
 ) -> Result<Connection, SinkError> {
     let url = url.trim_end_matches('/').to_string();
@@ -363,17 +439,23 @@ pub async fn prepare(
         ));
     }
     check_index_prefix(index_prefix)?;
-    let mut template: Value = serde_json::from_str(template)
-        .map_err(|e| SinkError::Definite(format!("Elasticsearch index template: {e}")))?;
-    let Some(object) = template.as_object_mut() else {
-        return Err(SinkError::Definite(
-            "Elasticsearch index template is not a JSON object".into(),
-        ));
+    let template = match template {
+        Some(text) => {
+            let mut template: Value = serde_json::from_str(text)
+                .map_err(|e| SinkError::Definite(format!("Elasticsearch index template: {e}")))?;
+            let Some(object) = template.as_object_mut() else {
+                return Err(SinkError::Definite(
+                    "Elasticsearch index template is not a JSON object".into(),
+                ));
+            };
+            object.insert(
+                "index_patterns".into(),
+                Value::from(vec![format!("{index_prefix}-*")]),
+            );
+            Some(template)
+        }
+        None => None,
     };
-    object.insert(
-        "index_patterns".into(),
-        Value::from(vec![format!("{index_prefix}-*")]),
-    );
 
     let client = Client::builder()
         .timeout(timeout)
@@ -401,20 +483,22 @@ pub async fn prepare(
         .ok()
         .and_then(|v| v.pointer("/version/number")?.as_str().map(str::to_string));
 
-    let context = || {
-        format!(
-            "installing index template `{index_prefix}` on Elasticsearch at {}",
-            connection.url
-        )
-    };
-    let request = connection
-        .client
-        .put(format!("{}/_index_template/{index_prefix}", connection.url))
-        .header(CONTENT_TYPE, "application/json")
-        .body(template.to_string());
-    let (status, body) = connection.send(request, &context).await?;
-    if !status.is_success() {
-        return Err(classify_status(&context(), status, &body));
+    if let Some(template) = template {
+        let context = || {
+            format!(
+                "installing index template `{index_prefix}` on Elasticsearch at {}",
+                connection.url
+            )
+        };
+        let request = connection
+            .client
+            .put(format!("{}/_index_template/{index_prefix}", connection.url))
+            .header(CONTENT_TYPE, "application/json")
+            .body(template.to_string());
+        let (status, body) = connection.send(request, &context).await?;
+        if !status.is_success() {
+            return Err(classify_status(&context(), status, &body));
+        }
     }
     if let Some(version) = version {
         connection.version = version;

@@ -367,10 +367,15 @@ fn assert_clickhouse_matches(f: &Fixture, e: &Expected) {
     assert_eq!(days, want_days, "ClickHouse day partitions");
 }
 
+/// MySQL, ClickHouse and Elasticsearch (the in-test stand-in; no real cluster can run here)
+/// at once: every kill leaves each store somewhere else, and the final run makes all three
+/// exact.
 #[test]
-fn clickhouse_and_mysql_are_both_exact_after_sigkills() {
-    let f = Fixture::new("both-sinks", 8);
-    let ch_env = f.clickhouse_env();
+fn all_three_sinks_are_exact_after_sigkills() {
+    let f = Fixture::new("three-sinks", 8);
+    let es = iotflow_es_stand_in::StandIn::spawn();
+    let mut env = f.clickhouse_env();
+    env.extend(elasticsearch_env(&es.url));
     let options = options(17);
     let e = expected(&options);
     publish_devices(&brokers(), &f.broadcast, &devices(200, 17)).unwrap();
@@ -385,21 +390,25 @@ fn clickhouse_and_mysql_are_both_exact_after_sigkills() {
     let label = format!("job_name=\"{}\"", f.name);
     for _ in 0..3 {
         let port = free_port();
-        let mut child = f.job(2, port).envs(ch_env.clone()).spawn().unwrap();
-        wait_for("both sinks to write rows", Duration::from_secs(60), || {
-            let t = scrape(port)?;
-            let ch = metric_sum(
-                &t,
-                "iotflow_sink_rows_written_total",
-                &[&label, "sink=\"clickhouse\""],
-            );
-            let my = metric_sum(
-                &t,
-                "iotflow_sink_rows_written_total",
-                &[&label, "sink=\"mysql\""],
-            );
-            (ch > 0.0 && my > 0.0).then_some(())
-        });
+        let mut child = f.job(2, port).envs(env.clone()).spawn().unwrap();
+        wait_for(
+            "all three sinks to write rows",
+            Duration::from_secs(60),
+            || {
+                let t = scrape(port)?;
+                let written = |sink: &str| {
+                    metric_sum(
+                        &t,
+                        "iotflow_sink_rows_written_total",
+                        &[&label, &format!("sink=\"{sink}\"")],
+                    )
+                };
+                ["clickhouse", "mysql", "elasticsearch"]
+                    .iter()
+                    .all(|s| written(s) > 0.0)
+                    .then_some(())
+            },
+        );
         std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -408,7 +417,7 @@ fn clickhouse_and_mysql_are_both_exact_after_sigkills() {
     let port = free_port();
     let child = f
         .job(2, port)
-        .envs(ch_env)
+        .envs(env)
         .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
         .spawn()
         .unwrap();
@@ -416,4 +425,17 @@ fn clickhouse_and_mysql_are_both_exact_after_sigkills() {
     assert!(ok, "final run failed:\n{stderr}");
     assert_table_matches(&f, &e);
     assert_clickhouse_matches(&f, &e);
+    let (got, with_company) = stand_in_per_device(&es, "iot-data");
+    let norm = |m: &BTreeMap<String, (u64, Decimal, Decimal, Decimal)>| -> BTreeMap<_, _> {
+        m.iter()
+            .map(|(k, (n, a, b, c))| (k.clone(), (*n, a.normalize(), b.normalize(), c.normalize())))
+            .collect()
+    };
+    assert_eq!(
+        got.values().map(|v| v.0).sum::<u64>(),
+        e.valid,
+        "Elasticsearch documents"
+    );
+    assert_eq!(norm(&got), norm(&e.per_device), "Elasticsearch per device");
+    assert_eq!(with_company, e.valid - e.unknown);
 }

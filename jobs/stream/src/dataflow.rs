@@ -1,11 +1,15 @@
 //! The streaming job's graph, one worker's view:
 //!
 //! ```text
-//! iot-topic ──kafka-source──parse──┬─ readings ──enrich──┬─ mysql-sink ──────┐
-//!                                  │                     └─ clickhouse-sink ─┤
-//!                                  └─ dead letters ─── dead-letter-sink ─────┼─ probe ─▶ commits
-//! iot-broadcast ──broadcast-source──device-upsert──broadcast──arrange ───────┘ (every worker)
+//! iot-topic ──kafka-source──parse──┬─ readings ──enrich──┬─ mysql-sink ─────────┐
+//!                                  │                     ├─ clickhouse-sink ────┤
+//!                                  │                     └─ elasticsearch-sink ─┤ (refused
+//!                                  │                                            │  documents:
+//!                                  └─ dead letters ─── dead-letter-sink ────────┼─ dead letters)
+//! iot-broadcast ──broadcast-source──device-upsert──broadcast──arrange ──────────┴─ probe ─▶ commits
 //! ```
+//!
+//! Each enabled sink is optional; the probe sees every one of them.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -15,13 +19,14 @@ use std::time::Duration;
 use iotflow_config::Config;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
 use iotflow_kafka::{
-    kafka_source, DeadLetterSink, ParseOptions, ParseReadings, RateLimitedLog, SourceHandle,
-    SourceOptions, StartFrom,
+    kafka_source, DeadLetterProducer, DeadLetterSink, ParseOptions, ParseReadings, RateLimitedLog,
+    SourceHandle, SourceOptions, StartFrom,
 };
 use iotflow_metrics::Metrics;
-use iotflow_model::{parse_device_record, DeviceChange};
+use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
 use iotflow_sink::{Fatal, SinkBatches, SinkOptions};
 use iotflow_sink_clickhouse::ClickhouseWriter;
+use iotflow_sink_elasticsearch::{ElasticsearchWriter, Rejected, Rejects};
 use iotflow_sink_mysql::{MysqlWriter, Row};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe};
@@ -45,6 +50,42 @@ pub struct JobContext {
     pub mysql: Option<mysql_async::Pool>,
     /// ClickHouse client (when the ClickHouse sink is enabled).
     pub clickhouse: Option<iotflow_sink_clickhouse::Client>,
+    /// Elasticsearch connection and dead letters (when the Elasticsearch sink is enabled).
+    pub elasticsearch: Option<ElasticsearchContext>,
+}
+
+/// What the Elasticsearch sinks of a process share.
+#[derive(Clone, Debug)]
+pub struct ElasticsearchContext {
+    /// The checked connection.
+    pub connection: iotflow_sink_elasticsearch::Connection,
+    /// Where refused documents go.
+    pub dead_letters: DeadLetterProducer,
+}
+
+/// The `rejects` callback of an Elasticsearch writer: each refused document becomes a dead
+/// letter (its `_source` as payload, the server's reason in the headers), and the write waits
+/// for the broker's acknowledgement.
+fn es_rejects(dead_letters: DeadLetterProducer, topic: String) -> Rejects {
+    Arc::new(move |r: Rejected| {
+        let dead_letters = dead_letters.clone();
+        let letter = DeadLetter {
+            payload: r.document.into_bytes(),
+            truncated: false,
+            reason: format!(
+                "Elasticsearch refused the document for index {}: {}",
+                r.index, r.reason
+            ),
+            reason_code: "elasticsearch_rejected".into(),
+            topic: topic.clone(),
+            source: SourceRef {
+                partition: r.src_partition,
+                offset: r.src_offset,
+            },
+            kafka_ts_ms: r.kafka_ts_ms,
+        };
+        Box::pin(async move { dead_letters.send(&letter).await })
+    })
 }
 
 /// Builds the graph on `worker`; the returned probe is done when the job has finished.
@@ -61,6 +102,9 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
     let max_pending_rows = [
         ctx.mysql.as_ref().map(|_| hold(&c.mysql.batch)),
         ctx.clickhouse.as_ref().map(|_| hold(&c.clickhouse.batch)),
+        ctx.elasticsearch
+            .as_ref()
+            .map(|_| hold(&c.elasticsearch.batch)),
     ]
     .into_iter()
     .flatten()
@@ -173,6 +217,51 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                         },
                         ctx.runtime.clone(),
                         m.sink("clickhouse", "clickhouse-sink", index),
+                        pressure.clone(),
+                        ctx.fatal.clone(),
+                    ),
+            );
+        }
+        if let Some(es) = &ctx.elasticsearch {
+            let sink_metrics = m.sink("elasticsearch", "elasticsearch-sink", index);
+            let writer = ElasticsearchWriter::new(
+                es.connection.clone(),
+                &c.elasticsearch.index_prefix,
+                es_rejects(
+                    es.dead_letters.counting(m.dlq("elasticsearch-sink", index)),
+                    c.kafka.topic.clone(),
+                ),
+            )
+            .with_item_retry(
+                c.elasticsearch.item_attempts,
+                iotflow_sink::RetryPolicy {
+                    initial: Duration::from_millis(c.elasticsearch.retry.initial_backoff_ms),
+                    max: Duration::from_millis(
+                        c.elasticsearch
+                            .retry
+                            .max_backoff_ms
+                            .min(2_000)
+                            .max(c.elasticsearch.retry.initial_backoff_ms),
+                    ),
+                },
+            )
+            .with_counters(
+                sink_metrics.items_rejected.clone(),
+                sink_metrics.items_retried.clone(),
+            );
+            done.push(
+                enriched
+                    .clone()
+                    .map(|e| iotflow_sink_elasticsearch::Row::from(&e))
+                    .sink_batches(
+                        writer,
+                        SinkOptions {
+                            sink: "elasticsearch".into(),
+                            batch: (&c.elasticsearch.batch).into(),
+                            retry: (&c.elasticsearch.retry).into(),
+                        },
+                        ctx.runtime.clone(),
+                        sink_metrics,
                         pressure.clone(),
                         ctx.fatal.clone(),
                     ),

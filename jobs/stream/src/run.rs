@@ -10,7 +10,7 @@ use iotflow_config::Config;
 use iotflow_kafka::SourceHandle;
 use iotflow_metrics::Metrics;
 
-use crate::dataflow::{build, JobContext};
+use crate::dataflow::{build, ElasticsearchContext, JobContext};
 
 /// Timely's cluster flags (`-w -n -p -h`).
 #[derive(Clone, Debug)]
@@ -117,6 +117,46 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         None
     };
 
+    let elasticsearch = if config.elasticsearch.enabled {
+        let es = &config.elasticsearch;
+        let auth = if !es.api_key.is_empty() {
+            iotflow_sink_elasticsearch::Auth::ApiKey(es.api_key.clone())
+        } else if !es.user.is_empty() {
+            iotflow_sink_elasticsearch::Auth::Basic {
+                user: es.user.clone(),
+                password: es.password.clone(),
+            }
+        } else {
+            iotflow_sink_elasticsearch::Auth::None
+        };
+        let connection = runtime
+            .block_on(iotflow_sink_elasticsearch::prepare(
+                &es.url,
+                auth,
+                &es.index_prefix,
+                es.install_template
+                    .then_some(iotflow_sink_elasticsearch::IOT_DATA_TEMPLATE),
+                Duration::from_millis(es.request_timeout_ms),
+            ))
+            .map_err(anyhow::Error::msg)
+            .context("Elasticsearch sink pre-flight check failed")?;
+        // Documents the cluster refuses go to the dead-letter topic; the producer needs the
+        // runtime (its delivery futures are awaited by the writer tasks).
+        let _guard = runtime.enter();
+        let dead_letters = iotflow_kafka::DeadLetterProducer::new(
+            &config.kafka,
+            &config.kafka.dlq_topic,
+            metrics.dlq("elasticsearch-sink", 0),
+        )
+        .context("Elasticsearch sink: dead-letter producer")?;
+        Some(ElasticsearchContext {
+            connection,
+            dead_letters,
+        })
+    } else {
+        None
+    };
+
     let lifecycle = SourceHandle::new(cluster.workers);
     {
         let lifecycle = lifecycle.clone();
@@ -153,6 +193,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         runtime: runtime.handle().clone(),
         mysql,
         clickhouse,
+        elasticsearch,
     };
     tracing::info!(
         job = %config.job.name, job_id = %job_id, workers = cluster.workers, processes = cluster.processes, process = cluster.process,

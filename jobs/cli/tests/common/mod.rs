@@ -387,3 +387,73 @@ pub fn scrape_running(port: u16, child: &mut Child) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The job's environment for the Elasticsearch sink writing to the stand-in at `url` (small
+/// batches, so a crash catches documents in flight).
+pub fn elasticsearch_env(url: &str) -> Vec<(String, String)> {
+    [
+        ("IOTFLOW__ELASTICSEARCH__ENABLED", "true"),
+        ("IOTFLOW__ELASTICSEARCH__URL", url),
+        ("IOTFLOW__ELASTICSEARCH__BATCH__MAX_ROWS", "1000"),
+        ("IOTFLOW__ELASTICSEARCH__BATCH__MAX_DELAY_MS", "200"),
+        ("IOTFLOW__ELASTICSEARCH__RETRY__MAX_BACKOFF_MS", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The text of a JSON number field `"name":<number>` in a document's source line, exactly as
+/// sent (the stand-in keeps the line; parsing it to `serde_json::Value` would go through f64).
+pub fn json_number<'a>(source: &'a str, name: &str) -> &'a str {
+    let key = format!("\"{name}\":");
+    let start = source
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {source}"))
+        + key.len();
+    let rest = &source[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// Per device: count and exact sums of metric, latitude and longitude.
+pub type PerDevice = BTreeMap<
+    String,
+    (
+        u64,
+        iotflow_model::Decimal,
+        iotflow_model::Decimal,
+        iotflow_model::Decimal,
+    ),
+>;
+
+/// Documents in the stand-in per device: (count, exact sums of metric, latitude, longitude),
+/// and how many carry a company. Also checks each document sits in the daily index of its
+/// `event_time` and that its `_id` names its source coordinates.
+pub fn stand_in_per_device(es: &iotflow_es_stand_in::StandIn, prefix: &str) -> (PerDevice, u64) {
+    use std::str::FromStr;
+    let d = |s: &str| iotflow_model::Decimal::from_str(s).unwrap();
+    let mut out = PerDevice::new();
+    let mut with_company = 0;
+    for ((index, id), (source, doc)) in &es.state().docs {
+        let day = &doc["event_time"].as_str().unwrap()[..10];
+        assert_eq!(
+            *index,
+            format!("{prefix}-{}", day.replace('-', ".")),
+            "document {id} in the wrong daily index"
+        );
+        assert!(
+            id.starts_with(&format!("{}-{}-", doc["src_partition"], doc["src_offset"])),
+            "id {id} names its source coordinates"
+        );
+        let e = out
+            .entry(doc["pboxid"].as_str().unwrap().to_string())
+            .or_default();
+        e.0 += 1;
+        e.1 += d(json_number(source, "metric"));
+        e.2 += d(json_number(source, "lat"));
+        e.3 += d(json_number(source, "lon"));
+        with_company += u64::from(doc.get("company").is_some_and(|c| !c.is_null()));
+    }
+    (out, with_company)
+}

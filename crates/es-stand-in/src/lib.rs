@@ -1,0 +1,438 @@
+//! A **stand-in** for Elasticsearch, not Elasticsearch: a small HTTP/1.1 server for tests and
+//! benchmarks of iotflow's Elasticsearch sink.
+//!
+//! No Elasticsearch-compatible server can be installed on the machine iotflow is developed and
+//! tested on, so the sink is exercised against this server instead. It implements the three
+//! endpoints the sink uses, after the documented request and response formats:
+//!
+//! * `GET /` — the cluster banner with `version.number`;
+//! * `PUT /_index_template/<name>` — stores the template; its `index_patterns` and
+//!   `mappings.properties` decide how documents of matching indices are validated;
+//! * `POST /_bulk` — NDJSON (`Content-Type: application/x-ndjson`, final newline required),
+//!   documents stored by `(_index, _id)` so a re-sent document overwrites itself, per-item
+//!   results (`201 created` / `200 updated`, `400 mapper_parsing_exception` for a value that
+//!   does not fit its mapped type, `strict_dynamic_mapping_exception` for unknown fields).
+//!
+//! It checks an `Authorization` header when told to (401 `security_exception` otherwise) and
+//! injects faults: 429 for the next N items, 503 for the next M bulk requests, a delay before
+//! answering, and a 400 `mapper_parsing_exception` for chosen documents. Passing against it
+//! shows a client follows the documented protocol; it does not prove a real cluster agrees.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the stand-in stores and the faults it is told to inject.
+#[derive(Default)]
+pub struct State {
+    /// `(_index, _id)` → (source line as sent, parsed).
+    pub docs: BTreeMap<(String, String), (String, Value)>,
+    /// Installed index templates by name.
+    pub templates: HashMap<String, Value>,
+    /// Method, path, `Authorization` header, number of bulk actions.
+    pub requests: Vec<(String, String, Option<String>, usize)>,
+    /// The exact `Authorization` value required, if any.
+    pub required_auth: Option<String>,
+    /// Answer 429 to this many next bulk items.
+    pub items_429: usize,
+    /// Answer 503 to this many next bulk requests.
+    pub requests_503: usize,
+    /// Wait this long before answering the next request.
+    pub delay_next: Option<Duration>,
+    /// Refuse documents with these `_id`s with `400 mapper_parsing_exception`, as a cluster
+    /// does when a field's value conflicts with an existing mapping.
+    pub reject_ids: HashSet<String>,
+    /// Likewise for documents whose `pboxid` is one of these (a whole device's documents).
+    pub reject_pboxids: HashSet<String>,
+}
+
+/// A running stand-in server.
+pub struct StandIn {
+    /// Base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// Shared state (documents, templates, requests, faults).
+    pub state: Arc<Mutex<State>>,
+}
+
+impl StandIn {
+    /// Starts serving on a free loopback port, on the current tokio runtime.
+    pub async fn start() -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(connection(socket, shared.clone()));
+            }
+        });
+        StandIn { url, state }
+    }
+
+    /// Starts serving on a free loopback port on a runtime of its own, in a background thread,
+    /// for callers without a tokio runtime (integration tests, benchmarks). Serves until the
+    /// process exits.
+    pub fn spawn() -> StandIn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        std::thread::Builder::new()
+            .name("es-stand-in".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("stand-in runtime");
+                runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("tokio listener");
+                    while let Ok((socket, _)) = listener.accept().await {
+                        tokio::spawn(connection(socket, shared.clone()));
+                    }
+                });
+            })
+            .expect("stand-in thread");
+        StandIn { url, state }
+    }
+
+    /// Documents stored, over all indices.
+    pub fn doc_count(&self) -> usize {
+        self.state().docs.len()
+    }
+
+    /// Locks the state.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Serves HTTP/1.1 requests (keep-alive) on one connection.
+async fn connection(mut socket: TcpStream, state: Arc<Mutex<State>>) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let head_end = loop {
+            if let Some(p) = find(&buf, b"\r\n\r\n") {
+                break p;
+            }
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let method = request_line.next().unwrap_or("").to_string();
+        let path = request_line.next().unwrap_or("").to_string();
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + 4 + length {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[head_end + 4..head_end + 4 + length].to_vec();
+        buf.drain(..head_end + 4 + length);
+
+        let (status, response, delay) = handle(&state, &method, &path, &headers, &body);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            404 => "Not Found",
+            406 => "Not Acceptable",
+            503 => "Service Unavailable",
+            _ => "Other",
+        };
+        let response = response.to_string();
+        let message = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{response}",
+            response.len()
+        );
+        if socket.write_all(message.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn error(status: u16, kind: &str, reason: &str) -> (u16, Value) {
+    (
+        status,
+        json!({"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason}, "status": status}),
+    )
+}
+
+/// Answers one request (exposed so tests can check the stand-in's own behaviour).
+pub fn handle(
+    state: &Mutex<State>,
+    method: &str,
+    path: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+) -> (u16, Value, Option<Duration>) {
+    let mut s = state.lock().unwrap();
+    let delay = s.delay_next.take();
+    let authorization = headers.get("authorization").cloned();
+    let actions = if path == "/_bulk" {
+        body.iter().filter(|b| **b == b'\n').count() / 2
+    } else {
+        0
+    };
+    s.requests
+        .push((method.into(), path.into(), authorization.clone(), actions));
+    if let Some(required) = &s.required_auth {
+        if authorization.as_ref() != Some(required) {
+            let (status, body) = error(
+                401,
+                "security_exception",
+                "unable to authenticate user [elastic] for REST request [/_bulk]",
+            );
+            return (status, body, delay);
+        }
+    }
+    let (status, body) = match (method, path) {
+        ("GET", "/") => (
+            200,
+            json!({"name": "stand-in", "cluster_name": "iotflow-test",
+                   "version": {"number": "8.15.0", "build_flavor": "default"},
+                   "tagline": "You Know, for Search"}),
+        ),
+        ("PUT", p) if p.starts_with("/_index_template/") => {
+            let name = &p["/_index_template/".len()..];
+            match serde_json::from_slice::<Value>(body) {
+                Ok(t) if t["index_patterns"].is_array() && t["template"].is_object() => {
+                    s.templates.insert(name.to_string(), t);
+                    (200, json!({"acknowledged": true}))
+                }
+                _ => error(
+                    400,
+                    "x_content_parse_exception",
+                    "[index_template] failed to parse",
+                ),
+            }
+        }
+        ("POST", "/_bulk") => {
+            if headers.get("content-type").map(String::as_str) != Some("application/x-ndjson") {
+                error(
+                    406,
+                    "media_type_header_exception",
+                    "Content-Type header is not supported",
+                )
+            } else if !body.ends_with(b"\n") {
+                error(
+                    400,
+                    "illegal_argument_exception",
+                    "The bulk request must be terminated by a newline [\\n]",
+                )
+            } else if s.requests_503 > 0 {
+                s.requests_503 -= 1;
+                error(
+                    503,
+                    "cluster_block_exception",
+                    "blocked by: [SERVICE_UNAVAILABLE/1/state not recovered / initialized];",
+                )
+            } else {
+                bulk(&mut s, body)
+            }
+        }
+        _ => error(404, "resource_not_found_exception", "no handler"),
+    };
+    (status, body, delay)
+}
+
+fn bulk(s: &mut State, body: &[u8]) -> (u16, Value) {
+    let text = String::from_utf8_lossy(body).to_string();
+    let lines: Vec<&str> = text.split_terminator('\n').collect();
+    let mut items = Vec::new();
+    let mut errors = false;
+    for pair in lines.chunks(2) {
+        let [action, source] = pair else {
+            return error(400, "illegal_argument_exception", "action without source");
+        };
+        let action: Value = match serde_json::from_str(action) {
+            Ok(a) => a,
+            Err(_) => return error(400, "x_content_parse_exception", "malformed action"),
+        };
+        let meta = &action["index"];
+        let index = meta["_index"].as_str().unwrap_or_default().to_string();
+        let id = meta["_id"].as_str().unwrap_or_default().to_string();
+        let pboxid = serde_json::from_str::<Value>(source)
+            .ok()
+            .and_then(|d| d["pboxid"].as_str().map(str::to_string));
+        let injected =
+            s.reject_ids.contains(&id) || pboxid.is_some_and(|p| s.reject_pboxids.contains(&p));
+        let item = if injected {
+            errors = true;
+            json!({"_index": index, "_id": id, "status": 400, "error": {
+                "type": "mapper_parsing_exception",
+                "reason": format!("failed to parse field [metric] of type [scaled_float] in document with id '{id}'"),
+                "caused_by": {"type": "illegal_argument_exception", "reason": "mapping conflict (injected)"}}})
+        } else if s.items_429 > 0 {
+            s.items_429 -= 1;
+            errors = true;
+            json!({"_index": index, "_id": id, "status": 429, "error": {
+                "type": "es_rejected_execution_exception",
+                "reason": "rejected execution of coordinating operation"}})
+        } else {
+            let parsed = serde_json::from_str::<Value>(source)
+                .map_err(|e| {
+                    (
+                        "mapper_parsing_exception".to_string(),
+                        format!("failed to parse: {e}"),
+                        None,
+                    )
+                })
+                .and_then(|doc| validate(s, &index, &id, &doc).map(|()| doc));
+            match parsed {
+                Ok(doc) => {
+                    let old = s
+                        .docs
+                        .insert((index.clone(), id.clone()), (source.to_string(), doc));
+                    let (status, result) = if old.is_some() {
+                        (200, "updated")
+                    } else {
+                        (201, "created")
+                    };
+                    json!({"_index": index, "_id": id, "_version": 1, "result": result, "status": status})
+                }
+                Err((kind, reason, cause)) => {
+                    errors = true;
+                    let mut e = json!({"type": kind, "reason": reason});
+                    if let Some((ck, cr)) = cause {
+                        e["caused_by"] = json!({"type": ck, "reason": cr});
+                    }
+                    json!({"_index": index, "_id": id, "status": 400, "error": e})
+                }
+            }
+        };
+        items.push(json!({ "index": item }));
+    }
+    (200, json!({"took": 3, "errors": errors, "items": items}))
+}
+
+type Invalid = (String, String, Option<(String, String)>);
+
+/// Checks a document against the mappings of the template whose pattern matches its index.
+fn validate(s: &State, index: &str, id: &str, doc: &Value) -> Result<(), Invalid> {
+    let Some(template) = s.templates.values().find(|t| {
+        t["index_patterns"].as_array().unwrap().iter().any(|p| {
+            let p = p.as_str().unwrap();
+            p.strip_suffix('*')
+                .map_or(p == index, |pre| index.starts_with(pre))
+        })
+    }) else {
+        return Ok(()); // dynamic mapping: anything goes
+    };
+    let mappings = &template["template"]["mappings"];
+    let properties = mappings["properties"].as_object().unwrap();
+    let fields = doc.as_object().ok_or_else(|| {
+        (
+            "mapper_parsing_exception".to_string(),
+            "not an object".to_string(),
+            None,
+        )
+    })?;
+    for (name, value) in fields {
+        let Some(mapping) = properties.get(name) else {
+            if mappings["dynamic"] == "strict" {
+                return Err((
+                    "strict_dynamic_mapping_exception".into(),
+                    format!("[_doc] mapping set to strict, dynamic introduction of [{name}] within [_doc] is not allowed"),
+                    None,
+                ));
+            }
+            continue;
+        };
+        if value.is_null() {
+            continue;
+        }
+        let kind = mapping["type"].as_str().unwrap();
+        let fail = |cause: (&str, String)| {
+            Err((
+                "mapper_parsing_exception".to_string(),
+                format!("failed to parse field [{name}] of type [{kind}] in document with id '{id}'. Preview of field's value: '{value}'"),
+                Some((cause.0.to_string(), cause.1)),
+            ))
+        };
+        let number = value
+            .as_f64()
+            .or_else(|| value.as_str().and_then(|t| t.parse().ok()));
+        match kind {
+            "keyword" if !(value.is_string() || value.is_number() || value.is_boolean()) => {
+                return fail(("illegal_argument_exception", "not a keyword".into()));
+            }
+            "double" | "integer" | "long" if number.is_none() => {
+                return fail((
+                    "number_format_exception",
+                    format!("For input string: {value}"),
+                ));
+            }
+            "integer" | "long" if number.is_some_and(|n| n.fract() != 0.0) => {
+                return fail((
+                    "illegal_argument_exception",
+                    format!("Value [{value}] has a decimal part"),
+                ));
+            }
+            "date" => {
+                let ok = match mapping["format"].as_str() {
+                    Some("epoch_millis") => number.is_some(),
+                    Some("yyyy-MM-dd HH:mm:ss.SSS") => value.as_str().is_some_and(|t| {
+                        t.len() == 23
+                            && NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.3f").is_ok()
+                    }),
+                    _ => true,
+                };
+                if !ok {
+                    return fail((
+                        "illegal_argument_exception",
+                        format!("failed to parse date field [{value}]"),
+                    ));
+                }
+            }
+            "geo_point" => {
+                let (lat, lon) = (value["lat"].as_f64(), value["lon"].as_f64());
+                match (lat, lon) {
+                    (Some(lat), _) if !(-90.0..=90.0).contains(&lat) => {
+                        return fail((
+                            "illegal_argument_exception",
+                            format!("illegal latitude value [{lat:?}] for {name}"),
+                        ));
+                    }
+                    (_, Some(lon)) if !(-180.0..=180.0).contains(&lon) => {
+                        return fail((
+                            "illegal_argument_exception",
+                            format!("illegal longitude value [{lon:?}] for {name}"),
+                        ));
+                    }
+                    (Some(_), Some(_)) => {}
+                    _ => return fail(("illegal_argument_exception", "field [lat] missing".into())),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
