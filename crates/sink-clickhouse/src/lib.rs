@@ -13,4 +13,6 @@ mod writer;
 
 pub use clickhouse::Client;
 pub use row::Row;
-pub use writer::{prepare, ClickhouseWriter, Prepared, IOT_DATA_DDL};
+pub use writer::{
+    dedup_token, prepare, Capabilities, ClickhouseWriter, Prepared, DEDUP_WINDOW, IOT_DATA_DDL,
+};

@@ -7,6 +7,10 @@ use iotflow_sink::{BatchWriter, SinkError};
 
 use crate::Row;
 
+/// Insert blocks a modern server remembers per table for deduplication (tables the sink
+/// creates on 22.2 and later).
+pub const DEDUP_WINDOW: u32 = 1000;
+
 /// The DDL of `iot_data`, applied at start when `clickhouse.create_table` is on.
 pub const IOT_DATA_DDL: &str = include_str!("../../../schemas/clickhouse/iot_data.sql");
 
@@ -52,19 +56,75 @@ pub(crate) fn classify(context: &str, e: clickhouse::error::Error) -> SinkError 
     }
 }
 
+/// What a server version offers the sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The crate's schema validation works (`RowBinaryWithNamesAndTypes`; 24.1 and later).
+    pub validation: bool,
+    /// `insert_deduplication_token` and `non_replicated_deduplication_window` exist (22.2 and
+    /// later): a retried batch can be dropped by the server instead of stored twice.
+    pub dedup_tokens: bool,
+}
+
+impl Capabilities {
+    /// From `SELECT version()` (`18.16.1`, `24.8.4.13`); unknown text offers nothing.
+    pub fn of(version: &str) -> Capabilities {
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let major = parts.next().unwrap_or(0);
+        let minor = parts.next().unwrap_or(0);
+        Capabilities {
+            validation: major >= 24,
+            dedup_tokens: (major, minor) >= (22, 2),
+        }
+    }
+}
+
+/// The insert deduplication token of a batch: a digest (64-bit FNV-1a, stable across builds)
+/// of the source coordinates and event times of its rows, in order. The operator retries a
+/// failed batch with exactly the same rows, so a retry carries the same token and a server
+/// that already stored the first attempt (the answer was lost) drops the second.
+pub fn dedup_token(rows: &[Row]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(&(rows.len() as u64).to_le_bytes());
+    for r in rows {
+        feed(&r.src_partition.to_le_bytes());
+        feed(&r.src_offset.to_le_bytes());
+        feed(&r.event_time.to_le_bytes());
+        feed(&r.event_ms.to_le_bytes());
+    }
+    format!("iotflow-{}-{h:016x}", rows.len())
+}
+
 /// Writes batches of [`Row`]s into one table.
 pub struct ClickhouseWriter {
     client: Client,
     table: String,
+    dedup_tokens: bool,
 }
 
 impl ClickhouseWriter {
-    /// A writer on `client` (as returned by [`prepare`]).
+    /// A writer on `client` (as returned by [`prepare`]). Sends no deduplication token; see
+    /// [`ClickhouseWriter::with_dedup_tokens`].
     pub fn new(client: Client, table: &str) -> Self {
         ClickhouseWriter {
             client,
             table: table.to_string(),
+            dedup_tokens: false,
         }
+    }
+
+    /// Sends each batch with `insert_deduplication_token` ([`dedup_token`]) when `on`: only
+    /// for servers whose [`Capabilities`] say they know the setting (an older server refuses
+    /// the insert with `Unknown setting`).
+    pub fn with_dedup_tokens(mut self, on: bool) -> Self {
+        self.dedup_tokens = on;
+        self
     }
 }
 
@@ -84,6 +144,9 @@ impl BatchWriter for ClickhouseWriter {
             .insert::<Row>(&self.table)
             .await
             .map_err(|e| classify(&context(), e))?;
+        if self.dedup_tokens {
+            insert = insert.with_setting("insert_deduplication_token", dedup_token(rows));
+        }
         for row in rows {
             insert
                 .write(row)
@@ -121,6 +184,8 @@ pub struct Prepared {
     pub client: Client,
     /// What `SELECT version()` said.
     pub version: String,
+    /// What that version offers.
+    pub capabilities: Capabilities,
 }
 
 /// Connects, reads the server version, and (optionally) creates the table. Servers before 24.1
@@ -146,20 +211,24 @@ pub async fn prepare(
         .await
         .map_err(|_| format!("cannot reach ClickHouse at {url}: no answer within {timeout:?}"))?
         .map_err(|e| format!("cannot reach ClickHouse at {url}: {e}"))?;
-    let major: u32 = version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    let client = base.clone().with_validation(major >= 24);
+    let capabilities = Capabilities::of(&version);
+    let client = base.clone().with_validation(capabilities.validation);
     if create_table {
         // Comments go (the crate reads `?` as a bind placeholder, and comments have some).
-        let ddl: String = IOT_DATA_DDL
+        let mut ddl: String = IOT_DATA_DDL
             .lines()
             .filter(|l| !l.trim_start().starts_with("--"))
             .collect::<Vec<_>>()
             .join("\n")
             .replace("EXISTS iot_data (", &format!("EXISTS `{table}` ("));
+        if capabilities.dedup_tokens {
+            // Plain MergeTree tables deduplicate inserts only with a window of remembered
+            // blocks; 18.16 does not know the setting.
+            ddl = format!(
+                "{}\nSETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}",
+                ddl.trim_end().trim_end_matches(';')
+            );
+        }
         base.query(&ddl).execute().await.map_err(|e| {
             format!("creating ClickHouse table `{database}`.`{table}` on {url}: {e}")
         })?;
@@ -175,13 +244,100 @@ pub async fn prepare(
             "ClickHouse table `{database}`.`{table}` does not exist on {url}; apply schemas/clickhouse/iot_data.sql or set clickhouse.create_table = true"
         ));
     }
-    tracing::info!(%url, %version, validation = major >= 24, "ClickHouse sink ready");
-    Ok(Prepared { client, version })
+    if capabilities.dedup_tokens {
+        let engine: String = base
+            .query("SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?")
+            .bind(table)
+            .fetch_one()
+            .await
+            .map_err(|e| format!("ClickHouse at {url}: {e}"))?;
+        let windowed = engine.contains("non_replicated_deduplication_window")
+            || engine.starts_with("Replicated");
+        if !windowed {
+            tracing::warn!(%table, "ClickHouse table has no non_replicated_deduplication_window: a retried batch whose first attempt was stored leaves duplicates until merges (FINAL still counts exactly); ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW} to drop them at insert");
+        }
+    }
+    tracing::info!(%url, %version, validation = capabilities.validation, dedup_tokens = capabilities.dedup_tokens, "ClickHouse sink ready");
+    Ok(Prepared {
+        client,
+        version,
+        capabilities,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_follow_the_version() {
+        let c = |v: &str| Capabilities::of(v);
+        assert_eq!(
+            c("18.16.1"),
+            Capabilities {
+                validation: false,
+                dedup_tokens: false
+            }
+        );
+        assert!(!c("22.1.3.7").dedup_tokens);
+        assert!(c("22.2.2.1").dedup_tokens && !c("22.2.2.1").validation);
+        assert!(c("23.8.16.40").dedup_tokens);
+        assert_eq!(
+            c("24.8.4.13"),
+            Capabilities {
+                validation: true,
+                dedup_tokens: true
+            }
+        );
+        assert_eq!(c("garbage"), c("0.0"));
+    }
+
+    fn row(partition: i32, offset: i64) -> Row {
+        Row {
+            event_time: 1_744_329_600,
+            event_ms: 125,
+            pboxid: "p".into(),
+            metric: 1,
+            latitude: 2,
+            longitude: 3,
+            company: None,
+            site: None,
+            line: None,
+            device_name: None,
+            model: None,
+            device_status: None,
+            work_threshold: None,
+            src_partition: partition,
+            src_offset: offset,
+            kafka_ts: None,
+            kafka_ms: None,
+        }
+    }
+
+    #[test]
+    fn dedup_tokens_are_the_batch_content() {
+        let a = vec![row(0, 1), row(0, 2), row(1, 7)];
+        assert_eq!(
+            dedup_token(&a),
+            dedup_token(&a.clone()),
+            "a retry repeats its token"
+        );
+        assert_eq!(
+            dedup_token(&a),
+            "iotflow-3-".to_string() + &dedup_token(&a)[10..]
+        );
+        let mut b = a.clone();
+        b[2].src_offset = 8;
+        assert_ne!(dedup_token(&a), dedup_token(&b));
+        assert_ne!(dedup_token(&a), dedup_token(&a[..2]));
+        let mut c = a.clone();
+        c.swap(0, 1);
+        assert_ne!(
+            dedup_token(&a),
+            dedup_token(&c),
+            "order matters (blocks are compared whole)"
+        );
+    }
 
     #[test]
     fn reads_server_codes_of_old_and_new_servers() {

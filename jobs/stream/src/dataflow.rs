@@ -48,8 +48,9 @@ pub struct JobContext {
     pub runtime: tokio::runtime::Handle,
     /// MySQL connections (when the MySQL sink is enabled).
     pub mysql: Option<mysql_async::Pool>,
-    /// ClickHouse client (when the ClickHouse sink is enabled).
-    pub clickhouse: Option<iotflow_sink_clickhouse::Client>,
+    /// ClickHouse client, and whether the server takes insert deduplication tokens (when the
+    /// ClickHouse sink is enabled).
+    pub clickhouse: Option<(iotflow_sink_clickhouse::Client, bool)>,
     /// Elasticsearch connection and dead letters (when the Elasticsearch sink is enabled).
     pub elasticsearch: Option<ElasticsearchContext>,
 }
@@ -203,13 +204,14 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 ctx.fatal.clone(),
             ));
         }
-        if let Some(client) = &ctx.clickhouse {
+        if let Some((client, dedup_tokens)) = &ctx.clickhouse {
             done.push(
                 enriched
                     .clone()
                     .map(|e| iotflow_sink_clickhouse::Row::from(&e))
                     .sink_batches(
-                        ClickhouseWriter::new(client.clone(), &c.clickhouse.table),
+                        ClickhouseWriter::new(client.clone(), &c.clickhouse.table)
+                            .with_dedup_tokens(*dedup_tokens),
                         SinkOptions {
                             sink: "clickhouse".into(),
                             batch: (&c.clickhouse.batch).into(),

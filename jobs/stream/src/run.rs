@@ -112,7 +112,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
             ))
             .map_err(anyhow::Error::msg)
             .context("ClickHouse sink pre-flight check failed")?;
-        Some(prepared.client)
+        Some((prepared.client, prepared.capabilities.dedup_tokens))
     } else {
         None
     };
