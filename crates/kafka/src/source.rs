@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use iotflow_config::KafkaConfig;
 use iotflow_metrics::SourceMetrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::message::Message;
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
@@ -334,6 +335,21 @@ pub fn kafka_source<'scope>(
         partitions
     );
     let consumer = Arc::new(consumer);
+    // Each partition's messages get a queue of their own, so the consumer's main queue carries
+    // only events (statistics: lag and high watermarks; errors). The main queue is served on
+    // every activation, also while back-pressure holds the partition queues unread: the lag
+    // metric keeps moving during a sink stall, and no message is taken that cannot be emitted.
+    let mut queues = Vec::with_capacity(mine.len());
+    for p in &mine {
+        let queue = consumer
+            .split_partition_queue(&options.topic, *p)
+            .ok_or_else(|| KafkaError::Metadata {
+                topic: options.topic.clone(),
+                brokers: kafka.brokers.clone(),
+                reason: format!("cannot give partition {p} a queue of its own"),
+            })?;
+        queues.push(queue);
+    }
     let committer = options
         .commit
         .then(|| Committer::start(consumer.clone(), options.topic.clone(), metrics.clone()));
@@ -429,39 +445,66 @@ pub fn kafka_source<'scope>(
                     // back by slow sinks must not drain and leave input unread.
                     last_record = Instant::now();
                 }
-                if matches!(state, State::Running) && !paused {
+                if matches!(state, State::Running) {
                     let mut session = output.session(&*c);
-                    while read < options.max_poll_records {
+                    let mut take = |m: &BorrowedMessage<'_>| {
+                        next.insert(m.partition(), m.offset() + 1);
+                        session.give(KafkaRecord {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            ts_ms: m.timestamp().to_millis(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec),
+                        });
+                    };
+                    let mut report = |e: RdKafkaError| {
+                        let quiet =
+                            last_error_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+                        if quiet {
+                            suppressed_errors += 1;
+                        } else {
+                            tracing::warn!(topic = %options.topic, suppressed = suppressed_errors, "Kafka consumer error: {e}");
+                            last_error_log = Some(Instant::now());
+                            suppressed_errors = 0;
+                        }
+                    };
+                    // Events (and, rarely, a message fetched before its partition was split off:
+                    // taken, so emitted).
+                    for _ in 0..options.max_poll_records {
                         match consumer.poll(Duration::ZERO) {
                             Some(Ok(m)) => {
                                 read += 1;
-                                next.insert(m.partition(), m.offset() + 1);
-                                session.give(KafkaRecord {
-                                    partition: m.partition(),
-                                    offset: m.offset(),
-                                    ts_ms: m.timestamp().to_millis(),
-                                    key: m.key().map(<[u8]>::to_vec),
-                                    payload: m.payload().map(<[u8]>::to_vec),
-                                });
+                                take(&m);
                             }
                             Some(Err(e)) => {
-                                let quiet = last_error_log
-                                    .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
-                                if quiet {
-                                    suppressed_errors += 1;
-                                } else {
-                                    tracing::warn!(topic = %options.topic, suppressed = suppressed_errors, "Kafka consumer error: {e}");
-                                    last_error_log = Some(Instant::now());
-                                    suppressed_errors = 0;
-                                }
+                                report(e);
                                 break;
                             }
                             None => break,
                         }
                     }
+                    // Messages, partition by partition in turns, unless back-pressured.
+                    let mut open = if paused { 0 } else { queues.len() };
+                    while open > 0 && read < options.max_poll_records {
+                        open = 0;
+                        for queue in &queues {
+                            if read >= options.max_poll_records {
+                                break;
+                            }
+                            match queue.poll(Duration::ZERO) {
+                                Some(Ok(m)) => {
+                                    read += 1;
+                                    open += 1;
+                                    take(&m);
+                                }
+                                Some(Err(e)) => report(e),
+                                None => {}
+                            }
+                        }
+                    }
                 }
-                // While paused no poll happens at all: a poll may return a message, and a message
-                // taken must be emitted. Statistics callbacks wait for the next poll.
+                // While paused the partition queues are not polled: a message taken must be
+                // emitted. The main queue (events) is served either way.
                 if read > 0 {
                     metrics.messages_received.inc_by(read as u64);
                     last_record = Instant::now();

@@ -135,6 +135,14 @@ fn clickhouse_outage_stalls_the_job_then_everything_arrives_exactly_once() {
         settled,
         "offsets were committed while ClickHouse was down"
     );
+    // The source paused once the sinks held their limit, readings kept arriving: the lag
+    // gauge shows it (statistics are served while the partition queues wait).
+    let lag = metric(
+        &late,
+        "iotflow_kafka_consumer_lag",
+        &["operator=\"kafka-source\""],
+    );
+    assert!(lag > 1000.0, "consumer lag during the outage: {lag}");
     assert!(settled < count as f64, "the outage happened mid-run");
     assert!(
         metric(
