@@ -27,6 +27,8 @@ pub struct Config {
     pub clickhouse: ClickhouseConfig,
     /// Elasticsearch sink.
     pub elasticsearch: ElasticsearchConfig,
+    /// The device publisher (`iotflow publish-devices`).
+    pub publisher: PublisherConfig,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
 }
@@ -258,6 +260,35 @@ impl Default for ElasticsearchConfig {
     }
 }
 
+/// `iotflow publish-devices`: device business records from MySQL to the broadcast topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublisherConfig {
+    /// MySQL URL of the database holding `device_info`; empty = `mysql.url`. Default empty.
+    pub mysql_url: String,
+    /// Create `device_info`, its change table and triggers (`schemas/mysql/device_info.sql`)
+    /// when missing. Default true.
+    pub create_schema: bool,
+    /// How often to look for changes when there were none, in milliseconds. Default 500.
+    pub poll_interval_ms: u64,
+    /// Most changes published per round. Default 1000.
+    pub batch_rows: usize,
+    /// Address of the publisher's `/metrics`; empty disables it. Default `127.0.0.1:9250`.
+    pub metrics_listen: String,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            mysql_url: String::new(),
+            create_schema: true,
+            poll_interval_ms: 500,
+            batch_rows: 1000,
+            metrics_listen: "127.0.0.1:9250".into(),
+        }
+    }
+}
+
 /// When a sink writes: whichever limit is reached first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -452,6 +483,11 @@ impl Config {
             (
                 "elasticsearch.batch.max_in_flight",
                 self.elasticsearch.batch.max_in_flight,
+            ),
+            ("publisher.batch_rows", self.publisher.batch_rows),
+            (
+                "publisher.poll_interval_ms",
+                self.publisher.poll_interval_ms as usize,
             ),
             (
                 "elasticsearch.request_timeout_ms",

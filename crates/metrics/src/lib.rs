@@ -10,10 +10,11 @@ mod server;
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
-pub use prometheus::{Histogram, IntCounter, IntGauge};
+pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 pub use server::{serve, MetricsServer};
 
 /// Label names shared by every metric.
@@ -51,6 +52,11 @@ pub struct Metrics {
     consumer_lag: IntGaugeVec,
     dimension_devices: IntGaugeVec,
     dimension_updates: IntCounterVec,
+    published: IntCounterVec,
+    publish_lag: GaugeVec,
+    publish_backlog: IntGaugeVec,
+    publish_errors: IntCounterVec,
+    snapshot_devices: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -124,6 +130,15 @@ impl Metrics {
             consumer_lag: gauge(&r, "iotflow_kafka_consumer_lag", "Messages between the partition's high watermark and the consumer position.", &["partition"]),
             dimension_devices: gauge(&r, "iotflow_dimension_devices", "Devices in the device dimension as seen by this worker.", &[]),
             dimension_updates: counter(&r, "iotflow_dimension_updates_total", "Device business record changes applied to the dimension.", &[]),
+            published: counter(&r, "iotflow_publisher_records_total", "Device records published to the broadcast topic and acknowledged, by kind (upsert or tombstone).", &["kind"]),
+            publish_lag: {
+                let g = GaugeVec::new(Opts::new("iotflow_publisher_lag_seconds", "Age of the oldest change in the last published round, from its commit in MySQL to the broker's acknowledgement (0 when idle)."), &labels(&[])).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            publish_backlog: gauge(&r, "iotflow_publisher_backlog", "Changes in device_info_changes not yet published.", &[]),
+            publish_errors: counter(&r, "iotflow_publisher_errors_total", "Publishing rounds that failed (MySQL or broker trouble; retried).", &[]),
+            snapshot_devices: gauge(&r, "iotflow_publisher_snapshot_devices", "Devices in the full snapshot published at start.", &[]),
             registry: r,
             job_name: job_name.to_string(),
             job_id: job_id.to_string(),
@@ -218,6 +233,23 @@ impl Metrics {
         }
     }
 
+    /// Handles for the device publisher.
+    pub fn publisher(&self) -> PublisherMetrics {
+        let base = self.base("device-publisher", "0");
+        let kind = |k: &str| {
+            self.published
+                .with_label_values(&self.with("device-publisher", "0", &[k]))
+        };
+        PublisherMetrics {
+            upserts: kind("upsert"),
+            tombstones: kind("tombstone"),
+            lag_seconds: self.publish_lag.with_label_values(&base),
+            backlog: self.publish_backlog.with_label_values(&base),
+            errors: self.publish_errors.with_label_values(&base),
+            snapshot_devices: self.snapshot_devices.with_label_values(&base),
+        }
+    }
+
     /// Handles for one sink operator.
     pub fn sink(&self, sink: &str, operator: &str, worker: usize) -> SinkMetrics {
         let w = worker.to_string();
@@ -238,6 +270,23 @@ impl Metrics {
             in_flight: self.sink_in_flight.with_label_values(&l),
         }
     }
+}
+
+/// The device publisher's metrics.
+#[derive(Clone)]
+pub struct PublisherMetrics {
+    /// Upserts published.
+    pub upserts: IntCounter,
+    /// Tombstones published.
+    pub tombstones: IntCounter,
+    /// Lag of the last round, seconds.
+    pub lag_seconds: Gauge,
+    /// Changes waiting.
+    pub backlog: IntGauge,
+    /// Failed rounds.
+    pub errors: IntCounter,
+    /// Devices in the start-up snapshot.
+    pub snapshot_devices: IntGauge,
 }
 
 /// A Kafka source's metrics.

@@ -85,6 +85,21 @@ enum Command {
         /// Don't publish the device business records.
         #[arg(long)]
         no_devices: bool,
+        /// Write the device business records into `device_info` of this MySQL database
+        /// (creating the schema when missing) instead of publishing them: `iotflow
+        /// publish-devices` then carries them to the broadcast topic.
+        #[arg(long, value_name = "MYSQL_URL")]
+        devices_to_mysql: Option<String>,
+    },
+    /// Publish device business records from MySQL (`device_info`) to the broadcast topic: a
+    /// full snapshot at start, then every insert, update and delete (see docs/devices.md).
+    PublishDevices {
+        /// Configuration file (TOML): `[publisher]`, `[kafka]`, `[mysql]`.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Publish the snapshot and the changes waiting, then exit.
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -140,6 +155,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
         }
+        Command::PublishDevices { config, once } => {
+            let config = Config::load(config.as_deref())?;
+            iotflow_publisher::run(config, iotflow_publisher::PublishArgs { once })
+        }
         Command::Gen {
             brokers,
             topic,
@@ -152,13 +171,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             seed,
             start,
             no_devices,
+            devices_to_mysql,
         } => {
             let start = match start {
                 Some(s) => chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S")
                     .with_context(|| format!("--start `{s}` is not yyyy-MM-dd HH:mm:ss"))?,
                 None => chrono::Utc::now().naive_utc(),
             };
-            if !no_devices {
+            if let Some(url) = devices_to_mysql {
+                let records = iotflow_gen::devices(devices, seed);
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(async {
+                        let pool =
+                            iotflow_publisher::connect(&url, std::time::Duration::from_secs(10))
+                                .await?;
+                        iotflow_publisher::create_schema(&pool).await?;
+                        iotflow_publisher::upsert_devices(&pool, &records).await?;
+                        pool.disconnect().await?;
+                        anyhow::Ok(())
+                    })?;
+                eprintln!("wrote {devices} device records to device_info");
+            } else if !no_devices {
                 iotflow_gen::publish_devices(
                     &brokers,
                     &broadcast_topic,

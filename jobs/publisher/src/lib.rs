@@ -1,0 +1,599 @@
+//! `iotflow publish-devices`: the device business table in MySQL → the broadcast topic.
+//!
+//! Change capture is a transactional outbox (see `schemas/mysql/device_info.sql` and
+//! `docs/devices.md`): triggers on `device_info` write one row per insert, update and delete
+//! into `device_info_changes`, in the transaction of the change. The publisher
+//!
+//! 1. takes a MariaDB named lock, so exactly one publisher of a database is active (others
+//!    wait as standbys);
+//! 2. publishes a full snapshot of `device_info`, keyed by `pboxid`;
+//! 3. then, round after round, reads the oldest outbox rows joined with the device's *current*
+//!    record, publishes that record (or a tombstone when the device no longer exists) for
+//!    each, waits for the broker's acknowledgement of all of them, and only then deletes those
+//!    outbox rows.
+//!
+//! Nothing is lost: a change is in the outbox from its commit until the broker has the device's
+//! state as of a moment after that commit. A crash or a MySQL or broker outage between the
+//! publish and the delete publishes the same current state again, which an upsert topic absorbs.
+//! Per device nothing is reordered: the producer is idempotent (retries keep the order within a
+//! partition), all records of a device share a key and so a partition, and every record
+//! published is the device's state at the time it was read, which never goes backwards.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use iotflow_config::Config;
+use iotflow_metrics::{Metrics, PublisherMetrics};
+use iotflow_model::{Decimal, DeviceInfo};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+/// The schema the publisher works on: `device_info`, `device_info_changes` and the triggers.
+pub const DEVICE_INFO_DDL: &str = include_str!("../../../schemas/mysql/device_info.sql");
+
+/// The statements of a script written for the mysql client with `DELIMITER $$` sections:
+/// comments and `DELIMITER` lines dropped, split at the delimiter in force.
+pub fn split_script(script: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut delimiter = ";".to_string();
+    let mut current = String::new();
+    for line in script.lines() {
+        let trimmed = line.trim();
+        if let Some(d) = trimmed.strip_prefix("DELIMITER ") {
+            delimiter = d.trim().to_string();
+            continue;
+        }
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        if trimmed == delimiter || trimmed.ends_with(&delimiter) {
+            current.push_str(trimmed.strip_suffix(&delimiter).unwrap_or(""));
+            if !current.trim().is_empty() {
+                statements.push(current.trim().to_string());
+            }
+            current.clear();
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current.trim().to_string());
+    }
+    statements
+}
+
+/// `mysql://user:***@host/db`: a URL fit for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user_end = url[s + 3..at].find(':').map_or(at, |c| s + 3 + c);
+            format!("{}:***{}", &url[..user_end], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A pool on `url`, checked with one connection.
+pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
+    let shown = redact(url);
+    let opts = Opts::from_url(url).with_context(|| format!("invalid MySQL URL {shown}"))?;
+    if opts.db_name().is_none() {
+        bail!("MySQL URL {shown} names no database (mysql://user:pass@host:port/DATABASE)");
+    }
+    let opts = OptsBuilder::from_opts(opts)
+        .pool_opts(
+            PoolOpts::default().with_constraints(PoolConstraints::new(1, 4).expect("1 <= 4")),
+        )
+        .stmt_cache_size(0);
+    let pool = Pool::new(opts);
+    let conn = tokio::time::timeout(timeout, pool.get_conn())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("cannot connect to MySQL at {shown}: no answer within {timeout:?}")
+        })?
+        .with_context(|| format!("cannot connect to MySQL at {shown}"))?;
+    drop(conn);
+    Ok(pool)
+}
+
+/// Creates the tables and triggers when missing.
+pub async fn create_schema(pool: &Pool) -> anyhow::Result<()> {
+    let mut conn = pool.get_conn().await?;
+    for statement in split_script(DEVICE_INFO_DDL) {
+        conn.query_drop(&statement)
+            .await
+            .with_context(|| format!("creating the device schema: {}", first_line(&statement)))?;
+    }
+    Ok(())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// Inserts or replaces `devices` in `device_info` (the simulator's sample data; the triggers
+/// record each change).
+pub async fn upsert_devices(pool: &Pool, devices: &[DeviceInfo]) -> anyhow::Result<()> {
+    let mut conn = pool.get_conn().await?;
+    for chunk in devices.chunks(500) {
+        let mut sql = String::from(
+            "INSERT INTO device_info (pboxid, company, site, line, device_name, model, status, work_threshold) VALUES ",
+        );
+        let mut params: Vec<mysql_async::Value> = Vec::new();
+        for (i, d) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?)");
+            params.push(d.pboxid.clone().into());
+            for v in [
+                &d.company,
+                &d.site,
+                &d.line,
+                &d.device_name,
+                &d.model,
+                &d.status,
+            ] {
+                params.push(v.clone().into());
+            }
+            params.push(d.work_threshold.map(|t| t.to_string()).into());
+        }
+        sql.push_str(
+            " ON DUPLICATE KEY UPDATE company = VALUES(company), site = VALUES(site), line = VALUES(line), \
+             device_name = VALUES(device_name), model = VALUES(model), status = VALUES(status), \
+             work_threshold = VALUES(work_threshold)",
+        );
+        conn.exec_drop(sql, params).await?;
+    }
+    Ok(())
+}
+
+/// Columns read for a device, in this order, by [`device_from_row`].
+const DEVICE_COLUMNS: &str =
+    "d.pboxid, d.company, d.site, d.line, d.device_name, d.model, d.status, \
+     CAST(d.work_threshold AS CHAR), CAST(d.updated_at AS CHAR)";
+
+fn device_from_row(row: &mut mysql_async::Row, at: usize) -> anyhow::Result<Option<DeviceInfo>> {
+    let text = |row: &mut mysql_async::Row, i: usize| -> Option<String> {
+        row.take::<Option<String>, _>(at + i).flatten()
+    };
+    let Some(pboxid) = text(row, 0) else {
+        return Ok(None);
+    };
+    let threshold = text(row, 7)
+        .map(|t| {
+            t.parse::<Decimal>()
+                .with_context(|| format!("device {pboxid}: work_threshold `{t}`"))
+        })
+        .transpose()?;
+    Ok(Some(DeviceInfo {
+        company: text(row, 1),
+        site: text(row, 2),
+        line: text(row, 3),
+        device_name: text(row, 4),
+        model: text(row, 5),
+        status: text(row, 6),
+        work_threshold: threshold.map(|t| t.normalize()),
+        updated_at: text(row, 8),
+        pboxid,
+    }))
+}
+
+/// One record for the broadcast topic: the device's state, `None` for a tombstone.
+#[derive(Debug)]
+struct Outgoing {
+    pboxid: String,
+    state: Option<DeviceInfo>,
+}
+
+/// The broadcast-topic producer.
+struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    metrics: PublisherMetrics,
+}
+
+impl Publisher {
+    /// Sends `records` in order and waits until the broker acknowledged every one.
+    async fn publish(&self, records: &[Outgoing]) -> anyhow::Result<()> {
+        let mut pending: Vec<(DeliveryFuture, bool)> = Vec::with_capacity(records.len());
+        for r in records {
+            let payload = r.state.as_ref().map(DeviceInfo::to_json);
+            loop {
+                let mut record = FutureRecord::<str, str>::to(&self.topic).key(&r.pboxid);
+                if let Some(p) = &payload {
+                    record = record.payload(p);
+                }
+                match self.producer.send_result(record) {
+                    Ok(f) => {
+                        pending.push((f, payload.is_some()));
+                        break;
+                    }
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        _,
+                    )) => {
+                        // Let the queue drain, then enqueue again.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err((e, _)) => bail!("publishing device {} to {}: {e}", r.pboxid, self.topic),
+                }
+            }
+        }
+        for (f, upsert) in pending {
+            match f.await {
+                Ok(Ok(_)) => {
+                    if upsert {
+                        self.metrics.upserts.inc();
+                    } else {
+                        self.metrics.tombstones.inc();
+                    }
+                }
+                Ok(Err((e, _))) => {
+                    bail!("the broker refused a device record for {}: {e}", self.topic)
+                }
+                Err(_) => bail!("the producer of {} stopped", self.topic),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Holds the publisher's MariaDB named lock on a connection of its own.
+struct Leadership {
+    conn: Conn,
+    name: String,
+}
+
+impl Leadership {
+    /// Waits until this publisher holds the lock (another active publisher makes this one a
+    /// standby), or `stop` is set.
+    async fn acquire(pool: &Pool, stop: &AtomicBool) -> anyhow::Result<Option<Leadership>> {
+        let mut conn = pool.get_conn().await?;
+        let db: Option<String> = conn.query_first("SELECT DATABASE()").await?;
+        let name = format!("iotflow-publish-devices-{}", db.unwrap_or_default());
+        let mut told = false;
+        loop {
+            let got: Option<Option<i64>> = conn
+                .exec_first("SELECT GET_LOCK(?, 1)", (name.as_str(),))
+                .await?;
+            if got.flatten() == Some(1) {
+                if told {
+                    tracing::info!("the other publisher is gone: taking over");
+                }
+                return Ok(Some(Leadership { conn, name }));
+            }
+            if !told {
+                tracing::info!(lock = %name, "another publisher is active on this database: standing by");
+                told = true;
+            }
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Gives the lock up by closing its connection (a lock lost with a dead connection is
+    /// already gone; a live one must not stay behind in the pool holding it).
+    async fn release(self) {
+        let _ = self.conn.disconnect().await;
+    }
+
+    /// Whether the lock is still ours (it goes with the connection, e.g. on a MySQL restart).
+    async fn held(&mut self) -> bool {
+        let mine: Result<Option<Option<i64>>, _> = self
+            .conn
+            .exec_first(
+                "SELECT IS_USED_LOCK(?) = CONNECTION_ID()",
+                (self.name.as_str(),),
+            )
+            .await;
+        matches!(mine, Ok(Some(Some(1))))
+    }
+}
+
+/// Publishes every device in `device_info`; returns how many.
+async fn snapshot(pool: &Pool, publisher: &Publisher) -> anyhow::Result<usize> {
+    let mut conn = pool.get_conn().await?;
+    let mut rows: Vec<mysql_async::Row> = conn
+        .query(format!(
+            "SELECT {DEVICE_COLUMNS} FROM device_info d ORDER BY d.pboxid"
+        ))
+        .await
+        .context("reading device_info")?;
+    drop(conn);
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &mut rows {
+        if let Some(d) = device_from_row(row, 0)? {
+            out.push(Outgoing {
+                pboxid: d.pboxid.clone(),
+                state: Some(d),
+            });
+        }
+    }
+    publisher.publish(&out).await?;
+    Ok(out.len())
+}
+
+/// One round: publishes the current state of the devices of the oldest `limit` changes and
+/// deletes those changes. Returns how many changes it handled.
+async fn drain_once(pool: &Pool, publisher: &Publisher, limit: usize) -> anyhow::Result<usize> {
+    let mut conn = pool.get_conn().await?;
+    let mut rows: Vec<mysql_async::Row> = conn
+        .query(format!(
+            "SELECT c.id, c.pboxid, TIMESTAMPDIFF(MICROSECOND, c.changed_at, NOW(3)), {DEVICE_COLUMNS} \
+             FROM device_info_changes c LEFT JOIN device_info d ON d.pboxid = c.pboxid \
+             ORDER BY c.id LIMIT {limit}"
+        ))
+        .await
+        .context("reading device_info_changes")?;
+    if rows.is_empty() {
+        publisher.metrics.backlog.set(0);
+        publisher.metrics.lag_seconds.set(0.0);
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut oldest_us = 0i64;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &mut rows {
+        let id: u64 = row.take(0).context("change id")?;
+        let pboxid: String = row.take(1).context("change pboxid")?;
+        let age_us: Option<i64> = row.take(2);
+        oldest_us = oldest_us.max(age_us.unwrap_or(0));
+        ids.push(id);
+        out.push(Outgoing {
+            state: device_from_row(row, 3)?,
+            pboxid,
+        });
+    }
+    publisher.publish(&out).await?;
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    conn.query_drop(format!(
+        "DELETE FROM device_info_changes WHERE id IN ({list})"
+    ))
+    .await
+    .context("deleting published changes")?;
+    let left: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM device_info_changes")
+        .await?;
+    publisher.metrics.backlog.set(left.unwrap_or(0) as i64);
+    publisher
+        .metrics
+        .lag_seconds
+        .set(oldest_us as f64 / 1e6 + started.elapsed().as_secs_f64());
+    tracing::debug!(changes = ids.len(), "published device changes");
+    Ok(ids.len())
+}
+
+/// How the publisher runs.
+#[derive(Clone, Debug, Default)]
+pub struct PublishArgs {
+    /// Publish the snapshot and every change waiting, then exit.
+    pub once: bool,
+}
+
+/// Runs the publisher until SIGTERM / Ctrl-C (or, with `once`, until no change is waiting).
+pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("iotflow-publisher")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(run_async(config, args))
+}
+
+async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
+    let p = &config.publisher;
+    let job_id = format!(
+        "{:016x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 32)
+    );
+    let metrics = Arc::new(Metrics::new("publish-devices", &job_id));
+    if !p.metrics_listen.is_empty() {
+        let server = iotflow_metrics::serve(&p.metrics_listen, metrics.clone())?;
+        tracing::info!("metrics at http://{}/metrics", server.addr);
+    }
+    let url = if p.mysql_url.is_empty() {
+        &config.mysql.url
+    } else {
+        &p.mysql_url
+    };
+    let pool = connect(url, Duration::from_secs(10))
+        .await
+        .context("device publisher pre-flight check failed")?;
+    if p.create_schema {
+        create_schema(&pool).await?;
+    }
+    let producer: FutureProducer = iotflow_kafka::client_config(&config.kafka)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .with_context(|| format!("creating a producer for {}", config.kafka.brokers))?;
+    let publisher = Publisher {
+        producer,
+        topic: config.kafka.broadcast_topic.clone(),
+        metrics: metrics.publisher(),
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("cannot listen for SIGTERM: {e}");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("stop requested: finishing the current round");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+
+    let poll = Duration::from_millis(p.poll_interval_ms);
+    let mut failures = 0u32;
+    let mut last_warn: Option<Instant> = None;
+    'leader: while !stop.load(Ordering::SeqCst) {
+        let mut lead = match Leadership::acquire(&pool, &stop).await {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                warn(
+                    &mut last_warn,
+                    &publisher,
+                    &format!("cannot take the publisher lock: {e:#}"),
+                );
+                tokio::time::sleep(backoff(&mut failures)).await;
+                continue;
+            }
+        };
+        // The snapshot, retried while the lock is ours.
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                break 'leader;
+            }
+            match snapshot(&pool, &publisher).await {
+                Ok(n) => {
+                    publisher.metrics.snapshot_devices.set(n as i64);
+                    tracing::info!(devices = n, topic = %publisher.topic, "published the device snapshot");
+                    break;
+                }
+                Err(e) => {
+                    warn(
+                        &mut last_warn,
+                        &publisher,
+                        &format!("snapshot failed, retrying: {e:#}"),
+                    );
+                    tokio::time::sleep(backoff(&mut failures)).await;
+                    if !lead.held().await {
+                        lead.release().await;
+                        continue 'leader;
+                    }
+                }
+            }
+        }
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                break 'leader;
+            }
+            match drain_once(&pool, &publisher, p.batch_rows).await {
+                Ok(0) => {
+                    failures = 0;
+                    if args.once {
+                        break 'leader;
+                    }
+                    tokio::time::sleep(poll).await;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    warn(
+                        &mut last_warn,
+                        &publisher,
+                        &format!("publishing changes failed, retrying: {e:#}"),
+                    );
+                    tokio::time::sleep(backoff(&mut failures)).await;
+                    if !lead.held().await {
+                        tracing::warn!(
+                            "lost the publisher lock (MySQL connection gone): taking it again"
+                        );
+                        lead.release().await;
+                        continue 'leader;
+                    }
+                }
+            }
+        }
+    }
+    let _ = publisher.producer.flush(Duration::from_secs(10));
+    pool.disconnect().await.ok();
+    tracing::info!("device publisher stopped");
+    Ok(())
+}
+
+fn warn(last: &mut Option<Instant>, publisher: &Publisher, message: &str) {
+    publisher.metrics.errors.inc();
+    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+        tracing::warn!("{message}");
+        *last = Some(Instant::now());
+    }
+}
+
+/// 100 ms doubling to 5 s.
+fn backoff(failures: &mut u32) -> Duration {
+    let d = Duration::from_millis(100u64 << (*failures).min(6)).min(Duration::from_secs(5));
+    *failures = failures.saturating_add(1);
+    d
+}
+
+/// The topic's device records as the job would rebuild them: last record per key wins, a
+/// tombstone removes. For tests and `iotflow` diagnostics.
+pub fn fold_records(records: &[(String, Option<Vec<u8>>)]) -> BTreeMap<String, DeviceInfo> {
+    let mut state = BTreeMap::new();
+    for (key, payload) in records {
+        match iotflow_model::parse_device_record(Some(key.as_bytes()), payload.as_deref()) {
+            Ok(iotflow_model::DeviceChange::Upsert(d)) => {
+                state.insert(d.pboxid.clone(), d);
+            }
+            Ok(iotflow_model::DeviceChange::Delete(id)) => {
+                state.remove(&id);
+            }
+            Err(_) => {}
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_script_splits_into_its_statements() {
+        let s = split_script(DEVICE_INFO_DDL);
+        assert_eq!(s.len(), 5, "{s:#?}");
+        assert!(s[0].starts_with("CREATE TABLE IF NOT EXISTS device_info ("));
+        assert!(s[2].starts_with("CREATE TRIGGER IF NOT EXISTS device_info_after_insert"));
+        assert!(s[3].contains("IF NEW.pboxid <> OLD.pboxid THEN"));
+        assert!(s[3].trim_end().ends_with("END"), "{}", s[3]);
+        assert!(s
+            .iter()
+            .all(|x| !x.contains("DELIMITER") && !x.contains("$$")));
+    }
+
+    #[test]
+    fn urls_in_messages_hide_the_password() {
+        assert_eq!(
+            redact("mysql://u:secret@h:3306/db"),
+            "mysql://u:***@h:3306/db"
+        );
+        assert_eq!(redact("mysql://h/db"), "mysql://h/db");
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut f = 0;
+        let seq: Vec<_> = (0..9).map(|_| backoff(&mut f).as_millis()).collect();
+        assert_eq!(seq[..4], [100, 200, 400, 800]);
+        assert_eq!(*seq.last().unwrap(), 5000);
+    }
+}
