@@ -194,11 +194,39 @@ struct Outgoing {
 /// The broadcast-topic producer.
 struct Publisher {
     producer: FutureProducer,
+    kafka: iotflow_config::KafkaConfig,
     topic: String,
     metrics: PublisherMetrics,
 }
 
+/// An idempotent producer: retries never reorder records within a partition.
+fn producer(kafka: &iotflow_config::KafkaConfig) -> anyhow::Result<FutureProducer> {
+    iotflow_kafka::client_config(kafka)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .with_context(|| format!("creating a producer for {}", kafka.brokers))
+}
+
 impl Publisher {
+    /// After a failed round: a new producer. An idempotent producer whose broker lost its state
+    /// (a broker restart without storage, a cluster rebuilt) raises a fatal error and refuses
+    /// every later record; a fresh one starts a new producer session. The unacknowledged
+    /// records are sent again by the next round anyway.
+    fn renew(&mut self) {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::warn!(
+                "the producer hit a fatal error ({code:?}: {reason}): starting a new one"
+            );
+        }
+        match producer(&self.kafka) {
+            Ok(p) => self.producer = p,
+            Err(e) => tracing::warn!("cannot start a new producer: {e:#}"),
+        }
+    }
+
     /// Sends `records` in order and waits until the broker acknowledged every one.
     async fn publish(&self, records: &[Outgoing]) -> anyhow::Result<()> {
         let mut pending: Vec<(DeliveryFuture, bool)> = Vec::with_capacity(records.len());
@@ -417,15 +445,9 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     if p.create_schema {
         create_schema(&pool).await?;
     }
-    let producer: FutureProducer = iotflow_kafka::client_config(&config.kafka)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .with_context(|| format!("creating a producer for {}", config.kafka.brokers))?;
-    let publisher = Publisher {
-        producer,
+    let mut publisher = Publisher {
+        producer: producer(&config.kafka)?,
+        kafka: config.kafka.clone(),
         topic: config.kafka.broadcast_topic.clone(),
         metrics: metrics.publisher(),
     };
@@ -486,6 +508,7 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                         &format!("snapshot failed, retrying: {e:#}"),
                     );
                     tokio::time::sleep(backoff(&mut failures)).await;
+                    publisher.renew();
                     if !lead.held().await {
                         lead.release().await;
                         continue 'leader;
@@ -513,6 +536,7 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                         &format!("publishing changes failed, retrying: {e:#}"),
                     );
                     tokio::time::sleep(backoff(&mut failures)).await;
+                    publisher.renew();
                     if !lead.held().await {
                         tracing::warn!(
                             "lost the publisher lock (MySQL connection gone): taking it again"
