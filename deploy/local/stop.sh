@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop the local iotflow stack started by deploy/local/start.sh (idempotent). Only stops the
-# processes recorded in our pid files; never touches other MariaDB, broker or ClickHouse instances.
-# Usage: stop.sh [mariadb] [tansu] [clickhouse]     (default: all three)
+# processes recorded in our pid files; never touches other MariaDB, broker, ClickHouse or
+# Pushgateway instances.
+# Usage: stop.sh [mariadb] [tansu] [clickhouse] [pushgateway]     (default: all four)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -14,13 +15,15 @@ failed=0
 stop_mariadb=0
 stop_tansu=0
 stop_clickhouse=0
-[ "$#" -gt 0 ] || set -- mariadb tansu clickhouse
+stop_pushgateway=0
+[ "$#" -gt 0 ] || set -- mariadb tansu clickhouse pushgateway
 for arg in "$@"; do
     case "$arg" in
     mariadb) stop_mariadb=1 ;;
     tansu) stop_tansu=1 ;;
     clickhouse) stop_clickhouse=1 ;;
-    *) iotflow_die "stop.sh: unknown service '$arg' (expected: mariadb, tansu, clickhouse)" ;;
+    pushgateway) stop_pushgateway=1 ;;
+    *) iotflow_die "stop.sh: unknown service '$arg' (expected: mariadb, tansu, clickhouse, pushgateway)" ;;
     esac
 done
 
@@ -31,6 +34,17 @@ if [ "$stop_tansu" -eq 1 ]; then
         iotflow_terminate "$pid" tansu "$STOP_TIMEOUT" || { iotflow_log "tansu (pid $pid) is still there"; failed=1; }
     fi
     [ "$failed" -ne 0 ] || rm -f "$tansu_pidfile"
+fi
+
+# ---------------------------------------------------------------- Pushgateway
+pushgateway_pidfile="$IOTFLOW_PUSHGATEWAY_DIR/pushgateway.pid"
+if [ "$stop_pushgateway" -eq 1 ]; then
+    pg_failed=0
+    # SIGTERM makes the Pushgateway write its persistence file before it exits.
+    if pid="$(iotflow_pid_alive "$pushgateway_pidfile" prometheus-push)"; then
+        iotflow_terminate "$pid" pushgateway "$STOP_TIMEOUT" || { iotflow_log "pushgateway (pid $pid) is still there"; pg_failed=1; failed=1; }
+    fi
+    [ "$pg_failed" -ne 0 ] || rm -f "$pushgateway_pidfile"
 fi
 
 # ---------------------------------------------------------------- ClickHouse

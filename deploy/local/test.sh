@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # THE test command for iotflow:   bash deploy/local/test.sh [extra args for `cargo test`]
 #
-# 1. installs what is missing and starts MariaDB + tansu (deploy/local/start.sh, idempotent),
+# 1. installs what is missing and starts MariaDB + tansu + ClickHouse + the Prometheus Pushgateway
+#    (deploy/local/start.sh, idempotent),
 # 2. creates the topics (deploy/local/topics.sh),
-# 3. exports IOTFLOW_TEST_MYSQL_URL / IOTFLOW_TEST_BROKERS (deploy/local/env.sh),
+# 3. exports IOTFLOW_TEST_MYSQL_URL / IOTFLOW_TEST_BROKERS / IOTFLOW_TEST_CLICKHOUSE_URL /
+#    IOTFLOW_TEST_PUSHGATEWAY_URL (deploy/local/env.sh),
 # 4. runs cargo fmt --check, cargo clippy -D warnings and cargo test --workspace.
 # Exits non-zero on the first failing step. Services that this script started are stopped again
 # when it exits; services that were already running are left alone. IOTFLOW_KEEP_SERVICES=1
@@ -21,6 +23,7 @@ to_stop=()
 iotflow_pid_alive "$IOTFLOW_MARIADB_RUN/mariadb.pid" mariadbd >/dev/null || to_stop+=(mariadb)
 iotflow_pid_alive "$IOTFLOW_TANSU_DIR/tansu.pid" tansu >/dev/null || to_stop+=(tansu)
 iotflow_pid_alive "$IOTFLOW_CLICKHOUSE_DIR/clickhouse.pid" clickhouse >/dev/null || to_stop+=(clickhouse)
+iotflow_pid_alive "$IOTFLOW_PUSHGATEWAY_DIR/pushgateway.pid" prometheus-push >/dev/null || to_stop+=(pushgateway)
 
 cleanup() {
     local rc=$?
