@@ -6,7 +6,8 @@
 # 2. creates the topics (deploy/local/topics.sh),
 # 3. exports IOTFLOW_TEST_MYSQL_URL / IOTFLOW_TEST_BROKERS / IOTFLOW_TEST_CLICKHOUSE_URL /
 #    IOTFLOW_TEST_PUSHGATEWAY_URL (deploy/local/env.sh),
-# 4. runs cargo fmt --check, cargo clippy -D warnings and cargo test --workspace.
+# 4. checks deploy/prometheus (promtool), runs cargo fmt --check, cargo clippy -D warnings and
+#    cargo test --workspace.
 # Exits non-zero on the first failing step. Services that this script started are stopped again
 # when it exits; services that were already running are left alone. IOTFLOW_KEEP_SERVICES=1
 # keeps everything running.
@@ -69,6 +70,8 @@ ensure_rust_components() {
 step "start services (deploy/local/start.sh)" bash "$here/start.sh"
 step "create topics (deploy/local/topics.sh)" bash "$here/topics.sh"
 step "rustfmt/clippy components" ensure_rust_components
+step "Prometheus config, rules and rule tests (deploy/prometheus/check.sh)" \
+    bash "$IOTFLOW_REPO_ROOT/deploy/prometheus/check.sh"
 step "cargo fmt --all -- --check" cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings" \
     cargo clippy --workspace --all-targets -- -D warnings

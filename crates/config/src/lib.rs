@@ -29,6 +29,8 @@ pub struct Config {
     pub elasticsearch: ElasticsearchConfig,
     /// The device publisher (`iotflow publish-devices`).
     pub publisher: PublisherConfig,
+    /// The work-time analysis (`iotflow worktime`).
+    pub worktime: WorktimeConfig,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
 }
@@ -285,6 +287,40 @@ impl Default for PublisherConfig {
             poll_interval_ms: 500,
             batch_rows: 1000,
             metrics_listen: "127.0.0.1:9250".into(),
+        }
+    }
+}
+
+/// `iotflow worktime`: per device per day working segments (rules in docs/worktime.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorktimeConfig {
+    /// MySQL URL of the database with `iot_data` (read) and `device_work_time` (written);
+    /// empty = `mysql.url`. Default empty.
+    pub mysql_url: String,
+    /// Threshold for devices without a `work_threshold` in `device_info`. Default `"50"`.
+    pub threshold: String,
+    /// Longest gap between readings inside a working segment, seconds. Default 300.
+    pub max_gap_secs: u64,
+    /// Pushgateway base URL for the run metrics; empty disables the push. Default
+    /// `http://127.0.0.1:9091`.
+    pub pushgateway_url: String,
+    /// `--schedule`: local time (in `parse.time_zone`) of the daily run for the previous day.
+    /// Default `01:00`.
+    pub schedule_at: String,
+    /// `--schedule`: most missed days caught up at start. Default 7.
+    pub catch_up_days: u32,
+}
+
+impl Default for WorktimeConfig {
+    fn default() -> Self {
+        WorktimeConfig {
+            mysql_url: String::new(),
+            threshold: "50".into(),
+            max_gap_secs: 300,
+            pushgateway_url: "http://127.0.0.1:9091".into(),
+            schedule_at: "01:00".into(),
+            catch_up_days: 7,
         }
     }
 }

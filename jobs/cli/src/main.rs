@@ -91,6 +91,29 @@ enum Command {
         #[arg(long, value_name = "MYSQL_URL")]
         devices_to_mysql: Option<String>,
     },
+    /// Device work time per day (rules in docs/worktime.md): one day, a range, or a daily
+    /// schedule; results to MySQL `device_work_time`, run metrics to the Pushgateway.
+    Worktime {
+        /// Configuration file (TOML): `[worktime]`, `[mysql]`, `[parse]`.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// The day to analyse, yyyy-MM-dd.
+        #[arg(long, conflicts_with_all = ["from", "to", "schedule"])]
+        date: Option<String>,
+        /// First day of a range (with --to), yyyy-MM-dd.
+        #[arg(long, requires = "to", conflicts_with = "schedule")]
+        from: Option<String>,
+        /// Last day of a range (with --from), yyyy-MM-dd.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// Run every day at `worktime.schedule_at` for the previous day, catching up missed
+        /// days; until SIGTERM.
+        #[arg(long)]
+        schedule: bool,
+        /// Worker threads.
+        #[arg(short = 'w', long = "workers", default_value_t = 2)]
+        workers: usize,
+    },
     /// Publish device business records from MySQL (`device_info`) to the broadcast topic: a
     /// full snapshot at start, then every insert, update and delete (see docs/devices.md).
     PublishDevices {
@@ -154,6 +177,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     hostfile,
                 },
             )
+        }
+        Command::Worktime {
+            config,
+            date,
+            from,
+            to,
+            schedule,
+            workers,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            anyhow::ensure!(workers > 0, "-w must be at least 1");
+            let day = |s: &str, flag: &str| {
+                chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .with_context(|| format!("{flag} `{s}` is not yyyy-MM-dd"))
+            };
+            if schedule {
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let flag = stop.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("signal runtime");
+                    rt.block_on(async {
+                        let mut term = tokio::signal::unix::signal(
+                            tokio::signal::unix::SignalKind::terminate(),
+                        )
+                        .expect("SIGTERM handler");
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = tokio::signal::ctrl_c() => {}
+                        }
+                    });
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                });
+                return iotflow_worktime_job::run_schedule(&config, workers, &stop);
+            }
+            let days = match (date, from, to) {
+                (Some(d), _, _) => vec![day(&d, "--date")?],
+                (None, Some(f), Some(t)) => {
+                    iotflow_worktime_job::days_between(day(&f, "--from")?, day(&t, "--to")?)?
+                }
+                _ => anyhow::bail!("say which days: --date D, --from A --to B, or --schedule"),
+            };
+            let started = std::time::Instant::now();
+            let summaries = iotflow_worktime_job::run_days(&config, &days, workers)?;
+            let rows: u64 = summaries.iter().map(|s| s.rows_read).sum();
+            let devices: u64 = summaries.iter().map(|s| s.devices).sum();
+            eprintln!(
+                "analysed {} day(s): {rows} readings, {devices} device-days, in {:.1?}",
+                summaries.len(),
+                started.elapsed()
+            );
+            Ok(())
         }
         Command::PublishDevices { config, once } => {
             let config = Config::load(config.as_deref())?;
