@@ -1,0 +1,810 @@
+#!/usr/bin/env python3
+"""Validates iotflow's Grafana dashboards (Python 3 standard library; jsonschema if importable).
+
+    python3 deploy/grafana/validate.py [DASHBOARD.json ...]   # default: dashboards/*.json
+    python3 deploy/grafana/validate.py --self-test            # broken dashboards must fail
+
+Checks, per dashboard:
+  * dashboard.schema.json (Grafana's dashboard JSON model, the subset the generator uses), with
+    the `jsonschema` package when it can be imported AND with the small stdlib validator below
+    (the same keywords; both must accept). The stdlib one alone when jsonschema is missing.
+  * what a JSON Schema cannot say: panel ids unique; panels inside the 24-column grid and not
+    overlapping; every datasource uid (and its type) provisioned in
+    provisioning/datasources/iotflow.yml; refIds unique per panel; every $variable defined (and
+    a variable's query only using variables defined before it); the file named after the uid.
+  * PromQL: every metric name is registered in crates/metrics/src/lib.rs (histograms with their
+    _bucket/_sum/_count series), is `up`, one of the work-time job's pushed metrics
+    (WORKTIME_METRICS) or a recording rule of deploy/prometheus/rules/; label names in
+    selectors, by()/without() and legends exist on the metrics used; brackets balance; and, when
+    `promtool` is installed, every expression parses (as recording rules, `promtool check rules`).
+  * SQL: only the work-time tables are read, and every identifier is one of their columns
+    (schemas/mysql/device_work_time.sql, else WORK_TIME_TABLES), an alias, a variable or a
+    known SQL keyword or function.
+"""
+
+import argparse
+import copy
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+SCHEMA = os.path.join(HERE, "dashboard.schema.json")
+DATASOURCES = os.path.join(HERE, "provisioning", "datasources", "iotflow.yml")
+METRICS_RS = os.path.join(REPO, "crates", "metrics", "src", "lib.rs")
+RULES_DIR = os.path.join(REPO, "deploy", "prometheus", "rules")
+
+# The daily work-time analysis (`iotflow worktime`) pushes these gauges to the Pushgateway
+# (job="iotflow-worktime", label `day`) and writes its results into these MySQL tables. They are
+# a contract for that job (README.md). When its sources are in the tree they are the authority:
+# the metric names are read from WORKTIME_SOURCES, the tables and columns from WORKTIME_DDL, and
+# the lists below are used only when those files are absent.
+WORKTIME_SOURCES = os.path.join(REPO, "jobs", "worktime", "src")
+WORKTIME_DDL = os.path.join(REPO, "schemas", "mysql", "device_work_time.sql")
+WORKTIME_METRICS = {
+    "iotflow_worktime_last_success_timestamp_seconds",
+    "iotflow_worktime_last_run_timestamp_seconds",
+    "iotflow_worktime_duration_seconds",
+    "iotflow_worktime_devices_analysed",
+    "iotflow_worktime_rows_read",
+    "iotflow_worktime_success",
+}
+WORKTIME_LABELS = {"day"}
+WORK_TIME_TABLES = {
+    "device_work_time": {
+        "day", "pboxid", "segments", "working_seconds", "first_reading", "last_reading",
+        "observed_seconds", "utilisation", "day_share", "readings", "threshold", "computed_at",
+    },
+    "device_work_time_runs": {
+        "day", "status", "started_at", "finished_at", "rows_read", "devices", "message",
+    },
+}
+# Labels Prometheus adds when it scrapes.
+TARGET_LABELS = {"job", "instance"}
+
+GRAFANA_BUILTINS = {
+    "__rate_interval", "__interval", "__interval_ms", "__range", "__range_s", "__range_ms",
+    "__timeFilter", "__timeFrom", "__timeTo", "__unixEpochFilter", "__timeGroup",
+    "__timeGroupAlias", "__from", "__to", "__dashboard", "__org", "__user",
+}
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+class MiniValidator:
+    """The JSON Schema keywords dashboard.schema.json uses, in the standard library.
+
+    An unknown keyword is an error, so the schema cannot quietly outgrow this validator."""
+
+    ANNOTATIONS = {"$schema", "$id", "$defs", "$comment", "title", "description", "default",
+                   "examples"}
+    TYPES = {
+        "object": lambda x: isinstance(x, dict),
+        "array": lambda x: isinstance(x, list),
+        "string": lambda x: isinstance(x, str),
+        "boolean": lambda x: isinstance(x, bool),
+        "integer": lambda x: isinstance(x, int) and not isinstance(x, bool),
+        "number": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+        "null": lambda x: x is None,
+    }
+    KEYWORDS = {"$ref", "type", "const", "enum", "minimum", "maximum", "minLength", "pattern",
+                "minItems", "items", "required", "properties", "additionalProperties", "allOf",
+                "anyOf", "oneOf", "if", "then", "else"}
+
+    def __init__(self, schema):
+        self.root = schema
+        self._check_keywords(schema)
+
+    def _check_keywords(self, s):
+        if isinstance(s, dict):
+            unknown = set(s) - self.KEYWORDS - self.ANNOTATIONS
+            if unknown:
+                raise ValueError(f"schema keyword(s) the stdlib validator lacks: {sorted(unknown)}")
+            for k, v in s.items():
+                if k in ("properties", "$defs"):
+                    for sub in v.values():
+                        self._check_keywords(sub)
+                elif k in ("allOf", "anyOf", "oneOf"):
+                    for sub in v:
+                        self._check_keywords(sub)
+                elif k in ("items", "additionalProperties", "if", "then", "else"):
+                    self._check_keywords(v)
+
+    @staticmethod
+    def _eq(a, b):
+        if isinstance(a, bool) or isinstance(b, bool):
+            return isinstance(a, bool) and isinstance(b, bool) and a == b
+        return type(a) in (int, float) and type(b) in (int, float) and a == b or \
+            (type(a) is type(b) and a == b)
+
+    def _ref(self, ref):
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local $refs are supported: {ref}")
+        node = self.root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        return node
+
+    def errors(self, instance):
+        return list(self._v(instance, self.root, "$"))
+
+    def _v(self, x, s, path):
+        if s is True:
+            return
+        if s is False:
+            yield f"{path}: not allowed here"
+            return
+        if "$ref" in s:
+            yield from self._v(x, self._ref(s["$ref"]), path)
+        if "type" in s:
+            types = s["type"] if isinstance(s["type"], list) else [s["type"]]
+            if not any(self.TYPES[t](x) for t in types):
+                yield f"{path}: {json.dumps(x)[:60]} is not of type {'/'.join(types)}"
+                return
+        if "const" in s and not self._eq(x, s["const"]):
+            yield f"{path}: {json.dumps(x)[:60]} is not {json.dumps(s['const'])}"
+        if "enum" in s and not any(self._eq(x, e) for e in s["enum"]):
+            yield f"{path}: {json.dumps(x)[:60]} is not one of {json.dumps(s['enum'])}"
+        if self.TYPES["number"](x):
+            if "minimum" in s and x < s["minimum"]:
+                yield f"{path}: {x} is less than {s['minimum']}"
+            if "maximum" in s and x > s["maximum"]:
+                yield f"{path}: {x} is greater than {s['maximum']}"
+        if isinstance(x, str):
+            if "minLength" in s and len(x) < s["minLength"]:
+                yield f"{path}: shorter than {s['minLength']}"
+            if "pattern" in s and not re.search(s["pattern"], x):
+                yield f"{path}: {x[:60]!r} does not match {s['pattern']!r}"
+        if isinstance(x, list):
+            if "minItems" in s and len(x) < s["minItems"]:
+                yield f"{path}: fewer than {s['minItems']} items"
+            if "items" in s:
+                for i, item in enumerate(x):
+                    yield from self._v(item, s["items"], f"{path}[{i}]")
+        if isinstance(x, dict):
+            for k in s.get("required", []):
+                if k not in x:
+                    yield f"{path}: {k!r} is a required property"
+            props = s.get("properties", {})
+            for k, v in x.items():
+                if k in props:
+                    yield from self._v(v, props[k], f"{path}.{k}")
+                elif "additionalProperties" in s:
+                    yield from self._v(v, s["additionalProperties"], f"{path}.{k}")
+        for sub in s.get("allOf", []):
+            yield from self._v(x, sub, path)
+        if "anyOf" in s and not any(not list(self._v(x, sub, path)) for sub in s["anyOf"]):
+            yield f"{path}: matches none of anyOf"
+        if "oneOf" in s:
+            results = [list(self._v(x, sub, path)) for sub in s["oneOf"]]
+            passing = sum(1 for r in results if not r)
+            if passing != 1:
+                detail = "; ".join(min(results, key=len)[:2]) if passing == 0 else ""
+                yield f"{path}: matches {passing} of oneOf (exactly 1 wanted) {detail}".rstrip()
+        if "if" in s:
+            branch = "then" if not list(self._v(x, s["if"], path)) else "else"
+            if branch in s:
+                yield from self._v(x, s[branch], path)
+
+
+STDLIB_ONLY = False  # --stdlib-only: behave as if jsonschema were not installed
+
+
+def schema_validators(schema):
+    """(name, errors(instance)) for each validator in use."""
+    validators = [("stdlib", MiniValidator(schema).errors)]
+    if STDLIB_ONLY:
+        return validators
+    try:
+        import jsonschema  # noqa: PLC0415
+    except ImportError:
+        return validators
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    js = cls(schema)
+
+    def errors(instance):
+        out = []
+        for e in sorted(js.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
+            e = jsonschema.exceptions.best_match([e])  # the most specific cause of a oneOf miss
+            where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
+            out.append(f"{where}: {e.message[:160]}")
+        return out
+
+    validators.append(("jsonschema", errors))
+    return validators
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+def metric_contract(path=METRICS_RS):
+    """{series name: label set} of every metric registered in crates/metrics/src/lib.rs."""
+    text = open(path, encoding="utf-8").read()
+    m = re.search(r"const BASE: &\[&str\] = &\[([^\]]*)\]", text)
+    if not m:
+        raise ValueError(f"{path}: no `const BASE` label list")
+    base = set(re.findall(r'"([^"]+)"', m.group(1)))
+    string = r'"(?:[^"\\]|\\.)*"'
+    found = {}
+    for kind, name, extra in re.findall(
+            r'\b(counter|gauge|histogram)\(\s*&r,\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)",\s*' + string +
+            r',\s*&\[([^\]]*)\]', text):
+        found[name] = (kind, set(re.findall(r'"([^"]+)"', extra)))
+    for name, extra in re.findall(
+            r'\w*Vec::new\(\s*(?:Histogram)?Opts::new\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)",\s*' + string +
+            r'\s*\)\s*,\s*&labels\(&\[([^\]]*)\]\)', text):
+        found.setdefault(name, ("other", set(re.findall(r'"([^"]+)"', extra))))
+    if len(found) < 10:
+        raise ValueError(f"{path}: found only {len(found)} metric registrations; has the "
+                         "registration code changed shape? Update metric_contract().")
+    series = {}
+    for name, (kind, extra) in found.items():
+        labels = base | extra | TARGET_LABELS
+        if kind == "histogram":
+            series[name + "_bucket"] = labels | {"le"}
+            series[name + "_sum"] = labels
+            series[name + "_count"] = labels
+        else:
+            series[name] = labels
+    for name in worktime_metrics():
+        series[name] = TARGET_LABELS | WORKTIME_LABELS
+    series["up"] = set(TARGET_LABELS)
+    series["ALERTS"] = None  # alertname, alertstate and each alert's own labels
+    for f in sorted(glob.glob(os.path.join(RULES_DIR, "*.y*ml"))):
+        for rule in re.findall(r"^\s*-?\s*record:\s*[\"']?([a-zA-Z_:][a-zA-Z0-9_:]*)",
+                               open(f, encoding="utf-8").read(), re.M):
+            series[rule] = None  # labels unknown: any
+    return series
+
+
+def worktime_metrics():
+    """The work-time job's pushed metric names: from its sources when present."""
+    files = sorted(glob.glob(os.path.join(WORKTIME_SOURCES, "**", "*.rs"), recursive=True))
+    if not files:
+        return set(WORKTIME_METRICS)
+    names = set()
+    for f in files:
+        names |= set(re.findall(r'"(iotflow_worktime_[a-z0-9_]+)"', open(f, encoding="utf-8").read()))
+    if not names:
+        raise ValueError(f"{WORKTIME_SOURCES}: no iotflow_worktime_* metric names found")
+    return names
+
+
+def work_time_tables():
+    """{table: columns} the dashboards may read: from the DDL when present."""
+    if not os.path.exists(WORKTIME_DDL):
+        return {t: set(c) for t, c in WORK_TIME_TABLES.items()}
+    text = re.sub(r"--[^\n]*", "", open(WORKTIME_DDL, encoding="utf-8").read())
+    tables = {}
+    for name, body in re.findall(
+            r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?\s*\((.*?)\)\s*ENGINE",
+            text, re.S | re.I):
+        cols = set()
+        for line in body.split("\n"):
+            m = re.match(r"\s*`?([a-zA-Z_]\w*)`?\s+[A-Za-z]", line)
+            if m and m.group(1).upper() not in ("PRIMARY", "KEY", "UNIQUE", "INDEX", "CONSTRAINT"):
+                cols.add(m.group(1))
+        tables[name] = cols
+    if "device_work_time" not in tables:
+        raise ValueError(f"{WORKTIME_DDL}: no device_work_time table found")
+    return tables
+
+
+def provisioned_datasources(path=DATASOURCES):
+    """{uid: type} from the datasource provisioning file."""
+    text = open(path, encoding="utf-8").read()
+    try:
+        import yaml  # noqa: PLC0415
+    except ImportError:
+        yaml = None
+    if yaml is not None:
+        doc = yaml.safe_load(text)
+        if not isinstance(doc, dict) or doc.get("apiVersion") != 1:
+            raise ValueError(f"{path}: apiVersion 1 expected")
+        out = {}
+        for ds in doc.get("datasources") or []:
+            for key in ("name", "uid", "type", "url", "access"):
+                if not ds.get(key):
+                    raise ValueError(f"{path}: datasource {ds.get('name')!r} lacks {key}")
+            out[ds["uid"]] = ds["type"]
+        return out
+    # Without PyYAML: the file is flat enough to read line by line.
+    out, current = {}, {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].rstrip()
+        m = re.match(r"^\s{2}-\s+name:", line)
+        if m and current:
+            out[current.get("uid")] = current.get("type")
+            current = {}
+        m = re.match(r"^\s{2}(?:-\s|\s\s)(uid|type):\s*[\"']?([^\"'\s]+)", line)
+        if m:
+            current[m.group(1)] = m.group(2)
+    if current:
+        out[current.get("uid")] = current.get("type")
+    if None in out or None in out.values():
+        raise ValueError(f"{path}: a datasource lacks a uid or type")
+    return out
+
+
+# --------------------------------------------------------------------------- PromQL
+
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
+                   "or", "unless", "offset", "atan2", "inf", "nan", "start", "end"}
+PROMQL_AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count",
+                       "count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio"}
+STRING = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\''
+
+
+def balanced(text):
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack = []
+    for ch in re.sub(STRING, '""', text):
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in pairs:
+            if not stack or stack.pop() != pairs[ch]:
+                return False
+    return not stack
+
+
+def promql_problems(expr, contract):
+    """Names and labels an expression uses that the metrics contract does not have."""
+    problems = []
+    if not balanced(expr):
+        problems.append("unbalanced brackets")
+        return problems
+    s = re.sub(r"\$\{?\w+\}?", "VAR", expr)
+    used = []
+    # Selectors with matchers.
+    for name, body in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^}]*)\}", s):
+        labels = re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*(?:" + STRING + ")", body)
+        if name:
+            used.append((name, labels))
+    bare = re.sub(r"\{[^}]*\}", "", re.sub(STRING, '""', s))
+    grouping = []
+    for lst in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", bare):
+        grouping += [x.strip() for x in lst.split(",") if x.strip()]
+    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", r"\1", bare)
+    bare = re.sub(r"\[[^\]]*\]", "", bare)
+    bare = re.sub(r"(?<![\w:.])\d+(?:\.\d*)?(?:[eE][+-]?\d+)?(?:ms|[smhdwy])?\b", "", bare)
+    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", bare):
+        tok = m.group(0)
+        if tok in PROMQL_KEYWORDS or tok in PROMQL_AGGREGATIONS or tok == "VAR":
+            continue
+        if bare[m.end():].lstrip().startswith("("):
+            continue  # a function call
+        used.append((tok, []))
+    names = {n for n, _ in used}
+    if not names:
+        problems.append("uses no metric")
+    available = set()
+    for name, labels in used:
+        if name not in contract:
+            problems.append(f"unknown metric {name}")
+            continue
+        if contract[name] is None:
+            available = None  # a recording rule: its labels are not known here
+            continue
+        if available is not None:
+            available |= contract[name]
+        for label in labels:
+            if label not in contract[name]:
+                problems.append(f"metric {name} has no label {label!r}")
+    if available is not None:
+        for label in grouping:
+            if label not in available:
+                problems.append(f"grouping label {label!r} is on none of the metrics used")
+    return problems
+
+
+def promtool_problems(exprs, promtool):
+    """Parses every expression with `promtool check rules`; returns error text or None."""
+    def concrete(e):
+        e = e.replace("$__rate_interval", "1m").replace("$__interval", "1m")
+        e = e.replace("$__range", "1h")
+        return re.sub(r"\$\{?\w+\}?", ".*", e)
+
+    rules = {"groups": [{"name": "grafana-dashboard-expressions", "rules": [
+        {"record": f"grafana_check:expr_{i}", "expr": concrete(e)} for i, e in enumerate(exprs)]}]}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "exprs.rules.yml")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(rules, f, indent=1)  # JSON is YAML
+        r = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            return (r.stdout + r.stderr).strip()
+    return None
+
+
+# --------------------------------------------------------------------------- SQL
+
+SQL_WORDS = {
+    "select", "from", "where", "and", "or", "not", "order", "by", "group", "desc", "asc",
+    "limit", "as", "left", "right", "inner", "join", "on", "union", "all", "distinct", "case",
+    "when", "then", "else", "end", "null", "is", "in", "between", "having", "count", "sum",
+    "avg", "min", "max", "coalesce", "concat", "least", "greatest", "floor", "ceil", "round",
+    "timestamp", "date_format", "unix_timestamp", "from_unixtime", "date", "nullif", "if",
+}
+
+
+def sql_problems(raw, known_tables=None):
+    problems = []
+    if not balanced(raw):
+        return ["unbalanced brackets"]
+    known_tables = work_time_tables() if known_tables is None else known_tables
+    s = re.sub(r"'(?:[^'\\]|\\.)*'", "''", raw)
+    s = re.sub(r"\$\{?\w+\}?(\([^)]*\))?", " ", s)  # variables and macros with their arguments
+    tables = re.findall(r"\b(?:from|join)\s+([a-zA-Z_]\w*)", s, re.I)
+    columns = set()
+    for t in tables:
+        if t not in known_tables:
+            problems.append(f"reads table {t}, not one of {sorted(known_tables)}")
+        else:
+            columns |= known_tables[t]
+    aliases = {a.lower() for a in re.findall(r"\bas\s+([a-zA-Z_]\w*)", s, re.I)}
+    for tok in re.findall(r"(?<![\w.])[a-zA-Z_]\w*(?:\.[a-zA-Z_]\w*)?", s):
+        parts = tok.split(".")
+        if len(parts) == 2:
+            if parts[0].lower() not in aliases:
+                problems.append(f"unknown table alias {parts[0]}")
+            if parts[1] not in columns and parts[1].lower() not in aliases:
+                problems.append(f"unknown column {tok}")
+            continue
+        low = tok.lower()
+        if low in SQL_WORDS or low in aliases or tok in tables or tok in columns:
+            continue
+        problems.append(f"unknown identifier {tok} (not a column of {', '.join(tables)})")
+    return problems
+
+
+# --------------------------------------------------------------------------- dashboards
+
+VAR_REF = re.compile(r"\$\{([a-zA-Z_]\w*)(?::\w+)?\}|\$([a-zA-Z_]\w*)|\[\[([a-zA-Z_]\w*)\]\]")
+
+
+def var_refs(text):
+    return {a or b or c for a, b, c in VAR_REF.findall(text)}
+
+
+def all_panels(d):
+    for p in d.get("panels", []):
+        yield p
+        yield from p.get("panels", []) if isinstance(p, dict) else []
+
+
+def semantic_problems(d, contract, datasources):
+    problems = []
+    panels = [p for p in all_panels(d) if isinstance(p, dict)]
+    ids = [p.get("id") for p in panels]
+    for i in sorted({i for i in ids if ids.count(i) > 1}, key=str):
+        problems.append(f"panel id {i} is used {ids.count(i)} times")
+    cells = {}
+    for p in panels:
+        g = p.get("gridPos") or {}
+        try:
+            x, y, w, h = g["x"], g["y"], g["w"], g["h"]
+        except KeyError:
+            continue  # the schema reports it
+        if x + w > 24:
+            problems.append(f"panel {p.get('id')} ({p.get('title')}) is wider than the grid: x+w={x + w}")
+        for cx in range(x, min(x + w, 24)):
+            for cy in range(y, y + h):
+                if (cx, cy) in cells:
+                    problems.append(f"panels {cells[(cx, cy)]} and {p.get('id')} overlap at x={cx} y={cy}")
+                    break
+                cells[(cx, cy)] = p.get("id")
+            else:
+                continue
+            break
+        if p.get("type") == "row" and not p.get("collapsed") and p.get("panels"):
+            problems.append(f"row {p.get('id')} is expanded but holds panels (Grafana ignores them)")
+
+    variables = (d.get("templating") or {}).get("list") or []
+    names = [v.get("name") for v in variables]
+    defined = set()
+    for v in variables:
+        if names.count(v.get("name")) > 1:
+            problems.append(f"variable {v.get('name')} is defined twice")
+        for ref in var_refs(str(v.get("query", ""))):
+            if ref not in defined and ref not in GRAFANA_BUILTINS:
+                problems.append(f"variable {v.get('name')} uses ${ref}, not defined before it")
+        ds = v.get("datasource")
+        if isinstance(ds, dict):
+            problems += [f"variable {v.get('name')}: {m}" for m in datasource_problems(ds, datasources)]
+            q = str(v.get("query", ""))
+            if ds.get("type") == "prometheus":
+                m = re.match(r"^label_values\((.*),\s*([a-zA-Z_]\w*)\)$", q)
+                if not m:
+                    problems.append(f"variable {v.get('name')}: expected label_values(selector, label)")
+                else:
+                    sel, label = m.groups()
+                    problems += [f"variable {v.get('name')}: {x}" for x in promql_problems(sel, contract)]
+                    metric = re.match(r"[a-zA-Z_:][\w:]*", sel)
+                    labels = contract.get(metric.group(0)) if metric else None
+                    if labels is not None and label not in labels:
+                        problems.append(f"variable {v.get('name')}: no label {label!r} on {sel}")
+            elif ds.get("type") == "mysql":
+                problems += [f"variable {v.get('name')}: {x}" for x in sql_problems(q)]
+        defined.add(v.get("name"))
+
+    for p in panels:
+        where = f"panel {p.get('id')} ({p.get('title')})"
+        for ref in var_refs(str(p.get("title", ""))):
+            if ref not in defined:
+                problems.append(f"{where}: title uses undefined variable ${ref}")
+        if p.get("type") == "row":
+            continue
+        ds = p.get("datasource")
+        if isinstance(ds, dict):
+            problems += [f"{where}: {m}" for m in datasource_problems(ds, datasources)]
+        refids = [t.get("refId") for t in p.get("targets", []) if isinstance(t, dict)]
+        if len(refids) != len(set(refids)):
+            problems.append(f"{where}: refIds not unique: {refids}")
+        for t in p.get("targets", []):
+            if not isinstance(t, dict):
+                continue
+            tds = t.get("datasource")
+            if isinstance(tds, dict):
+                problems += [f"{where} target {t.get('refId')}: {m}"
+                             for m in datasource_problems(tds, datasources)]
+                if isinstance(ds, dict) and tds.get("uid") != ds.get("uid"):
+                    problems.append(f"{where} target {t.get('refId')}: datasource differs from the panel's")
+            text = str(t.get("expr", "")) + " " + str(t.get("rawSql", ""))
+            for ref in var_refs(text):
+                if ref not in defined and ref not in GRAFANA_BUILTINS:
+                    problems.append(f"{where} target {t.get('refId')}: undefined variable ${ref}")
+            if "expr" in t:
+                expr_problems = promql_problems(str(t["expr"]), contract)
+                problems += [f"{where} target {t.get('refId')}: {m}" for m in expr_problems]
+                legend = str(t.get("legendFormat", ""))
+                labels = set()
+                for name in re.findall(r"[a-zA-Z_:][\w:]*", t["expr"]):
+                    if contract.get(name):
+                        labels |= contract[name]
+                for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legend):
+                    if labels and label not in labels:
+                        problems.append(f"{where} target {t.get('refId')}: legend label {label!r} is on no metric used")
+            if "rawSql" in t:
+                problems += [f"{where} target {t.get('refId')}: {m}" for m in sql_problems(str(t["rawSql"]))]
+    return problems
+
+
+def datasource_problems(ds, datasources):
+    uid, typ = ds.get("uid"), ds.get("type")
+    if uid not in datasources:
+        return [f"datasource uid {uid!r} is not provisioned (have {sorted(datasources)})"]
+    if datasources[uid] != typ:
+        return [f"datasource {uid!r} is provisioned as {datasources[uid]!r}, used as {typ!r}"]
+    return []
+
+
+def expressions(d):
+    return [t["expr"] for p in all_panels(d) if isinstance(p, dict)
+            for t in p.get("targets", []) if isinstance(t, dict) and "expr" in t]
+
+
+def check_dashboard(d, schema, contract, datasources, validators=None, file_name=None):
+    problems = []
+    for name, errors in validators or schema_validators(schema):
+        problems += [f"schema ({name}): {e}" for e in errors(d)]
+    problems += semantic_problems(d, contract, datasources)
+    if file_name is not None and isinstance(d, dict) and file_name != f"{d.get('uid')}.json":
+        problems.append(f"file {file_name} should be named {d.get('uid')}.json (its uid)")
+    return problems
+
+
+# --------------------------------------------------------------------------- self-test
+
+
+def mutations():
+    """(what, mutate(dashboard)) pairs: each must make a valid dashboard fail."""
+
+    def first(d, kind):
+        return next(p for p in d["panels"] if p["type"] == kind)
+
+    def prom_panel(d):
+        return next(p for p in d["panels"] if p["type"] == "timeseries"
+                    and p["datasource"]["type"] == "prometheus")
+
+    def target(d):
+        return prom_panel(d)["targets"][0]
+
+    def set_(path, value):
+        def f(d):
+            node = d
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = value
+        return f
+
+    def delete(key):
+        return lambda d: d.pop(key)
+
+    return [
+        ("no title", delete("title")),
+        ("no uid", delete("uid")),
+        ("no panels", delete("panels")),
+        ("no schemaVersion", delete("schemaVersion")),
+        ("no templating", delete("templating")),
+        ("no time", delete("time")),
+        ("schemaVersion a string", set_(["schemaVersion"], "39")),
+        ("unknown top-level key", set_(["dashbaord"], {})),
+        ("duplicate panel id", lambda d: d["panels"][2].update(id=d["panels"][1]["id"])),
+        ("panel without gridPos", lambda d: prom_panel(d).pop("gridPos")),
+        ("gridPos width 25", lambda d: first(d, "timeseries")["gridPos"].update(w=25)),
+        ("panel beyond the right edge", lambda d: first(d, "timeseries")["gridPos"].update(x=20, w=8)),
+        ("overlapping panels", lambda d: first(d, "timeseries")["gridPos"].update(
+            y=first(d, "stat")["gridPos"]["y"], x=first(d, "stat")["gridPos"]["x"])),
+        ("datasource uid not provisioned", lambda d: prom_panel(d).update(
+            datasource={"type": "prometheus", "uid": "prometheus-typo"})),
+        ("target datasource uid not provisioned", lambda d: target(d).update(
+            datasource={"type": "prometheus", "uid": "nope"})),
+        ("target without expr or rawSql", lambda d: target(d).pop("expr")),
+        ("target with neither datasource", lambda d: target(d).pop("datasource")),
+        ("unknown metric name", lambda d: target(d).update(
+            expr=target(d)["expr"].replace("iotflow_", "iotflow_typo_", 1))),
+        ("unknown label", lambda d: target(d).update(expr=target(d)["expr"].replace(
+            "{", '{no_such_label="x", ', 1))),
+        ("unbalanced PromQL", lambda d: target(d).update(expr=target(d)["expr"] + ")")),
+        ("undefined variable", lambda d: target(d).update(
+            expr=target(d)["expr"].replace("{", '{job=~"$undefined_variable", ', 1))),
+        ("duplicate refId", lambda d: prom_panel(d)["targets"].append(
+            copy.deepcopy(prom_panel(d)["targets"][0]))),
+        ("row holding panels while expanded", lambda d: first(d, "row")["panels"].append(
+            dict(copy.deepcopy(first(d, "stat")), id=999, gridPos={"h": 1, "w": 1, "x": 0, "y": 999}))),
+        ("variable without name", lambda d: d["templating"]["list"][0].pop("name")),
+        ("query variable without datasource", lambda d: d["templating"]["list"][0].pop("datasource")),
+    ]
+
+
+def sql_mutations():
+    def sql_target(d):
+        return next(t for p in all_panels(d) for t in p.get("targets", []) if "rawSql" in t)
+
+    return [
+        ("SQL column not in the table", lambda d: sql_target(d).update(
+            rawSql=sql_target(d)["rawSql"].replace("working_seconds", "work_seconds", 1)
+            if "working_seconds" in sql_target(d)["rawSql"]
+            else sql_target(d)["rawSql"].replace("day =", "dayz =", 1))),
+        ("SQL from another table", lambda d: sql_target(d).update(
+            rawSql=sql_target(d)["rawSql"].replace("device_work_time", "iot_data", 1))),
+        ("SQL target without format", lambda d: sql_target(d).pop("format")),
+        ("mysql uid used with type prometheus", lambda d: sql_target(d).update(
+            datasource={"type": "prometheus", "uid": "iotflow-mysql"})),
+    ]
+
+
+def self_test(paths, schema, contract, datasources):
+    validators = schema_validators(schema)
+    failures = 0
+    checked = 0
+    for path in paths:
+        good = json.load(open(path, encoding="utf-8"))
+        for name, errors in validators:
+            base = errors(good)
+            if base:
+                print(f"self-test: {os.path.basename(path)} fails {name} before any change: {base[:3]}")
+                failures += 1
+        has_sql = any("rawSql" in t for p in all_panels(good) for t in p.get("targets", []))
+        has_ts = any(p.get("type") == "timeseries" and p["datasource"]["type"] == "prometheus"
+                     for p in good["panels"])
+        cases = (mutations() if has_ts else []) + (sql_mutations() if has_sql else [])
+        for what, mutate in cases:
+            bad = copy.deepcopy(good)
+            mutate(bad)
+            if bad == good:
+                print(f"self-test: '{what}' changed nothing in {os.path.basename(path)}")
+                failures += 1
+                continue
+            verdicts = {}
+            for vname, errors in validators:
+                verdicts[vname] = bool(errors(bad))
+            semantic = bool(semantic_problems(bad, contract, datasources))
+            caught = semantic or any(verdicts.values())
+            checked += 1
+            # A schema-level break must be caught by every schema validator alike.
+            if len(set(verdicts.values())) > 1:
+                print(f"self-test: validators disagree on '{what}' in {os.path.basename(path)}: {verdicts}")
+                failures += 1
+            if not caught:
+                print(f"self-test: '{what}' in {os.path.basename(path)} was NOT caught")
+                failures += 1
+    # The metric contract itself must reject a made-up name and accept a registered one.
+    if promql_problems("rate(iotflow_made_up_total[5m])", contract) == []:
+        print("self-test: a made-up metric name passed")
+        failures += 1
+    if promql_problems("sum by (sink) (rate(iotflow_sink_rows_written_total[5m]))", contract):
+        print("self-test: a registered metric failed")
+        failures += 1
+    promtool = shutil.which("promtool")
+    if promtool:
+        checked += 1
+        if promtool_problems(["sum(rate(iotflow_parse_success_total[5m])"], promtool) is None:
+            print("self-test: promtool accepted an unbalanced expression")
+            failures += 1
+        if promtool_problems(["sum by (sink) (rate(iotflow_sink_rows_written_total[$__rate_interval]))"],
+                             promtool) is not None:
+            print("self-test: promtool rejected a good expression")
+            failures += 1
+    names = "+".join(n for n, _ in validators)
+    print(f"self-test: {checked} broken variants, each rejected (schema validators: {names}; "
+          f"promtool: {'yes' if promtool else 'not installed'})" if not failures
+          else f"self-test: {failures} failure(s)")
+    return failures == 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Validate iotflow's Grafana dashboards.")
+    parser.add_argument("dashboards", nargs="*",
+                        default=sorted(glob.glob(os.path.join(HERE, "dashboards", "*.json"))))
+    parser.add_argument("--self-test", action="store_true",
+                        help="check that broken copies of the dashboards are rejected")
+    parser.add_argument("--no-promtool", action="store_true", help="skip the promtool parse")
+    parser.add_argument("--stdlib-only", action="store_true",
+                        help="validate without the jsonschema package even if it is installed")
+    args = parser.parse_args()
+    global STDLIB_ONLY
+    STDLIB_ONLY = args.stdlib_only
+    if not args.dashboards:
+        print("validate: no dashboards given or found", file=sys.stderr)
+        return 1
+    schema = json.load(open(SCHEMA, encoding="utf-8"))
+    contract = metric_contract()
+    datasources = provisioned_datasources()
+    if args.self_test:
+        return 0 if self_test(args.dashboards, schema, contract, datasources) else 1
+
+    validators = schema_validators(schema)
+    failed = False
+    uids = {}
+    exprs = []
+    for path in args.dashboards:
+        try:
+            d = json.load(open(path, encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            print(f"{path}: not readable JSON: {e}")
+            failed = True
+            continue
+        problems = check_dashboard(d, schema, contract, datasources, validators,
+                                   file_name=os.path.basename(path))
+        if isinstance(d, dict) and d.get("uid") in uids:
+            problems.append(f"uid {d['uid']} also used by {uids[d['uid']]}")
+        if isinstance(d, dict):
+            uids[d.get("uid")] = path
+            try:
+                exprs += expressions(d)
+            except (AttributeError, TypeError):
+                pass
+        for p in problems:
+            print(f"{path}: {p}")
+        failed |= bool(problems)
+        if not problems:
+            n = sum(1 for p in all_panels(d) if p.get("type") != "row")
+            print(f"{os.path.relpath(path, REPO)}: ok ({n} panels, "
+                  f"schema: {'+'.join(v for v, _ in validators)})")
+    promtool = shutil.which("promtool")
+    if promtool and not args.no_promtool and exprs:
+        out = promtool_problems(exprs, promtool)
+        if out:
+            print(f"promtool check rules rejected a dashboard expression:\n{out}")
+            failed = True
+        else:
+            print(f"promtool: all {len(exprs)} PromQL expressions parse")
+    elif not promtool:
+        print("promtool not installed: PromQL parse skipped (names and labels still checked)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
