@@ -6,8 +6,8 @@
 # 2. creates the topics (deploy/local/topics.sh),
 # 3. exports IOTFLOW_TEST_MYSQL_URL / IOTFLOW_TEST_BROKERS / IOTFLOW_TEST_CLICKHOUSE_URL /
 #    IOTFLOW_TEST_PUSHGATEWAY_URL (deploy/local/env.sh),
-# 4. checks deploy/prometheus (promtool), runs cargo fmt --check, cargo clippy -D warnings and
-#    cargo test --workspace.
+# 4. checks deploy/prometheus (promtool), deploy/grafana and deploy/compose (static), runs cargo
+#    fmt --check, cargo clippy -D warnings and cargo test --workspace.
 # Exits non-zero on the first failing step. Services that this script started are stopped again
 # when it exits; services that were already running are left alone. IOTFLOW_KEEP_SERVICES=1
 # keeps everything running.
@@ -72,6 +72,10 @@ step "create topics (deploy/local/topics.sh)" bash "$here/topics.sh"
 step "rustfmt/clippy components" ensure_rust_components
 step "Prometheus config, rules and rule tests (deploy/prometheus/check.sh)" \
     bash "$IOTFLOW_REPO_ROOT/deploy/prometheus/check.sh"
+step "Grafana dashboards: generated and schema-checked (deploy/grafana/check.sh)" \
+    bash "$IOTFLOW_REPO_ROOT/deploy/grafana/check.sh"
+step "compose files: static checks (deploy/compose/check.sh)" \
+    bash "$IOTFLOW_REPO_ROOT/deploy/compose/check.sh"
 step "cargo fmt --all -- --check" cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings" \
     cargo clippy --workspace --all-targets -- -D warnings

@@ -310,6 +310,9 @@ pub struct WorktimeConfig {
     pub schedule_at: String,
     /// `--schedule`: most missed days caught up at start. Default 7.
     pub catch_up_days: u32,
+    /// The streaming job keeps today's working seconds per device, live, at
+    /// `/worktime/live` on its metrics endpoint. Default true.
+    pub live: bool,
 }
 
 impl Default for WorktimeConfig {
@@ -321,6 +324,7 @@ impl Default for WorktimeConfig {
             pushgateway_url: "http://127.0.0.1:9091".into(),
             schedule_at: "01:00".into(),
             catch_up_days: 7,
+            live: true,
         }
     }
 }

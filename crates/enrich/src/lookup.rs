@@ -94,7 +94,9 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                         let (mut cursor, storage) = cursor_list(batches);
                         for t in ready {
                             let (cap, mut batch) = stash.remove(&t).expect("ready time is stashed");
-                            batch.sort_unstable_by(|a, b| a.pboxid.cmp(&b.pboxid));
+                            // Stable: a device's readings keep their arrival (partition)
+                            // order, which the live work-time view relies on.
+                            batch.sort_by(|a, b| a.pboxid.cmp(&b.pboxid));
                             cursor.rewind_keys(&storage);
                             let mut session = output.session(&cap);
                             let mut last: Option<(String, Option<DeviceInfo>)> = None;

@@ -26,10 +26,14 @@ fn labels(extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
+/// A JSON page served next to `/metrics`: gets the query string (after `?`, may be empty).
+pub type Route = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// All metric families of one process.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    routes: Arc<std::sync::RwLock<std::collections::HashMap<String, Route>>>,
     job_name: String,
     job_id: String,
     messages_received: IntCounterVec,
@@ -139,10 +143,25 @@ impl Metrics {
             publish_backlog: gauge(&r, "iotflow_publisher_backlog", "Changes in device_info_changes not yet published.", &[]),
             publish_errors: counter(&r, "iotflow_publisher_errors_total", "Publishing rounds that failed (MySQL or broker trouble; retried).", &[]),
             snapshot_devices: gauge(&r, "iotflow_publisher_snapshot_devices", "Devices in the full snapshot published at start.", &[]),
+            routes: Arc::default(),
             registry: r,
             job_name: job_name.to_string(),
             job_id: job_id.to_string(),
         }
+    }
+
+    /// Serves `handler`'s JSON at `path` (e.g. `/worktime/live`) on the metrics endpoint.
+    pub fn add_route(&self, path: &str, handler: Route) {
+        self.routes
+            .write()
+            .expect("routes lock")
+            .insert(path.to_string(), handler);
+    }
+
+    /// The JSON of the page at `path`, if one is registered.
+    pub fn route(&self, path: &str, query: &str) -> Option<String> {
+        let handler = self.routes.read().expect("routes lock").get(path).cloned();
+        handler.map(|h| h(query))
     }
 
     /// The registry, for exposition.

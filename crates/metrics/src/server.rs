@@ -49,7 +49,17 @@ fn respond(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         line.clear();
     }
     let mut stream = reader.into_inner();
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let Some(json) = metrics.route(path, query) {
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            json.len()
+        )?;
+        stream.write_all(json.as_bytes())?;
+        return stream.flush();
+    }
     let (status, ctype, body) = match path {
         "/metrics" => (
             "200 OK",

@@ -259,6 +259,82 @@ where
         })
 }
 
+/// The rules applied reading by reading, for the live view: the same result as [`analyse`]
+/// when a device's readings arrive in the rules' order (time, then metric), in O(1) per
+/// reading. A reading that arrives out of order (before the device's latest one) cannot be
+/// placed any more: it is counted in `late` and left out; the daily job, which sorts the whole
+/// day, is the authority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveDay {
+    /// The day, as days since 1970-01-01 of the local wall time.
+    pub day: i64,
+    result: DayResult,
+    /// Start of the open segment and its last reading.
+    open: Option<(i64, i64)>,
+    /// The latest reading taken: time and metric.
+    latest: Option<Point>,
+    /// Readings left out because they arrived out of order.
+    pub late: u64,
+}
+
+impl LiveDay {
+    /// An empty day.
+    pub fn new(day: i64) -> LiveDay {
+        LiveDay {
+            day,
+            result: DayResult::default(),
+            open: None,
+            latest: None,
+            late: 0,
+        }
+    }
+
+    /// Takes one reading of this day; `false` when it arrived out of order and was left out.
+    pub fn push(&mut self, (t, metric): Point, threshold: i128, max_gap_ms: i64) -> bool {
+        if let Some(latest) = self.latest {
+            if (t, metric) < latest {
+                self.late += 1;
+                return false;
+            }
+        }
+        let r = &mut self.result;
+        if self.latest.is_none() {
+            r.first_ms = t;
+        }
+        r.last_ms = t;
+        r.readings += 1;
+        self.latest = Some((t, metric));
+        let above = metric > threshold;
+        if let Some((start, previous)) = self.open {
+            if t - previous > max_gap_ms {
+                r.working_ms += previous - start;
+                self.open = None;
+            } else if !above {
+                r.working_ms += t - start;
+                self.open = None;
+                return true;
+            } else {
+                self.open = Some((start, t));
+                return true;
+            }
+        }
+        if above {
+            r.segments += 1;
+            self.open = Some((t, t));
+        }
+        true
+    }
+
+    /// The result so far: an open segment counts up to its last reading.
+    pub fn result(&self) -> DayResult {
+        let mut r = self.result;
+        if let Some((start, previous)) = self.open {
+            r.working_ms += previous - start;
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +357,37 @@ mod tests {
         let a = analyse(&sorted, T, GAP);
         assert_eq!(a, reference(points, T, GAP), "the two formulations agree");
         a
+    }
+
+    #[test]
+    fn live_in_order_equals_the_daily_rules() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for _ in 0..300 {
+            let mut t = at(0, 0, 0);
+            let mut points = Vec::new();
+            for _ in 0..rng.random_range(0..60) {
+                t += [0, 1_000, 30_000, 299_000, 300_000, 301_000, 3_600_000]
+                    [rng.random_range(0..7)];
+                points.push((t, v(["10", "50", "50.5", "90"][rng.random_range(0..4)])));
+            }
+            points.sort();
+            let mut live = LiveDay::new(20_188);
+            for p in &points {
+                assert!(live.push(*p, T, GAP));
+            }
+            assert_eq!(live.result(), analyse(&points, T, GAP), "{points:?}");
+        }
+    }
+
+    #[test]
+    fn live_leaves_late_readings_out() {
+        let mut live = LiveDay::new(20_188);
+        assert!(live.push((at(8, 0, 0), v("60")), T, GAP));
+        assert!(live.push((at(8, 2, 0), v("60")), T, GAP));
+        assert!(!live.push((at(8, 1, 0), v("10")), T, GAP));
+        assert_eq!(live.late, 1);
+        assert_eq!(live.result().working_ms, 120_000);
     }
 
     #[test]

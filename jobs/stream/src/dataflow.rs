@@ -16,6 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use differential_dataflow::Hashable;
 use iotflow_config::Config;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
 use iotflow_kafka::{
@@ -28,6 +29,8 @@ use iotflow_sink::{Fatal, SinkBatches, SinkOptions};
 use iotflow_sink_clickhouse::ClickhouseWriter;
 use iotflow_sink_elasticsearch::{ElasticsearchWriter, Rejected, Rejects};
 use iotflow_sink_mysql::{MysqlWriter, Row};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::ProbeHandle;
@@ -53,6 +56,8 @@ pub struct JobContext {
     pub clickhouse: Option<(iotflow_sink_clickhouse::Client, bool)>,
     /// Elasticsearch connection and dead letters (when the Elasticsearch sink is enabled).
     pub elasticsearch: Option<ElasticsearchContext>,
+    /// The live work-time view (when `worktime.live` is on).
+    pub live: Option<Arc<std::sync::Mutex<crate::live::LiveBoard>>>,
 }
 
 /// What the Elasticsearch sinks of a process share.
@@ -189,6 +194,37 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         )?];
 
         let enriched = readings.enrich_with(&dimension, m.enrich("enrich", index));
+
+        if let Some(board) = &ctx.live {
+            // Work time, live: one worker per device (readings exchanged by device id).
+            // Timely delivers different times in any order: readings wait until their time is
+            // complete and are taken time by time, so a device's readings are taken in the
+            // order its partition delivered them.
+            let board = board.clone();
+            let mut stash: std::collections::BTreeMap<u64, Vec<crate::live::LivePoint>> =
+                Default::default();
+            enriched.clone().map(|e| crate::live::live_point(&e)).sink(
+                Exchange::new(|p: &crate::live::LivePoint| p.0.hashed()),
+                "worktime-live",
+                move |(input, frontier)| {
+                    input.for_each(|stamp, data| {
+                        if let Some(t) = stamp.least().copied() {
+                            stash.entry(t).or_default().append(data);
+                        }
+                    });
+                    while let Some(entry) = stash.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let points = entry.remove();
+                        let mut board = board.lock().expect("live board lock");
+                        for point in points {
+                            board.push(point);
+                        }
+                    }
+                },
+            );
+        }
 
         if let Some(pool) = &ctx.mysql {
             done.push(enriched.clone().map(|e| Row::from(&e)).sink_batches(

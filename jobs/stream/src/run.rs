@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use iotflow_config::Config;
 use iotflow_kafka::SourceHandle;
 use iotflow_metrics::Metrics;
+use iotflow_worktime::Rules;
 
 use crate::dataflow::{build, ElasticsearchContext, JobContext};
 
@@ -157,6 +158,28 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         None
     };
 
+    let live = if config.worktime.live {
+        let rules = Rules {
+            default_threshold: iotflow_worktime::scale(&config.worktime.threshold).with_context(
+                || {
+                    format!(
+                        "worktime.threshold `{}` is not a decimal with at most 8 places",
+                        config.worktime.threshold
+                    )
+                },
+            )?,
+            max_gap_ms: (config.worktime.max_gap_secs as i64).saturating_mul(1000),
+        };
+        let board = Arc::new(Mutex::new(crate::live::LiveBoard::new(rules)));
+        metrics.add_route(
+            "/worktime/live",
+            crate::live::route(board.clone(), config.zone()?),
+        );
+        Some(board)
+    } else {
+        None
+    };
+
     let lifecycle = SourceHandle::new(cluster.workers);
     {
         let lifecycle = lifecycle.clone();
@@ -194,6 +217,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         mysql,
         clickhouse,
         elasticsearch,
+        live,
     };
     tracing::info!(
         job = %config.job.name, job_id = %job_id, workers = cluster.workers, processes = cluster.processes, process = cluster.process,

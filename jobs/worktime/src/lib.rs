@@ -607,7 +607,10 @@ mod tests {
             schedule_time("01:00").unwrap(),
             chrono::NaiveTime::from_hms_opt(1, 0, 0).unwrap()
         );
-        assert!(schedule_time("1am").unwrap_err().to_string().contains("HH:MM"));
+        assert!(schedule_time("1am")
+            .unwrap_err()
+            .to_string()
+            .contains("HH:MM"));
     }
 
     #[test]
