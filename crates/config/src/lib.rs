@@ -295,6 +295,10 @@ impl Default for PublisherConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorktimeConfig {
+    /// Where the readings are read from: `mysql` (`iot_data`, the day partition) or
+    /// `clickhouse` (the `[clickhouse]` table, `FINAL`). Results always go to MySQL. Default
+    /// `mysql`.
+    pub source: String,
     /// MySQL URL of the database with `iot_data` (read) and `device_work_time` (written);
     /// empty = `mysql.url`. Default empty.
     pub mysql_url: String,
@@ -318,6 +322,7 @@ pub struct WorktimeConfig {
 impl Default for WorktimeConfig {
     fn default() -> Self {
         WorktimeConfig {
+            source: "mysql".into(),
             mysql_url: String::new(),
             threshold: "50".into(),
             max_gap_secs: 300,
@@ -543,6 +548,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Value(format!("{key} must be greater than 0")));
             }
+        }
+        if !matches!(self.worktime.source.as_str(), "mysql" | "clickhouse") {
+            return Err(ConfigError::Value(format!(
+                "worktime.source `{}` must be `mysql` or `clickhouse`",
+                self.worktime.source
+            )));
         }
         let es = &self.elasticsearch;
         if !es.api_key.is_empty() && (!es.user.is_empty() || !es.password.is_empty()) {

@@ -22,11 +22,16 @@ fn pushgateway() -> String {
 }
 
 fn worktime(f: &Fixture, args: &[&str]) -> std::process::Output {
+    worktime_with(f, args, &[])
+}
+
+fn worktime_with(f: &Fixture, args: &[&str], env: &[(String, String)]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_iotflow"))
         .arg("worktime")
         .args(args)
         .env("IOTFLOW__MYSQL__URL", &f.db_url)
         .env("IOTFLOW__WORKTIME__PUSHGATEWAY_URL", pushgateway())
+        .envs(env.iter().cloned())
         .output()
         .unwrap()
 }
@@ -99,8 +104,11 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
     )
     .unwrap();
     let port = free_port();
+    // ClickHouse too: the work time can be read from there.
+    let ch_env = f.clickhouse_env();
     let mut job = f
         .job(2, port)
+        .envs(ch_env.clone())
         .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
         .spawn()
         .unwrap();
@@ -239,6 +247,36 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
     assert_eq!(runs.len(), 2);
     assert!(runs.iter().all(|r| r.1 == "succeeded"));
     assert_eq!(runs.iter().map(|r| r.2).sum::<u64>(), 16_000);
+
+    // From ClickHouse instead of MySQL: the same results.
+    let mut from_ch = ch_env.clone();
+    from_ch.push(("IOTFLOW__WORKTIME__SOURCE".into(), "clickhouse".into()));
+    let out = worktime_with(
+        &f,
+        &["--from", "2025-04-10", "--to", "2025-04-11"],
+        &from_ch,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stored(&f), want, "read from ClickHouse");
+    // (And it really reads there: a missing ClickHouse table fails the run, naming ClickHouse.)
+    from_ch.push(("IOTFLOW__CLICKHOUSE__TABLE".into(), "nope".into()));
+    let out = worktime_with(&f, &["--date", "2025-04-10"], &from_ch);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from ClickHouse"));
+    let runs: Vec<(String, String)> =
+        f.query("SELECT CAST(day AS CHAR), status FROM device_work_time_runs ORDER BY day");
+    assert_eq!(runs[0].1, "failed", "the failed run is recorded");
+    assert_eq!(
+        stored(&f),
+        want,
+        "a failed run leaves the day's results alone"
+    );
+    let out = worktime(&f, &["--date", "2025-04-11"]);
+    assert!(out.status.success());
 
     // The Pushgateway has the last run's metrics.
     let body = runtime().block_on(async {

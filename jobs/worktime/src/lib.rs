@@ -109,6 +109,53 @@ async fn read_share(
     Ok(out)
 }
 
+/// A reading as read from ClickHouse (`schemas/clickhouse/iot_data.sql`): seconds and
+/// milliseconds of the wall time, the metric as `Decimal(24, 8)` (value × 10^8, our scale).
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct ChReading {
+    pboxid: String,
+    event_time: u32,
+    event_ms: u16,
+    metric: i128,
+}
+
+/// Worker `index` of `peers`'s share of the day from ClickHouse (`FINAL`: each reading once,
+/// whatever re-deliveries are not merged yet).
+async fn read_share_clickhouse(
+    config: &Config,
+    day: NaiveDate,
+    index: usize,
+    peers: usize,
+) -> anyhow::Result<Vec<(String, Point)>> {
+    let ch = &config.clickhouse;
+    let client = clickhouse::Client::default()
+        .with_url(&ch.url)
+        .with_user(&ch.user)
+        .with_password(&ch.password)
+        .with_database(&ch.database)
+        .with_validation(false);
+    let table = &ch.table;
+    if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("clickhouse.table `{table}` must be letters, digits and underscores");
+    }
+    let rows: Vec<ChReading> = client
+        .query(&format!(
+            "SELECT pboxid, event_time, event_ms, metric FROM `{table}` FINAL \
+             WHERE toYYYYMMDD(event_time) = {} AND cityHash64(pboxid) % {peers} = {index}",
+            day.format("%Y%m%d")
+        ))
+        .fetch_all()
+        .await
+        .with_context(|| format!("reading {day} from ClickHouse at {}", ch.url))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let ms = i64::from(r.event_time) * 1000 + i64::from(r.event_ms);
+            (r.pboxid, (ms, r.metric))
+        })
+        .collect())
+}
+
 /// Per-device thresholds from `device_info`, when the table exists.
 async fn read_thresholds(pool: &Pool) -> anyhow::Result<Vec<(String, i128)>> {
     let mut conn = pool.get_conn().await?;
@@ -136,11 +183,13 @@ async fn read_thresholds(pool: &Pool) -> anyhow::Result<Vec<(String, i128)>> {
 
 /// Computes one day on `workers` timely workers; returns the results and the rows read.
 fn compute(
+    config: &Config,
     url: &str,
     day: NaiveDate,
     rules: Rules,
     workers: usize,
 ) -> anyhow::Result<(Vec<ResultRow>, u64)> {
+    let config = config.clone();
     let results: Arc<Mutex<Vec<ResultRow>>> = Arc::default();
     let read: Arc<Mutex<u64>> = Arc::default();
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
@@ -154,7 +203,11 @@ fn compute(
             .expect("a runtime per worker");
         let loaded = runtime.block_on(async {
             let pool = Pool::new(url.as_str());
-            let share = read_share(&pool, day, index, peers).await;
+            let share = if config.worktime.source == "clickhouse" {
+                read_share_clickhouse(&config, day, index, peers).await
+            } else {
+                read_share(&pool, day, index, peers).await
+            };
             let thresholds = read_thresholds(&pool).await;
             pool.disconnect().await.ok();
             Ok::<_, anyhow::Error>((share?, thresholds?))
@@ -352,7 +405,7 @@ pub fn run_days(
             ..Default::default()
         };
         runtime.block_on(record_run(&pool, day, "running", &summary, None))?;
-        let result = compute(&url, day, rules, workers).and_then(|(rows, read)| {
+        let result = compute(config, &url, day, rules, workers).and_then(|(rows, read)| {
             summary.rows_read = read;
             summary.devices = rows.len() as u64;
             summary.working_seconds = rows.iter().map(|r| r.result.working_seconds()).sum();
