@@ -316,3 +316,73 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
     });
     assert_eq!(stored(&f), want);
 }
+
+/// `--schedule` catches up the recent days without a successful run at start, then waits for
+/// its time; SIGTERM ends it cleanly.
+#[test]
+fn the_schedule_catches_up_missed_days_and_stops_on_sigterm() {
+    let f = Fixture::new("worktime-schedule", 1);
+    // An empty iot_data: days with no readings are analysed too (no device, a succeeded run).
+    runtime().block_on(async {
+        let pool = iotflow_publisher::connect(&f.db_url, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let mut conn = pool.get_conn().await.unwrap();
+        conn.query_drop(
+            "CREATE TABLE iot_data (event_time DATETIME(3) NOT NULL, pboxid VARCHAR(64) NOT NULL, \
+             metric DECIMAL(24,8) NOT NULL)",
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        pool.disconnect().await.unwrap();
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iotflow"))
+        .args(["worktime", "--schedule", "-w", "1"])
+        .env("IOTFLOW__MYSQL__URL", &f.db_url)
+        .env("IOTFLOW__WORKTIME__PUSHGATEWAY_URL", "")
+        .env("IOTFLOW__WORKTIME__CATCH_UP_DAYS", "3")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let expected: Vec<String> = (1..=3)
+        .rev()
+        .map(|n| (today - chrono::Duration::days(n)).to_string())
+        .collect();
+    let days = wait_for("three caught-up days", Duration::from_secs(60), || {
+        let exists: Vec<String> = f.query(&format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = 'device_work_time_runs'",
+            f.db
+        ));
+        if exists.is_empty() {
+            return None;
+        }
+        let days: Vec<String> = f.query(
+            "SELECT CAST(day AS CHAR) FROM device_work_time_runs WHERE status = 'succeeded' ORDER BY day",
+        );
+        (days.len() >= 3).then_some(days)
+    });
+    // (Unless the date changed while the test ran.)
+    if chrono::Utc::now().date_naive() == today {
+        assert_eq!(days, expected, "the three days before today, oldest first");
+    }
+    assert_eq!(days.len(), 3);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "--schedule ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit}");
+}
