@@ -220,6 +220,7 @@ fn compute(
             }
         };
         *count.lock().expect("lock") += share.len() as u64;
+        tracing::info!(day = %day, worker = index, readings = share.len(), "read; computing");
         // Every worker knows every threshold (a small table), to report the one used.
         let used: HashMap<String, i128> = thresholds.iter().cloned().collect();
         let sink = sink.clone();
