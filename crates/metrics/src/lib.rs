@@ -113,6 +113,22 @@ impl Metrics {
     /// Creates the registry and every metric family for one job process.
     pub fn new(job_name: &str, job_id: &str) -> Metrics {
         let r = Registry::new();
+        // Uptime is time() - this; `iotflow status` and the web UI show it.
+        let start = GaugeVec::new(
+            Opts::new(
+                "iotflow_process_start_time_seconds",
+                "When this process started, Unix seconds (uptime = time() - this).",
+            ),
+            &["job_name", "job_id"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(start.clone())).expect("unique metric");
+        start.with_label_values(&[job_name, job_id]).set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
         Metrics {
             messages_received: counter(&r, "iotflow_kafka_messages_received_total", "Kafka messages read from the readings topic.", &[]),
             parse_success: counter(&r, "iotflow_parse_success_total", "Readings that parsed and validated.", &[]),
