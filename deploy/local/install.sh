@@ -21,6 +21,8 @@ APT_PACKAGES=(
     prometheus-pushgateway
     clickhouse-server
     clickhouse-client
+    # Headless browser for the web UI test (jobs/cli/tests/web_ui.rs).
+    chromium
 )
 
 is_installed() {

@@ -17,6 +17,9 @@ use prometheus::{
 pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 pub use server::{serve, MetricsServer};
 
+/// The built-in web UI (one self-contained page: no external script or style).
+pub const UI_HTML: &str = include_str!("ui.html");
+
 /// Label names shared by every metric.
 const BASE: &[&str] = &["job_name", "job_id", "operator", "worker"];
 
@@ -29,11 +32,44 @@ fn labels(extra: &[&'static str]) -> Vec<&'static str> {
 /// A JSON page served next to `/metrics`: gets the query string (after `?`, may be empty).
 pub type Route = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// The most recent dead letters of a process (newest last), for the web UI: when, the reason
+/// code, the reason, and where the record came from. Bounded; never holds payloads.
+#[derive(Clone, Default)]
+pub struct RecentDeadLetters(Arc<std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>>);
+
+impl RecentDeadLetters {
+    /// How many are kept.
+    pub const KEEP: usize = 50;
+
+    /// Notes one dead letter.
+    pub fn note(&self, reason_code: &str, reason: &str, source: &str) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let reason: String = reason.chars().take(300).collect();
+        let mut q = self.0.lock().expect("recent dead letters lock");
+        q.push_back(serde_json::json!({
+            "at": at, "reason_code": reason_code, "reason": reason, "source": source,
+        }));
+        while q.len() > Self::KEEP {
+            q.pop_front();
+        }
+    }
+
+    /// The kept dead letters as a JSON array, newest first.
+    pub fn json(&self) -> String {
+        let q = self.0.lock().expect("recent dead letters lock");
+        serde_json::Value::Array(q.iter().rev().cloned().collect()).to_string()
+    }
+}
+
 /// All metric families of one process.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     routes: Arc<std::sync::RwLock<std::collections::HashMap<String, Route>>>,
+    recent: RecentDeadLetters,
     job_name: String,
     job_id: String,
     messages_received: IntCounterVec,
@@ -160,10 +196,16 @@ impl Metrics {
             publish_errors: counter(&r, "iotflow_publisher_errors_total", "Publishing rounds that failed (MySQL or broker trouble; retried).", &[]),
             snapshot_devices: gauge(&r, "iotflow_publisher_snapshot_devices", "Devices in the full snapshot published at start.", &[]),
             routes: Arc::default(),
+            recent: RecentDeadLetters::default(),
             registry: r,
             job_name: job_name.to_string(),
             job_id: job_id.to_string(),
         }
+    }
+
+    /// The process's recent dead letters (served at `/api/dead-letters`).
+    pub fn recent_dead_letters(&self) -> RecentDeadLetters {
+        self.recent.clone()
     }
 
     /// Serves `handler`'s JSON at `path` (e.g. `/worktime/live`) on the metrics endpoint.

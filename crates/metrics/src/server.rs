@@ -66,7 +66,17 @@ fn respond(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        "/" | "/healthz" => (
+        "/" | "/ui" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            crate::UI_HTML.to_string(),
+        ),
+        "/api/dead-letters" => (
+            "200 OK",
+            "application/json",
+            metrics.recent_dead_letters().json(),
+        ),
+        "/healthz" => (
             "200 OK",
             "text/plain; charset=utf-8",
             "iotflow: see /metrics\n".to_string(),

@@ -32,7 +32,7 @@ use iotflow_sink_mysql::{MysqlWriter, Row};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::operators::{Concatenate, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
@@ -72,9 +72,18 @@ pub struct ElasticsearchContext {
 /// The `rejects` callback of an Elasticsearch writer: each refused document becomes a dead
 /// letter (its `_source` as payload, the server's reason in the headers), and the write waits
 /// for the broker's acknowledgement.
-fn es_rejects(dead_letters: DeadLetterProducer, topic: String) -> Rejects {
+fn es_rejects(
+    dead_letters: DeadLetterProducer,
+    topic: String,
+    recent: iotflow_metrics::RecentDeadLetters,
+) -> Rejects {
     Arc::new(move |r: Rejected| {
         let dead_letters = dead_letters.clone();
+        recent.note(
+            "elasticsearch_rejected",
+            &r.reason,
+            &format!("{topic}/{}/{}", r.src_partition, r.src_offset),
+        );
         let letter = DeadLetter {
             payload: r.document.into_bytes(),
             truncated: false,
@@ -186,6 +195,15 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             },
             m.parse("parse", index),
         );
+        // The web UI shows the latest reasons.
+        let recent = m.recent_dead_letters();
+        let dead_letters = dead_letters.inspect(move |l| {
+            recent.note(
+                &l.reason_code,
+                &l.reason,
+                &format!("{}/{}/{}", l.topic, l.source.partition, l.source.offset),
+            )
+        });
         let mut done = vec![DeadLetterSink::build(
             dead_letters,
             &c.kafka,
@@ -268,6 +286,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 es_rejects(
                     es.dead_letters.counting(m.dlq("elasticsearch-sink", index)),
                     c.kafka.topic.clone(),
+                    m.recent_dead_letters(),
                 ),
             )
             .with_item_retry(

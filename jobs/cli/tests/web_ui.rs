@@ -1,0 +1,178 @@
+//! The built-in web UI in headless Chromium (Debian `chromium`, installed by
+//! `deploy/local/install.sh`), against the running job while the simulator sends readings: the
+//! page loads with no script error, shows the job graph with live rates, lag, sink health,
+//! recent dead-letter reasons and today's live work time, and its numbers change between two
+//! loads. A screenshot is left at `target/ui/iotflow-ui.png`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use iotflow_gen::{devices, produce, publish_devices, GenOptions, Generator};
+
+fn chromium() -> &'static str {
+    for c in ["chromium", "chromium-browser"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return c;
+        }
+    }
+    panic!("chromium not found: run `bash deploy/local/install.sh` (installs Debian's chromium)");
+}
+
+/// The page after `budget_ms` of (virtual) time, as Chromium rendered it; and its stderr.
+fn render(url: &str, budget_ms: u32, screenshot: Option<&PathBuf>) -> (String, String) {
+    let profile = std::env::temp_dir().join(format!("iotflow-ui-{}", rand::random::<u32>()));
+    let mut c = Command::new(chromium());
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        &format!("--user-data-dir={}", profile.display()),
+        &format!("--virtual-time-budget={budget_ms}"),
+        "--window-size=1400,1100",
+    ]);
+    match screenshot {
+        Some(path) => c.arg(format!("--screenshot={}", path.display())),
+        None => c.arg("--dump-dom"),
+    };
+    let out = c.arg(url).output().unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The text of the element with `id`.
+fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page"));
+    let open = start + dom[start..].find('>').unwrap() + 1;
+    let close = open + dom[open..].find('<').unwrap();
+    &dom[open..close]
+}
+
+#[test]
+fn the_web_ui_shows_live_numbers_without_errors() {
+    let f = Fixture::new("web-ui", 2);
+    publish_devices(&brokers(), &f.broadcast, &devices(30, 3)).unwrap();
+    let options = GenOptions {
+        devices: 30,
+        count: 60_000,
+        malformed_share: 0.02,
+        seed: 3,
+        ..Default::default()
+    };
+    let (b, topic) = (brokers(), f.topic.clone());
+    let producer =
+        std::thread::spawn(move || produce(&b, &topic, Generator::new(options), 3_000.0, |_| {}));
+    let port = free_port();
+    let mut job = f.job(2, port).spawn().unwrap();
+    let label = format!("job_name=\"{}\"", f.name);
+    wait_for("rows and dead letters", Duration::from_secs(60), || {
+        let t = scrape_running(port, &mut job);
+        (metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) > 0.0
+            && metric_sum(&t, "iotflow_dlq_records_total", &[&label]) > 0.0)
+            .then_some(())
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+
+    let (first, stderr) = render(&url, 4000, None);
+    assert_eq!(text_of(&first, "errors"), "", "page errors shown");
+    assert!(!stderr.contains("Uncaught"), "console errors:\n{stderr}");
+    let updates: u32 = {
+        let at = first.find("data-updates=\"").expect("data-updates") + 14;
+        first[at..first[at..].find('"').unwrap() + at]
+            .parse()
+            .unwrap()
+    };
+    assert!(updates >= 2, "the page refreshed itself: {updates} updates");
+    assert_eq!(text_of(&first, "job"), f.name);
+    for node in [
+        "kafka-source",
+        "parse",
+        "enrich",
+        "mysql",
+        "dead-letter-sink",
+    ] {
+        assert!(
+            first.contains(&format!("data-node=\"{node}\"")),
+            "graph node {node}"
+        );
+    }
+    assert!(first.contains("class=\"rate\""), "rates in the graph");
+    let lag_rows = text_of(&first, "lag");
+    let _ = lag_rows;
+    assert!(
+        first.matches("<td>kafka-source</td>").count() >= 2,
+        "a lag row per partition"
+    );
+    assert!(first.contains("<td>mysql</td>"), "sink health rows");
+    assert!(first.contains(">OK<"), "the sink is healthy");
+    assert!(
+        [
+            "invalid_json",
+            "missing_field",
+            "wrong_type",
+            "bad_event_time",
+            "empty",
+            "latitude",
+            "garbage",
+            "pboxid"
+        ]
+        .iter()
+        .any(|r| first.contains(r)),
+        "recent dead-letter reasons shown"
+    );
+    assert!(
+        text_of(&first, "wtday").contains("devices"),
+        "live work time shown"
+    );
+    let total_first = text_of(&first, "total").to_string();
+
+    // Numbers move while the simulator runs.
+    let moved = wait_for(
+        "the page's numbers to change",
+        Duration::from_secs(30),
+        || {
+            let (again, _) = render(&url, 2500, None);
+            let total = text_of(&again, "total").to_string();
+            (total != total_first).then_some(total)
+        },
+    );
+    assert_ne!(moved, total_first);
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("iotflow-ui.png");
+    let _ = std::fs::remove_file(&shot);
+    render(&url, 4000, Some(&shot));
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "screenshot at {} ({size} bytes)",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.display());
+
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let _ = producer.join();
+}
