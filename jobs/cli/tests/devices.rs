@@ -14,24 +14,6 @@ use iotflow_gen::devices;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-/// Runs `iotflow publish-devices` for the fixture's database and topics.
-fn publisher(f: &Fixture, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_iotflow"))
-        .arg("publish-devices")
-        .env("IOTFLOW__KAFKA__BROKERS", brokers())
-        .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &f.broadcast)
-        .env("IOTFLOW__MYSQL__URL", &f.db_url)
-        .env("IOTFLOW__PUBLISHER__POLL_INTERVAL_MS", "100")
-        .env(
-            "IOTFLOW__PUBLISHER__METRICS_LISTEN",
-            format!("127.0.0.1:{port}"),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Produces `n` readings of `pboxid` at `hour`:00:00 + i seconds on 2025-04-10, metric 60.
 fn send(f: &Fixture, pboxid: &str, hour: u32, from: u32, n: u32) {
     let producer: BaseProducer = ClientConfig::new()
@@ -117,19 +99,10 @@ fn changes_in_mysql_reach_the_enrichment_and_survive_restarts() {
     );
     let original = all[0].company.clone().unwrap();
     let untouched = all[1].company.clone().unwrap();
-    runtime().block_on(async {
-        let pool = iotflow_publisher::connect(&f.db_url, Duration::from_secs(10))
-            .await
-            .unwrap();
-        iotflow_publisher::create_schema(&pool).await.unwrap();
-        iotflow_publisher::upsert_devices(&pool, &all)
-            .await
-            .unwrap();
-        pool.disconnect().await.unwrap();
-    });
+    seed_device_info(&f, &all);
 
     let publisher_port = free_port();
-    let mut publisher_child = publisher(&f, publisher_port);
+    let mut publisher_child = publisher(&f, publisher_port, std::process::Stdio::piped());
     let job_port = free_port();
     let mut job = f.job(2, job_port).spawn().unwrap();
 
@@ -166,7 +139,7 @@ fn changes_in_mysql_reach_the_enrichment_and_survive_restarts() {
     );
     let backlog: Vec<u64> = f.query("SELECT COUNT(*) FROM device_info_changes");
     assert!(backlog[0] >= 2, "changes wait in the outbox: {backlog:?}");
-    let mut publisher_child = publisher(&f, publisher_port);
+    let mut publisher_child = publisher(&f, publisher_port, std::process::Stdio::piped());
     all_after(&f, &n, 5, Some("Later Inc"));
     all_after(&f, &d, 5, Some("Back Again"));
     let published = wait_for("the publisher's metrics", Duration::from_secs(30), || {

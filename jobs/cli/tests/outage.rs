@@ -5,33 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use iotflow_gen::{devices, produce, publish_devices, GenOptions, Generator};
 use iotflow_model::{Decimal, NaiveDateTime};
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy/local")
-        .join(name)
-}
-
-fn run_script(name: &str, args: &[&str]) {
-    let out = Command::new("bash")
-        .arg(script(name))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn clickhouse_outage_stalls_the_job_then_everything_arrives_exactly_once() {
@@ -93,12 +72,6 @@ fn clickhouse_outage_stalls_the_job_then_everything_arrives_exactly_once() {
 
     // Whatever happens below, ClickHouse is running again when this test ends: the test
     // binaries after this one need it.
-    struct StartAgain;
-    impl Drop for StartAgain {
-        fn drop(&mut self) {
-            let _ = Command::new("bash").arg(script("start.sh")).output();
-        }
-    }
     let _start_again = StartAgain;
     run_script("stop.sh", &["clickhouse"]);
     let down = Instant::now();

@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,54 +16,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy/local")
-        .join(name)
-}
-
-fn run_script(name: &str, args: &[&str]) {
-    let out = Command::new("bash")
-        .arg(script(name))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Whatever happens, the servers run again when the test ends.
-struct StartAgain;
-impl Drop for StartAgain {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script("start.sh")).output();
-    }
-}
-
-fn publisher(f: &Fixture, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_iotflow"))
-        .arg("publish-devices")
-        .env("IOTFLOW__KAFKA__BROKERS", brokers())
-        .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &f.broadcast)
-        .env("IOTFLOW__MYSQL__URL", &f.db_url)
-        .env("IOTFLOW__PUBLISHER__POLL_INTERVAL_MS", "100")
-        .env(
-            "IOTFLOW__PUBLISHER__METRICS_LISTEN",
-            format!("127.0.0.1:{port}"),
-        )
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::File::create(std::env::temp_dir().join(format!("{}.publisher.log", f.group)))
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null()),
-        )
-        .spawn()
-        .unwrap()
-}
 
 /// The broadcast topic folded the way the job folds it (last record per key, tombstones
 /// remove), once it holds at least `min` records.
@@ -121,18 +72,13 @@ fn company(state: &BTreeMap<String, DeviceInfo>, id: &str) -> Option<String> {
 fn mysql_and_broker_restarts_lose_no_change() {
     let f = Fixture::new("publisher-outages", 1);
     let all = devices(10, 9);
-    runtime().block_on(async {
-        let pool = iotflow_publisher::connect(&f.db_url, Duration::from_secs(10))
-            .await
-            .unwrap();
-        iotflow_publisher::create_schema(&pool).await.unwrap();
-        iotflow_publisher::upsert_devices(&pool, &all)
-            .await
-            .unwrap();
-        pool.disconnect().await.unwrap();
-    });
+    seed_device_info(&f, &all);
     let port = free_port();
-    let mut child = publisher(&f, port);
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("{}.publisher.log", f.group)))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+    let mut child = publisher(&f, port, log);
     let errors = |t: &str| metric_sum(t, "iotflow_publisher_errors_total", &[]);
     wait_for("the snapshot", Duration::from_secs(30), || {
         let t = scrape(port)?;

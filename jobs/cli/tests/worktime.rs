@@ -84,16 +84,7 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
         .iter()
         .filter_map(|d| Some((d.pboxid.clone(), scale(&d.work_threshold?.to_string())?)))
         .collect();
-    runtime().block_on(async {
-        let pool = iotflow_publisher::connect(&f.db_url, Duration::from_secs(10))
-            .await
-            .unwrap();
-        iotflow_publisher::create_schema(&pool).await.unwrap();
-        iotflow_publisher::upsert_devices(&pool, &records)
-            .await
-            .unwrap();
-        pool.disconnect().await.unwrap();
-    });
+    seed_device_info(&f, &records);
     publish_devices(&brokers(), &f.broadcast, &records).unwrap();
     produce(
         &brokers(),
@@ -115,7 +106,11 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
     let label = format!("job_name=\"{}\"", f.name);
     wait_for("every reading stored", Duration::from_secs(120), || {
         let t = scrape_running(port, &mut job);
-        (metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) == 16_000.0).then_some(())
+        // Both sinks (MySQL and ClickHouse), each with every reading.
+        let written =
+            |sink: &str| metric_sum(&t, "iotflow_sink_rows_written_total", &[&label, sink]);
+        (written("sink=\"mysql\"") == 16_000.0 && written("sink=\"clickhouse\"") == 16_000.0)
+            .then_some(())
     });
     // The live view of the running job, per day (in-order data: it must equal the daily job).
     let live: Vec<serde_json::Value> = ["2025-04-10", "2025-04-11"]

@@ -457,3 +457,66 @@ pub fn stand_in_per_device(es: &iotflow_es_stand_in::StandIn, prefix: &str) -> (
     }
     (out, with_company)
 }
+
+/// A script of `deploy/local/`.
+pub fn script(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/local")
+        .join(name)
+}
+
+/// Runs a `deploy/local/` script; fails the test with its stderr if it fails.
+pub fn run_script(name: &str, args: &[&str]) {
+    let out = Command::new("bash")
+        .arg(script(name))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts the local servers again when dropped, whatever happened: for tests that stop one.
+pub struct StartAgain;
+
+impl Drop for StartAgain {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script("start.sh")).output();
+    }
+}
+
+/// `iotflow publish-devices` for the fixture's database and topics, polling every 100 ms,
+/// metrics on `port`; stderr goes to `stderr`.
+pub fn publisher(f: &Fixture, port: u16, stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_iotflow"))
+        .arg("publish-devices")
+        .env("IOTFLOW__KAFKA__BROKERS", brokers())
+        .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &f.broadcast)
+        .env("IOTFLOW__MYSQL__URL", &f.db_url)
+        .env("IOTFLOW__PUBLISHER__POLL_INTERVAL_MS", "100")
+        .env(
+            "IOTFLOW__PUBLISHER__METRICS_LISTEN",
+            format!("127.0.0.1:{port}"),
+        )
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Creates `device_info` and its outbox in the fixture's database and fills it with `devices`.
+pub fn seed_device_info(f: &Fixture, devices: &[iotflow_model::DeviceInfo]) {
+    runtime().block_on(async {
+        let pool = iotflow_publisher::connect(&f.db_url, Duration::from_secs(10))
+            .await
+            .unwrap();
+        iotflow_publisher::create_schema(&pool).await.unwrap();
+        iotflow_publisher::upsert_devices(&pool, devices)
+            .await
+            .unwrap();
+        pool.disconnect().await.unwrap();
+    });
+}
