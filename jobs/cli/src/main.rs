@@ -7,6 +7,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use iotflow_config::Config;
 
+mod status;
+
 #[derive(Parser)]
 #[command(
     name = "iotflow",
@@ -124,6 +126,10 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Show running iotflow processes (like `flink list`): job, uptime, throughput, consumer
+    /// lag and sink state per process, read from their metrics endpoints; exit code 1 when any
+    /// endpoint is down.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -232,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Status(args) => status::run(args),
         Command::PublishDevices { config, once } => {
             let config = Config::load(config.as_deref())?;
             iotflow_publisher::run(config, iotflow_publisher::PublishArgs { once })
