@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of the iotflow job on the local stack (see docs/benchmarks.md):
 #     bash benches/e2e.sh [READINGS] [WORKERS]      # defaults 200000 and 2
-# Builds the release binaries, starts MariaDB and tansu if they are not running, then runs
-# target/release/e2e, which prints one markdown table (also saved to target/e2e/report.md).
-# Extra arguments after the two positionals go to e2e (e.g. --rounds 2, --keep; see --help).
+# Builds the release binaries, starts the local stack (MariaDB, tansu, ClickHouse) if it is not
+# running, then runs target/release/e2e, which prints one markdown report (also saved to
+# target/e2e/report.md). Extra arguments after the two positionals go to e2e (e.g. --rounds 2,
+# --keep, --no-clickhouse, --no-elasticsearch; see --help).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -24,5 +25,6 @@ export IOTFLOW_E2E_COMMAND="bash benches/e2e.sh $readings $workers${*:+ $*}"
     --iotflow "$target/release/iotflow" \
     --brokers "$IOTFLOW_TEST_BROKERS" \
     --mysql-url "$IOTFLOW_TEST_MYSQL_URL" \
+    --clickhouse-url "$IOTFLOW_TEST_CLICKHOUSE_URL" \
     --log-dir "$target/e2e" \
     "$@" | tee "$target/e2e/report.md"
