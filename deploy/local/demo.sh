@@ -32,7 +32,7 @@ gen_pid=$!
 
 job_log="$IOTFLOW_HOME/demo-job.log"
 echo "==> job: iotflow run -w $WORKERS --config deploy/iotflow.example.toml (log: $job_log)" >&2
-echo "    metrics: http://127.0.0.1:9249/metrics" >&2
+echo "    metrics: http://127.0.0.1:9249/metrics   web UI: http://127.0.0.1:9249/" >&2
 export IOTFLOW__JOB__IDLE_EXIT_SECS="${IOTFLOW__JOB__IDLE_EXIT_SECS:-5}"
 [ "$DEMO_SECONDS" = "0" ] && export IOTFLOW__JOB__IDLE_EXIT_SECS=0
 "$bin" run -w "$WORKERS" --config deploy/iotflow.example.toml 2> >(tee "$job_log" >&2) &
