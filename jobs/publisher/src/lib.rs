@@ -28,6 +28,7 @@ use anyhow::{bail, Context};
 use iotflow_config::Config;
 use iotflow_metrics::{Metrics, PublisherMetrics};
 use iotflow_model::{Decimal, DeviceInfo};
+use iotflow_sink_mysql::redact;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -65,17 +66,6 @@ pub fn split_script(script: &str) -> Vec<String> {
         statements.push(current.trim().to_string());
     }
     statements
-}
-
-/// `mysql://user:***@host/db`: a URL fit for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user_end = url[s + 3..at].find(':').map_or(at, |c| s + 3 + c);
-            format!("{}:***{}", &url[..user_end], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// A pool on `url`, checked with one connection.
