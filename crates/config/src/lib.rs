@@ -116,6 +116,14 @@ pub struct ParseConfig {
     pub min_year: i32,
     /// Latest accepted event year. Default 2099.
     pub max_year: i32,
+    /// Plausibility window: readings whose `event_time` is more than this many seconds older
+    /// than the record's Kafka timestamp (wall clock if it has none) are dead-lettered with
+    /// reason `out_of_window`, so a broken clock or a very old store-and-forward backlog
+    /// cannot create a partition or index per day. Default 2592000 (30 days); 0 = no limit.
+    pub max_event_age_secs: u64,
+    /// Readings whose `event_time` is more than this many seconds after the record's Kafka
+    /// timestamp are dead-lettered the same way. Default 86400 (1 day); 0 = no limit.
+    pub max_event_lead_secs: u64,
 }
 
 impl Default for ParseConfig {
@@ -125,6 +133,8 @@ impl Default for ParseConfig {
             max_message_bytes: 64 * 1024,
             min_year: 1970,
             max_year: 2099,
+            max_event_age_secs: 30 * 86_400,
+            max_event_lead_secs: 86_400,
         }
     }
 }
@@ -599,6 +609,10 @@ impl Config {
             max_message_bytes: self.parse.max_message_bytes,
             min_year: self.parse.min_year,
             max_year: self.parse.max_year,
+            max_event_age_ms: (self.parse.max_event_age_secs.min(i64::MAX as u64 / 1000) * 1000)
+                as i64,
+            max_event_lead_ms: (self.parse.max_event_lead_secs.min(i64::MAX as u64 / 1000) * 1000)
+                as i64,
         }
     }
 }

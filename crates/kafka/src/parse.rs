@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use iotflow_metrics::ParseMetrics;
-use iotflow_model::{parse_reading, DeadLetter, ParseError, ParseLimits, Reading, SourceRef, Zone};
+use iotflow_model::{
+    check_window, parse_reading, DeadLetter, ParseError, ParseLimits, Reading, SourceRef, Zone,
+};
 use timely::dataflow::operators::OkErr;
 use timely::dataflow::StreamVec;
 
@@ -54,7 +56,13 @@ impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
         let mut log = RateLimitedLog::new(Duration::from_secs(5));
         self.ok_err(move |rec: KafkaRecord| {
             let result = match &rec.payload {
-                Some(p) => parse_reading(p, &options.zone, &options.limits),
+                Some(p) => parse_reading(p, &options.zone, &options.limits).and_then(|r| {
+                    // The window is relative to the record's own time, so a replay after a
+                    // restart gets the same verdict; the wall clock only stands in for a
+                    // record without a timestamp.
+                    let reference = rec.ts_ms.unwrap_or_else(now_ms);
+                    check_window(&r, &options.zone, &options.limits, reference).map(|()| r)
+                }),
                 None => Err(ParseError::Empty),
             };
             match result {
@@ -81,6 +89,12 @@ impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
             }
         })
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Builds the dead letter of a rejected record.

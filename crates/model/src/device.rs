@@ -107,6 +107,17 @@ pub fn parse_device_record(
         Some(raw) => decimal_field("work_threshold", raw)?,
         None => None,
     };
+    if let Some(t) = work_threshold {
+        // A threshold the sinks' DECIMAL(24,8) cannot hold would make every reading of the
+        // device a poison record: the device record is refused instead.
+        if !crate::columns::fits_decimal(t, crate::columns::METRIC_INT_DIGITS) {
+            return Err(ParseError::OutOfRange {
+                field: "work_threshold",
+                value: t.to_string(),
+                range: "(-1e16, 1e16) after rounding to 8 decimal places (DECIMAL(24,8))",
+            });
+        }
+    }
     Ok(DeviceChange::Upsert(DeviceInfo {
         pboxid,
         company: wire.company,

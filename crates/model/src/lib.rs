@@ -6,6 +6,7 @@
 //! (no `deserialize_any`): decimals travel as their 16-byte representation and date-times as
 //! microseconds, never through text or `f64`.
 
+pub mod columns;
 mod device;
 mod parse;
 mod reading;
@@ -13,7 +14,7 @@ pub mod serde_bin;
 mod zone;
 
 pub use device::{parse_device_record, DeviceChange, DeviceInfo};
-pub use parse::{parse_reading, ParseError, ParseLimits, ParsedReading};
+pub use parse::{check_window, parse_reading, ParseError, ParseLimits, ParsedReading};
 pub use reading::{DeadLetter, Enriched, Reading, SourceRef};
 pub use zone::{Zone, ZoneError};
 

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::Zone;
+use crate::{columns, Zone};
 
 /// A reading that parsed and validated, before it is tagged with its Kafka source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +38,11 @@ pub struct ParseLimits {
     pub min_year: i32,
     /// Latest accepted year of `event_time`.
     pub max_year: i32,
+    /// Plausibility window, see [`check_window`]: how far (ms) `event_time` may lie before
+    /// the record's reference time; 0 = no limit.
+    pub max_event_age_ms: i64,
+    /// How far (ms) `event_time` may lie after the record's reference time; 0 = no limit.
+    pub max_event_lead_ms: i64,
 }
 
 impl Default for ParseLimits {
@@ -46,6 +51,8 @@ impl Default for ParseLimits {
             max_message_bytes: 64 * 1024,
             min_year: 1970,
             max_year: 2099,
+            max_event_age_ms: 0,
+            max_event_lead_ms: 0,
         }
     }
 }
@@ -64,9 +71,27 @@ pub enum ParseError {
     /// The record had no payload at all.
     #[error("empty message (no payload)")]
     Empty,
-    /// Not valid JSON, or not a JSON object.
+    /// Not valid JSON.
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// Valid JSON, but not an object (an array, a string, a number, ...).
+    #[error("a reading must be a JSON object, found {found}")]
+    NotObject {
+        /// What the payload starts with.
+        found: &'static str,
+    },
+    /// `event_time` lies outside the plausibility window around the record's time.
+    #[error("field `event_time` = {value} is outside the accepted window [{earliest}, {latest}] around the record's time {reference} (parse.max_event_age_secs / parse.max_event_lead_secs)")]
+    OutOfWindow {
+        /// The event time.
+        value: String,
+        /// The reference time (the Kafka timestamp, in the configured zone).
+        reference: String,
+        /// Earliest accepted event time.
+        earliest: String,
+        /// Latest accepted event time.
+        latest: String,
+    },
     /// A required field is absent or `null`.
     #[error("missing or null field `{field}`")]
     Missing {
@@ -118,6 +143,8 @@ impl ParseError {
             ParseError::TooLarge { .. } => "too_large",
             ParseError::Empty => "empty",
             ParseError::Json(_) => "invalid_json",
+            ParseError::NotObject { .. } => "not_object",
+            ParseError::OutOfWindow { .. } => "out_of_window",
             ParseError::Missing { .. } => "missing_field",
             ParseError::WrongType { .. } => "wrong_type",
             ParseError::OutOfRange { .. } => "out_of_range",
@@ -166,6 +193,7 @@ pub fn parse_reading(
     if payload.is_empty() {
         return Err(ParseError::Empty);
     }
+    check_object(payload)?;
     let wire: Wire = serde_json::from_slice(payload).map_err(ParseError::json)?;
     let event_time = required("event_time", wire.event_time)?;
     let event_time = parse_event_time(&string_field("event_time", event_time)?, zone)?;
@@ -178,11 +206,11 @@ pub fn parse_reading(
         });
     }
     let metric = required_decimal("metric", wire.metric)?;
-    if metric.abs() >= Decimal::from(10_000_000_000_000_000i64) {
+    if !columns::fits_decimal(metric, columns::METRIC_INT_DIGITS) {
         return Err(ParseError::OutOfRange {
             field: "metric",
             value: metric.to_string(),
-            range: "(-1e16, 1e16)",
+            range: "(-1e16, 1e16) after rounding to 8 decimal places (DECIMAL(24,8))",
         });
     }
     let latitude = required_decimal("latitude", wire.latitude)?;
@@ -212,6 +240,72 @@ pub fn parse_reading(
     })
 }
 
+/// Rejects JSON that is not an object before serde reads it: serde reads a struct from an
+/// array of its fields too, so `["2025-04-10 08:00:00", 51, "pbox-1", 31, 121]` would pass.
+fn check_object(payload: &[u8]) -> Result<(), ParseError> {
+    let found = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => return Ok(()),
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        // Not JSON at all: serde says what is wrong and where.
+        Some(_) => return Ok(()),
+    };
+    // Report invalid JSON as such, whatever it starts with.
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).map_err(ParseError::json)?;
+    Err(ParseError::NotObject { found })
+}
+
+/// Checks the plausibility window: `event_time` must lie within
+/// [`ParseLimits::max_event_age_ms`] before and [`ParseLimits::max_event_lead_ms`] after
+/// `reference_ms` (UTC epoch ms: the record's Kafka timestamp, so a record replayed after a
+/// restart gets the same verdict as the first time), read as wall time in `zone`.
+///
+/// ```
+/// use iotflow_model::{check_window, parse_reading, ParseLimits, Zone};
+/// let limits = ParseLimits { max_event_age_ms: 86_400_000, max_event_lead_ms: 3_600_000, ..ParseLimits::default() };
+/// let r = parse_reading(br#"{"event_time":"2025-04-10 08:00:00","metric":1,"pboxid":"p","latitude":0,"longitude":0}"#, &Zone::Utc, &limits).unwrap();
+/// let at = |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap().and_utc().timestamp_millis();
+/// assert!(check_window(&r, &Zone::Utc, &limits, at("2025-04-10 20:00:00")).is_ok());
+/// assert!(check_window(&r, &Zone::Utc, &limits, at("2025-04-11 08:00:01")).is_err());
+/// assert!(check_window(&r, &Zone::Utc, &limits, at("2025-04-10 06:59:59")).is_err());
+/// ```
+pub fn check_window(
+    reading: &ParsedReading,
+    zone: &Zone,
+    limits: &ParseLimits,
+    reference_ms: i64,
+) -> Result<(), ParseError> {
+    if limits.max_event_age_ms <= 0 && limits.max_event_lead_ms <= 0 {
+        return Ok(());
+    }
+    let Some(utc) = chrono::DateTime::from_timestamp_millis(reference_ms) else {
+        return Ok(());
+    };
+    let reference = zone.local(&utc.fixed_offset());
+    let span = |ms: i64| chrono::TimeDelta::try_milliseconds(ms).unwrap_or(chrono::TimeDelta::MAX);
+    let earliest = (limits.max_event_age_ms > 0)
+        .then(|| reference.checked_sub_signed(span(limits.max_event_age_ms)))
+        .flatten();
+    let latest = (limits.max_event_lead_ms > 0)
+        .then(|| reference.checked_add_signed(span(limits.max_event_lead_ms)))
+        .flatten();
+    let t = reading.event_time;
+    if earliest.is_some_and(|e| t < e) || latest.is_some_and(|l| t > l) {
+        let show =
+            |b: Option<NaiveDateTime>, open: &str| b.map_or(open.to_string(), |b| b.to_string());
+        return Err(ParseError::OutOfWindow {
+            value: t.to_string(),
+            reference: reference.to_string(),
+            earliest: show(earliest, "-inf"),
+            latest: show(latest, "+inf"),
+        });
+    }
+    Ok(())
+}
+
 /// Checks the device id rules: 1 to 64 characters, none of them control characters.
 pub(crate) fn check_pboxid(id: &str) -> Result<(), ParseError> {
     let n = id.chars().count();
@@ -220,9 +314,12 @@ pub(crate) fn check_pboxid(id: &str) -> Result<(), ParseError> {
             reason: "empty".into(),
         });
     }
-    if n > 64 {
+    if n > columns::PBOXID_MAX_CHARS {
         return Err(ParseError::BadPboxid {
-            reason: format!("{n} characters, at most 64 allowed"),
+            reason: format!(
+                "{n} characters, at most {} allowed",
+                columns::PBOXID_MAX_CHARS
+            ),
         });
     }
     if let Some(c) = id.chars().find(|c| c.is_control()) {
@@ -442,6 +539,68 @@ mod tests {
     }
 
     #[test]
+    fn rejects_json_that_is_not_an_object() {
+        let array = r#"["2025-04-10 08:00:00", 51.5, "pbox-1", 31.2, 121.4]"#;
+        let e = err(array);
+        assert_eq!(e, ParseError::NotObject { found: "an array" });
+        assert_eq!(e.code(), "not_object");
+        assert_eq!(err(" \"text\"").code(), "not_object");
+        assert_eq!(err("42").code(), "not_object");
+        assert_eq!(err("null").code(), "not_object");
+        assert_eq!(err("true").code(), "not_object");
+        // Broken JSON is still reported as such, whatever it starts with.
+        assert_eq!(err("[1, 2").code(), "invalid_json");
+        assert_eq!(err("{\"a\":").code(), "invalid_json");
+    }
+
+    #[test]
+    fn a_metric_that_rounds_out_of_the_column_is_rejected() {
+        // Below 1e16 as sent, 1e16 once rounded to the 8 places of DECIMAL(24,8).
+        let e = err(&GOOD.replace("51.5", "9999999999999999.999999995"));
+        assert_eq!(e.code(), "out_of_range");
+        assert!(e.to_string().contains("metric"), "{e}");
+        let e = err(&GOOD.replace("51.5", "-9999999999999999.999999995"));
+        assert_eq!(e.code(), "out_of_range");
+        let r = ok(&GOOD.replace("51.5", "9999999999999999.999999994"));
+        assert_eq!(r.metric, dec("9999999999999999.999999994"));
+    }
+
+    #[test]
+    fn the_window_is_relative_to_the_record_time() {
+        let limits = ParseLimits {
+            max_event_age_ms: 30 * 86_400_000,
+            max_event_lead_ms: 86_400_000,
+            ..ParseLimits::default()
+        };
+        let r = ok(GOOD); // 2025-04-10 08:00:00
+        let ms = |s: &str| t(s).and_utc().timestamp_millis();
+        let at = |s: &str| check_window(&r, &Zone::Utc, &limits, ms(s));
+        assert!(at("2025-04-10 08:00:00").is_ok());
+        assert!(at("2025-05-10 08:00:00").is_ok(), "exactly 30 days old");
+        assert!(at("2025-04-09 08:00:00").is_ok(), "exactly 1 day ahead");
+        let e = at("2025-05-10 08:00:00.001").unwrap_err();
+        assert_eq!(e.code(), "out_of_window");
+        assert!(e.to_string().contains("2025-04-10 08:00:00"), "{e}");
+        assert_eq!(
+            at("2025-04-09 07:59:59").unwrap_err().code(),
+            "out_of_window"
+        );
+        // The reference is read in the configured zone: 00:30 UTC is 08:30 in Shanghai, so
+        // 08:00 local is in the past there, and 7.5 h ahead in UTC.
+        let sh: Zone = "Asia/Shanghai".parse().unwrap();
+        let tight = ParseLimits {
+            max_event_age_ms: 0,
+            max_event_lead_ms: 3_600_000,
+            ..limits
+        };
+        assert!(check_window(&r, &sh, &tight, ms("2025-04-10 00:30:00")).is_ok());
+        assert!(check_window(&r, &Zone::Utc, &tight, ms("2025-04-10 00:30:00")).is_err());
+        // No limits: anything goes.
+        let none = ParseLimits::default();
+        assert!(check_window(&r, &Zone::Utc, &none, ms("2099-01-01 00:00:00")).is_ok());
+    }
+
+    #[test]
     fn ignores_unknown_fields() {
         let j = GOOD.replace("{", r#"{"extra":[1,2,{"x":null}],"#);
         assert_eq!(ok(&j).pboxid, "pbox-1");
@@ -554,7 +713,7 @@ mod tests {
     fn rejects_garbage_and_oversized_payloads() {
         assert_eq!(err("").code(), "empty");
         assert_eq!(err("not json").code(), "invalid_json");
-        assert_eq!(err("[1,2,3]").code(), "invalid_json");
+        assert_eq!(err("[1,2,3]").code(), "not_object");
         assert_eq!(err("{\"metric\":").code(), "invalid_json");
         let e = parse_reading(
             &[0xff, 0xfe, 0x00, 0x80],

@@ -44,6 +44,36 @@ pub struct Row {
     pub kafka_ms: Option<u16>,
 }
 
+impl Row {
+    /// The row as JSON, for a dead letter: times as `yyyy-MM-dd HH:mm:ss.fff`, decimals as
+    /// exact strings.
+    pub fn document(&self) -> String {
+        let time = |s: u32, ms: u16| {
+            chrono::DateTime::from_timestamp(i64::from(s), u32::from(ms) * 1_000_000)
+                .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        };
+        let dec = |v: i128| Decimal::from_i128_with_scale(v, 8).normalize().to_string();
+        serde_json::json!({
+            "event_time": time(self.event_time, self.event_ms),
+            "pboxid": self.pboxid,
+            "metric": dec(self.metric),
+            "latitude": dec(i128::from(self.latitude)),
+            "longitude": dec(i128::from(self.longitude)),
+            "company": self.company,
+            "site": self.site,
+            "line": self.line,
+            "device_name": self.device_name,
+            "model": self.model,
+            "device_status": self.device_status,
+            "work_threshold": self.work_threshold.map(dec),
+            "src_partition": self.src_partition,
+            "src_offset": self.src_offset,
+            "kafka_ts": self.kafka_ts.and_then(|s| time(s, self.kafka_ms.unwrap_or(0))),
+        })
+        .to_string()
+    }
+}
+
 /// `d × 10^8`, rounded half away from zero at the 8th decimal (as the columns store it).
 pub(crate) fn scaled(d: Decimal) -> i128 {
     let mut d = d.round_dp_with_strategy(8, rust_decimal::RoundingStrategy::MidpointAwayFromZero);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clickhouse::Client;
-use iotflow_sink::{BatchWriter, SinkError};
+use iotflow_sink::{BatchWriter, RejectRecorder, Rejected, SinkError};
 
 use crate::Row;
 
@@ -83,7 +83,12 @@ impl Capabilities {
 /// of the source coordinates and event times of its rows, in order. The operator retries a
 /// failed batch with exactly the same rows, so a retry carries the same token and a server
 /// that already stored the first attempt (the answer was lost) drops the second.
-pub fn dedup_token(rows: &[Row]) -> String {
+pub fn dedup_token<'a, I>(rows: I) -> String
+where
+    I: IntoIterator<Item = &'a Row>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let rows = rows.into_iter();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -91,14 +96,40 @@ pub fn dedup_token(rows: &[Row]) -> String {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     };
-    feed(&(rows.len() as u64).to_le_bytes());
+    let n = rows.len();
+    feed(&(n as u64).to_le_bytes());
     for r in rows {
         feed(&r.src_partition.to_le_bytes());
         feed(&r.src_offset.to_le_bytes());
         feed(&r.event_time.to_le_bytes());
         feed(&r.event_ms.to_le_bytes());
     }
-    format!("iotflow-{}-{h:016x}", rows.len())
+    format!("iotflow-{n}-{h:016x}")
+}
+
+/// Server error codes about a value of a row: the row goes to the dead letters. (Parse errors
+/// of RowBinary are not among them: rows that passed the parser's column rules only fail to
+/// parse when the table's columns differ from the sink's, which is the table's problem.)
+const ROW_ERROR_CODES: &[u32] = &[
+    69,  // ARGUMENT_OUT_OF_BOUND
+    131, // TOO_LARGE_STRING_SIZE
+    407, // DECIMAL_OVERFLOW
+];
+
+fn is_row_error(e: &clickhouse::error::Error) -> bool {
+    matches!(e, clickhouse::error::Error::BadResponse(text) if server_code(text).is_some_and(|c| ROW_ERROR_CODES.contains(&c)))
+}
+
+/// The rows of a batch grouped by day (the table's partition, `toYYYYMMDD(event_time)`), in
+/// their order within each day. One insert per day: a modern server refuses an insert block
+/// that touches more than `max_partitions_per_insert_block` (100) partitions with Code 252, and
+/// a block of one partition is what it writes best anyway.
+pub fn by_day(rows: &[Row]) -> Vec<Vec<&Row>> {
+    let mut days: std::collections::BTreeMap<u32, Vec<&Row>> = Default::default();
+    for r in rows {
+        days.entry(r.event_time / 86_400).or_default().push(r);
+    }
+    days.into_values().collect()
 }
 
 /// Writes batches of [`Row`]s into one table.
@@ -106,6 +137,7 @@ pub struct ClickhouseWriter {
     client: Client,
     table: String,
     dedup_tokens: bool,
+    rejects: RejectRecorder,
 }
 
 impl ClickhouseWriter {
@@ -116,7 +148,66 @@ impl ClickhouseWriter {
             client,
             table: table.to_string(),
             dedup_tokens: false,
+            rejects: RejectRecorder::none("clickhouse"),
         }
+    }
+
+    /// Rows the server refuses for a value (see `ROW_ERROR_CODES`) go to `rejects`, found by
+    /// splitting the refused insert in halves; the rest is written. When every row of a
+    /// batch of several is refused the table is at fault, not the rows: that is a definite
+    /// error and nothing is dead-lettered.
+    pub fn with_rejects(mut self, rejects: RejectRecorder) -> Self {
+        self.rejects = rejects;
+        self
+    }
+
+    /// One insert of `rows` (one day's).
+    async fn insert(&self, rows: &[&Row]) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self.client.insert::<Row>(&self.table).await?;
+        if self.dedup_tokens {
+            insert = insert.with_setting(
+                "insert_deduplication_token",
+                dedup_token(rows.iter().copied()),
+            );
+        }
+        for row in rows {
+            insert.write(*row).await?;
+        }
+        insert.end().await
+    }
+
+    /// Inserts `rows`, splitting around the rows the server refuses; returns those.
+    async fn insert_splitting<'r>(
+        &self,
+        rows: &[&'r Row],
+    ) -> Result<Vec<(&'r Row, String)>, SinkError> {
+        let mut refused = Vec::new();
+        let mut ranges = vec![(0, rows.len())];
+        while let Some((a, b)) = ranges.pop() {
+            if a == b {
+                continue;
+            }
+            match self.insert(&rows[a..b]).await {
+                Ok(()) => {}
+                Err(e) if is_row_error(&e) && b - a == 1 => refused.push((rows[a], e.to_string())),
+                Err(e) if is_row_error(&e) => {
+                    let mid = a + (b - a) / 2;
+                    ranges.push((mid, b));
+                    ranges.push((a, mid));
+                }
+                Err(e) => {
+                    return Err(classify(
+                        &format!(
+                            "inserting {} rows into ClickHouse table `{}`",
+                            b - a,
+                            self.table
+                        ),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(refused)
     }
 
     /// Sends each batch with `insert_deduplication_token` ([`dedup_token`]) when `on`: only
@@ -132,28 +223,31 @@ impl BatchWriter for ClickhouseWriter {
     type Row = Row;
 
     async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
-        let context = || {
-            format!(
-                "inserting {} rows into ClickHouse table `{}`",
+        let mut refused = Vec::new();
+        for day in by_day(rows) {
+            refused.extend(self.insert_splitting(&day).await?);
+        }
+        if refused.len() == rows.len() && rows.len() > 1 {
+            let (_, reason) = &refused[0];
+            return Err(SinkError::Definite(format!(
+                "ClickHouse refused every one of {} rows for table `{}` (does the table match schemas/clickhouse/iot_data.sql?): {reason}",
                 rows.len(),
                 self.table
-            )
-        };
-        let mut insert = self
-            .client
-            .insert::<Row>(&self.table)
-            .await
-            .map_err(|e| classify(&context(), e))?;
-        if self.dedup_tokens {
-            insert = insert.with_setting("insert_deduplication_token", dedup_token(rows));
+            )));
         }
-        for row in rows {
-            insert
-                .write(row)
-                .await
-                .map_err(|e| classify(&context(), e))?;
+        for (row, reason) in refused {
+            let rejected = Rejected {
+                src_partition: row.src_partition,
+                src_offset: row.src_offset,
+                kafka_ts_ms: Self::kafka_ts_ms(row),
+                target: self.table.clone(),
+                document: row.document(),
+                reason,
+            };
+            self.rejects.reject(rejected).await?;
         }
-        insert.end().await.map_err(|e| classify(&context(), e))
+        self.rejects.batch_done();
+        Ok(())
     }
 
     fn row_size(row: &Row) -> usize {

@@ -2,9 +2,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iotflow_metrics::IntCounter;
@@ -124,30 +121,8 @@ impl Connection {
     }
 }
 
-/// A document Elasticsearch refused for a reason retrying cannot fix, for the dead letters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    /// Kafka partition of the source record.
-    pub src_partition: i32,
-    /// Kafka offset of the source record.
-    pub src_offset: i64,
-    /// Kafka timestamp of the source record (epoch ms), if any.
-    pub kafka_ts_ms: Option<i64>,
-    /// The index the document was meant for.
-    pub index: String,
-    /// The document's `_source` as sent (one JSON line).
-    pub document: String,
-    /// The server's status, error type and reason.
-    pub reason: String,
-}
-
-/// A boxed future that resolves once a [`Rejected`] document is durably recorded elsewhere.
-pub type RejectFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
-/// Where [`ElasticsearchWriter`] hands the documents the server refused definitely. The
-/// returned future must resolve only once the rejection is durable (in the job: acknowledged
-/// by the dead-letter topic); an `Err` makes the write transient, so the batch is retried.
-pub type Rejects = Arc<dyn Fn(Rejected) -> RejectFuture + Send + Sync>;
+// Refused documents are [`Rejected`] rows handed to [`Rejects`], the same for every sink.
+pub use iotflow_sink::{RejectFuture, Rejected, Rejects};
 
 /// Writes batches of [`Row`]s with the `_bulk` API into daily indices.
 ///
@@ -298,7 +273,7 @@ impl BatchWriter for ElasticsearchWriter {
                             src_partition: row.src_partition,
                             src_offset: row.src_offset,
                             kafka_ts_ms: row.kafka_ts_ms,
-                            index: row.index_name(&self.index_prefix),
+                            target: row.index_name(&self.index_prefix),
                             document,
                             reason,
                         };

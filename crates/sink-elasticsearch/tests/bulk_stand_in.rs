@@ -283,7 +283,7 @@ async fn a_definitely_bad_document_goes_to_rejects_and_the_others_are_stored() {
         "{}",
         r.reason
     );
-    assert_eq!(r.index, "iot-data-2025.04.10");
+    assert_eq!(r.target, "iot-data-2025.04.10");
     assert_eq!(r.kafka_ts_ms, rows[7].kafka_ts_ms);
     let doc: serde_json::Value = serde_json::from_str(&r.document).unwrap();
     assert_eq!(doc["location"]["lat"], json!(95.5));

@@ -128,15 +128,11 @@ pub const COLUMNS: [&str; 15] = [
     "kafka_ts",
 ];
 
-/// Scale (digits after the point) of every `DECIMAL` column of `iot_data`.
-pub const DECIMAL_SCALE: u32 = 8;
-
-/// Maximum length in characters of `pboxid` (`VARCHAR(64)`).
-pub const PBOXID_MAX_CHARS: usize = 64;
-/// Maximum length in characters of the descriptive text columns (`VARCHAR(128)`).
-pub const TEXT_MAX_CHARS: usize = 128;
-/// Maximum length in characters of `device_status` (`VARCHAR(32)`).
-pub const STATUS_MAX_CHARS: usize = 32;
+// The column rules are the model's (one rule set for the parser and every sink; the schema
+// files are their source of truth).
+pub use iotflow_model::columns::{
+    DECIMAL_SCALE, PBOXID_MAX_CHARS, STATUS_MAX_CHARS, TEXT_MAX_CHARS,
+};
 
 /// Upper bound on the bytes one row that passes [`validate_row`] adds to a statement.
 ///
@@ -406,11 +402,12 @@ pub fn validate_row(row: &Row) -> Result<(), RowError> {
     if let Some(status) = &row.device_status {
         check_len("device_status", status, STATUS_MAX_CHARS)?;
     }
-    check_decimal("metric", row.metric, 16)?;
-    check_decimal("latitude", row.latitude, 3)?;
-    check_decimal("longitude", row.longitude, 3)?;
+    use iotflow_model::columns::{COORDINATE_INT_DIGITS, METRIC_INT_DIGITS};
+    check_decimal("metric", row.metric, METRIC_INT_DIGITS)?;
+    check_decimal("latitude", row.latitude, COORDINATE_INT_DIGITS)?;
+    check_decimal("longitude", row.longitude, COORDINATE_INT_DIGITS)?;
     if let Some(threshold) = row.work_threshold {
-        check_decimal("work_threshold", threshold, 16)?;
+        check_decimal("work_threshold", threshold, METRIC_INT_DIGITS)?;
     }
     Ok(())
 }
@@ -428,10 +425,7 @@ fn check_len(column: &'static str, value: &str, max: usize) -> Result<(), RowErr
 }
 
 fn check_decimal(column: &'static str, value: Decimal, int_digits: u32) -> Result<(), RowError> {
-    let rounded =
-        value.round_dp_with_strategy(DECIMAL_SCALE, RoundingStrategy::MidpointAwayFromZero);
-    let limit = Decimal::from(10u64.pow(int_digits));
-    if rounded.abs() >= limit {
+    if !iotflow_model::columns::fits_decimal(value, int_digits) {
         return Err(RowError::OutOfRange {
             column,
             value,

@@ -3,19 +3,18 @@
 use std::time::Duration;
 
 use iotflow_model::Enriched;
-use iotflow_sink::{BatchWriter, SinkError};
+use iotflow_sink::{BatchWriter, RejectRecorder, Rejected, SinkError};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
-use crate::encoder::{days, encode_insert, sql_mode_is_compatible, Row};
+use crate::encoder::{days, encode_insert, sql_mode_is_compatible, validate_row, Row};
 use crate::partitions::{mysql_error_is_transient, PartitionManager};
 
 /// The DDL of `iot_data`, applied at start when `mysql.create_table` is on.
 pub const IOT_DATA_DDL: &str = include_str!("../../../schemas/mysql/iot_data.sql");
 
-/// Text columns of the business record are cut to their column width (128 characters).
-const TEXT_MAX_CHARS: usize = 128;
-const STATUS_MAX_CHARS: usize = 32;
+// Text columns of the business record are cut to their column width.
+use iotflow_model::columns::{STATUS_MAX_CHARS, TEXT_MAX_CHARS};
 
 fn cut(s: &Option<String>, max: usize) -> Option<String> {
     s.as_ref().map(|s| {
@@ -51,23 +50,121 @@ impl From<&Enriched> for Row {
     }
 }
 
+/// Server errors about a value of a row, not about the sink: the row goes to the dead letters
+/// and the rest of the batch is written.
+const ROW_ERROR_CODES: &[u16] = &[
+    1048, // ER_BAD_NULL_ERROR
+    1264, // ER_WARN_DATA_OUT_OF_RANGE
+    1265, // WARN_DATA_TRUNCATED
+    1292, // ER_TRUNCATED_WRONG_VALUE (dates)
+    1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD
+    1367, // ER_ILLEGAL_VALUE_FOR_TYPE
+    1406, // ER_DATA_TOO_LONG
+    1690, // ER_DATA_OUT_OF_RANGE
+];
+
+/// Whether `e` is the server refusing a value (see [`ROW_ERROR_CODES`]).
+pub fn is_row_error(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if ROW_ERROR_CODES.contains(&s.code))
+}
+
 /// Writes batches of [`Row`]s into one table.
 pub struct MysqlWriter {
     pool: Pool,
     table: String,
     partitions: PartitionManager,
     sql: String,
+    rejects: RejectRecorder,
 }
 
 impl MysqlWriter {
-    /// A writer using connections from `pool`.
+    /// A writer using connections from `pool`. A row the server refuses is a definite error
+    /// unless [`MysqlWriter::with_rejects`] gives it somewhere to go.
     pub fn new(pool: Pool, table: &str) -> Self {
         MysqlWriter {
             pool,
             table: table.to_string(),
             partitions: PartitionManager::new(table),
             sql: String::new(),
+            rejects: RejectRecorder::none("mysql"),
         }
+    }
+
+    /// Rows whose values the table cannot hold (by [`validate_row`], or by the server's
+    /// answer: 1264, 1265, 1366, 1406, ...) go to `rejects` and the rest of the batch is
+    /// written. A batch the server refuses is split in halves until the refused rows are
+    /// alone, so k bad rows in n cost about 2k·log2(n) extra statements.
+    pub fn with_rejects(mut self, rejects: RejectRecorder) -> Self {
+        self.rejects = rejects;
+        self
+    }
+
+    /// Inserts `rows`, splitting around the rows the server refuses.
+    async fn insert_splitting(
+        &mut self,
+        conn: &mut mysql_async::Conn,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        let mut ranges = vec![(0, rows.len())];
+        while let Some((a, b)) = ranges.pop() {
+            if a == b {
+                continue;
+            }
+            self.sql.clear();
+            encode_insert(&self.table, &rows[a..b], &mut self.sql);
+            match conn.query_drop(&self.sql).await {
+                Ok(()) => {}
+                Err(e) if is_row_error(&e) => {
+                    if b - a == 1 {
+                        let reason = e.to_string();
+                        self.rejects
+                            .reject(rejected(&rows[a], &self.table, reason))
+                            .await?;
+                    } else {
+                        let mid = a + (b - a) / 2;
+                        ranges.push((mid, b));
+                        ranges.push((a, mid));
+                    }
+                }
+                Err(e) => {
+                    return Err(classify(
+                        &format!("inserting {} rows into `{}`", b - a, self.table),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A refused row for the dead letters: the row as it would have been stored, as JSON.
+fn rejected(row: &Row, table: &str, reason: String) -> Rejected {
+    let text = |v: &Option<String>| v.as_deref().map(serde_json::Value::from);
+    let document = serde_json::json!({
+        "event_time": row.event_time.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        "pboxid": row.pboxid,
+        "metric": row.metric.to_string(),
+        "latitude": row.latitude.to_string(),
+        "longitude": row.longitude.to_string(),
+        "company": text(&row.company),
+        "site": text(&row.site),
+        "line": text(&row.line),
+        "device_name": text(&row.device_name),
+        "model": text(&row.model),
+        "device_status": text(&row.device_status),
+        "work_threshold": row.work_threshold.map(|t| t.to_string()),
+        "src_partition": row.src_partition,
+        "src_offset": row.src_offset,
+        "kafka_ts_ms": row.kafka_ts_ms,
+    });
+    Rejected {
+        src_partition: row.src_partition,
+        src_offset: row.src_offset,
+        kafka_ts_ms: row.kafka_ts_ms,
+        target: table.to_string(),
+        document: document.to_string(),
+        reason,
     }
 }
 
@@ -89,6 +186,26 @@ impl BatchWriter for MysqlWriter {
             .get_conn()
             .await
             .map_err(|e| classify("connecting to MySQL", e))?;
+        // Values the columns cannot hold never reach the server (the parser's rules are the
+        // same, so this is a second line of defence, e.g. for a schema changed by hand).
+        let valid: Vec<Row>;
+        let rows = if rows.iter().all(|r| validate_row(r).is_ok()) {
+            rows
+        } else {
+            let mut keep = Vec::with_capacity(rows.len());
+            for r in rows {
+                match validate_row(r) {
+                    Ok(()) => keep.push(r.clone()),
+                    Err(e) => {
+                        self.rejects
+                            .reject(rejected(r, &self.table, e.to_string()))
+                            .await?
+                    }
+                }
+            }
+            valid = keep;
+            &valid[..]
+        };
         self.partitions
             .ensure_days(&mut conn, days(rows))
             .await
@@ -100,14 +217,9 @@ impl BatchWriter for MysqlWriter {
                     SinkError::Definite(message)
                 }
             })?;
-        self.sql.clear();
-        encode_insert(&self.table, rows, &mut self.sql);
-        conn.query_drop(&self.sql).await.map_err(|e| {
-            classify(
-                &format!("inserting {} rows into `{}`", rows.len(), self.table),
-                e,
-            )
-        })
+        self.insert_splitting(&mut conn, rows).await?;
+        self.rejects.batch_done();
+        Ok(())
     }
 
     fn row_size(row: &Row) -> usize {

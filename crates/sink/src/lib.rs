@@ -4,6 +4,8 @@
 //!   that time, so the probe after the sinks (and with it the Kafka offset commit) never passes
 //!   data that is not durable;
 //! * rows are written in batches bounded by rows, bytes and delay;
+//! * a row the store refuses for reasons of its own (a value its column cannot hold) goes to
+//!   the writer's [`Rejects`] (the dead-letter topic) and the rest of the batch is written;
 //! * transient errors are retried with exponential backoff and full jitter, forever (the job
 //!   stalls, visibly in metrics, and loses nothing); definite errors stop the job with the
 //!   store's message;
@@ -16,9 +18,11 @@
 
 mod operator;
 mod policy;
+mod reject;
 
 pub use operator::{Fatal, SinkBatches, SinkOptions};
 pub use policy::{backoff, BatchPolicy, RetryPolicy};
+pub use reject::{RejectFuture, RejectRecorder, Rejected, Rejects};
 
 use std::future::Future;
 

@@ -1,7 +1,7 @@
 //! `.sink_batches(writer, options)`: the timely shell around a [`BatchWriter`].
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -117,7 +117,11 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                 let mut caps: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
                 let mut buffer: Vec<R> = Vec::new();
                 let mut buffer_bytes = 0usize;
-                let mut buffer_times: Vec<u64> = Vec::new();
+                // The buffer's rows as runs of one time each, in buffer order: a batch cut from
+                // the front holds the capabilities of its own rows' times and no others, so
+                // the oldest times complete as their batches are acknowledged, also while a
+                // backlog keeps the buffer from ever emptying.
+                let mut runs = Runs::default();
                 let mut buffer_started = Instant::now();
                 // Sent batches: their times, Kafka timestamps and row counts.
                 let mut in_flight: HashMap<u64, (Vec<u64>, Vec<i64>, usize)> = HashMap::new();
@@ -162,11 +166,12 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                         let Some(t) = cap.least().copied() else {
                             return;
                         };
+                        if data.is_empty() {
+                            return;
+                        }
                         caps.entry(t)
                             .or_insert_with(|| (cap.retain_least(0).expect("non-empty stamp"), 0));
-                        if !buffer_times.contains(&t) {
-                            buffer_times.push(t);
-                        }
+                        runs.push(t, data.len());
                         if buffer.is_empty() {
                             buffer_started = Instant::now();
                         }
@@ -200,11 +205,8 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                         let rest = buffer.split_off(take);
                         let rows = std::mem::replace(&mut buffer, rest);
                         buffer_bytes = buffer.iter().map(W::row_size).sum();
-                        // A batch holds every time present in the buffer it came from.
-                        let times = buffer_times.clone();
-                        if buffer.is_empty() {
-                            buffer_times.clear();
-                        }
+                        // The batch holds the times of its own rows only.
+                        let times = runs.take_front(take);
                         for t in &times {
                             caps.get_mut(t).expect("capability of a buffered time").1 += 1;
                         }
@@ -221,9 +223,7 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                         }
                     }
 
-                    caps.retain(|t, (_, n)| {
-                        *n > 0 || buffer_times.contains(t) || frontier.less_equal(t)
-                    });
+                    caps.retain(|t, (_, n)| *n > 0 || runs.holds(*t) || frontier.less_equal(t));
                     if !buffer.is_empty() {
                         let wait = policy.max_delay.saturating_sub(buffer_started.elapsed());
                         activator.activate_after(wait.max(Duration::from_millis(1)));
@@ -231,5 +231,81 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                 }
             },
         )
+    }
+}
+
+/// The times of a sink's buffered rows, as runs of consecutive rows at one time (rows arrive in
+/// containers of one time each, so runs are long and this stays small).
+#[derive(Debug, Default)]
+struct Runs {
+    runs: VecDeque<(u64, usize)>,
+    /// Buffered rows per time.
+    rows: BTreeMap<u64, usize>,
+}
+
+impl Runs {
+    /// `n` rows at time `t` were appended to the buffer.
+    fn push(&mut self, t: u64, n: usize) {
+        match self.runs.back_mut() {
+            Some((last, count)) if *last == t => *count += n,
+            _ => self.runs.push_back((t, n)),
+        }
+        *self.rows.entry(t).or_default() += n;
+    }
+
+    /// The first `n` rows of the buffer were cut into a batch: the distinct times among them.
+    fn take_front(&mut self, mut n: usize) -> Vec<u64> {
+        let mut times = Vec::new();
+        while n > 0 {
+            let Some((t, count)) = self.runs.front_mut() else {
+                break;
+            };
+            let t = *t;
+            let taken = n.min(*count);
+            *count -= taken;
+            n -= taken;
+            if *count == 0 {
+                self.runs.pop_front();
+            }
+            if let std::collections::btree_map::Entry::Occupied(mut e) = self.rows.entry(t) {
+                *e.get_mut() -= taken;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+            if !times.contains(&t) {
+                times.push(t);
+            }
+        }
+        times
+    }
+
+    /// Whether rows at time `t` are still buffered.
+    fn holds(&self, t: u64) -> bool {
+        self.rows.contains_key(&t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Runs;
+
+    #[test]
+    fn a_batch_cut_from_the_front_holds_only_its_own_times() {
+        let mut runs = Runs::default();
+        runs.push(1, 3);
+        runs.push(1, 2);
+        runs.push(2, 4);
+        runs.push(1, 1); // a late container of an earlier time
+        runs.push(3, 5);
+        assert_eq!(runs.take_front(4), vec![1]);
+        assert!(runs.holds(1) && runs.holds(2) && runs.holds(3));
+        assert_eq!(runs.take_front(3), vec![1, 2]);
+        assert!(runs.holds(1), "the late row at 1 is still buffered");
+        assert_eq!(runs.take_front(3), vec![2, 1]);
+        assert!(!runs.holds(1) && !runs.holds(2));
+        assert_eq!(runs.take_front(10), vec![3]);
+        assert!(!runs.holds(3));
+        assert_eq!(runs.take_front(1), Vec::<u64>::new());
     }
 }

@@ -202,3 +202,68 @@ fn a_definite_error_stops_the_job_and_holds_the_frontier() {
         .flatten()
         .all(|r| *r != 130));
 }
+
+/// A backlog keeps the buffer from ever emptying: the oldest times must still complete as
+/// their own batches are acknowledged (the Kafka source commits them), long before the backlog
+/// is written. Before the fix every batch held the capabilities of every buffered time, so the
+/// probe stood still until the buffer drained.
+#[test]
+fn the_oldest_times_complete_while_a_backlog_is_written() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let w = writer(0, None, true);
+    let batches = w.batches.clone();
+    let fatal: Fatal = Arc::new(Mutex::new(None));
+    let (epochs, per_epoch, max_rows) = (50u64, 200u64, 10usize);
+    let written_when_first_epochs_done = timely::execute_directly(move |worker| {
+        let mut input = InputHandleVec::new();
+        let probe = ProbeHandle::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .sink_batches(
+                    w.clone(),
+                    options(max_rows),
+                    handle.clone(),
+                    iotflow_metrics::detached().sink("memory", "memory-sink", 0),
+                    Rc::new(Cell::new(0)),
+                    fatal.clone(),
+                )
+                .probe_with(&probe);
+        });
+        // The whole backlog arrives at once, as after a restart.
+        let mut next = 0u64;
+        for epoch in 1..=epochs {
+            input.advance_to(epoch);
+            for _ in 0..per_epoch {
+                input.send(next);
+                next += 1;
+            }
+        }
+        input.advance_to(epochs + 1);
+        let start = Instant::now();
+        while probe.less_equal(&3) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            assert!(start.elapsed() < Duration::from_secs(30), "probe stuck");
+        }
+        let written: usize = w.batches.lock().unwrap().iter().map(Vec::len).sum();
+        // Let the rest finish so the runtime shuts down cleanly.
+        while probe.less_equal(&epochs) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            assert!(start.elapsed() < Duration::from_secs(60), "probe stuck");
+        }
+        written
+    });
+    let total = (epochs * per_epoch) as usize;
+    let all: usize = batches.lock().unwrap().iter().map(Vec::len).sum();
+    assert_eq!(all, total);
+    assert!(
+        written_when_first_epochs_done < total / 4,
+        "epochs 1..=3 completed only after {written_when_first_epochs_done} of {total} rows were written"
+    );
+    assert!(batches.lock().unwrap().iter().all(|b| b.len() <= max_rows));
+}

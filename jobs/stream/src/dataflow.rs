@@ -25,9 +25,9 @@ use iotflow_kafka::{
 };
 use iotflow_metrics::Metrics;
 use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
-use iotflow_sink::{Fatal, SinkBatches, SinkOptions};
+use iotflow_sink::{Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOptions};
 use iotflow_sink_clickhouse::ClickhouseWriter;
-use iotflow_sink_elasticsearch::{ElasticsearchWriter, Rejected, Rejects};
+use iotflow_sink_elasticsearch::ElasticsearchWriter;
 use iotflow_sink_mysql::{MysqlWriter, Row};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -54,8 +54,10 @@ pub struct JobContext {
     /// ClickHouse client, and whether the server takes insert deduplication tokens (when the
     /// ClickHouse sink is enabled).
     pub clickhouse: Option<(iotflow_sink_clickhouse::Client, bool)>,
-    /// Elasticsearch connection and dead letters (when the Elasticsearch sink is enabled).
+    /// Elasticsearch connection (when the Elasticsearch sink is enabled).
     pub elasticsearch: Option<ElasticsearchContext>,
+    /// Where rows a store refused go (when any sink is enabled).
+    pub dead_letters: Option<DeadLetterProducer>,
     /// The live work-time view (when `worktime.live` is on).
     pub live: Option<Arc<std::sync::Mutex<crate::live::LiveBoard>>>,
 }
@@ -65,33 +67,31 @@ pub struct JobContext {
 pub struct ElasticsearchContext {
     /// The checked connection.
     pub connection: iotflow_sink_elasticsearch::Connection,
-    /// Where refused documents go.
-    pub dead_letters: DeadLetterProducer,
 }
 
-/// The `rejects` callback of an Elasticsearch writer: each refused document becomes a dead
-/// letter (its `_source` as payload, the server's reason in the headers), and the write waits
-/// for the broker's acknowledgement.
-fn es_rejects(
+/// The `rejects` callback of a sink's writer: each row the store refused becomes a dead letter
+/// (the row as the sink would have stored it as payload, the server's reason in the headers,
+/// reason code `{sink}_rejected`), and the write waits for the broker's acknowledgement.
+fn sink_rejects(
+    sink: &'static str,
+    store: &'static str,
     dead_letters: DeadLetterProducer,
     topic: String,
     recent: iotflow_metrics::RecentDeadLetters,
 ) -> Rejects {
+    let code = format!("{sink}_rejected");
     Arc::new(move |r: Rejected| {
         let dead_letters = dead_letters.clone();
         recent.note(
-            "elasticsearch_rejected",
+            &code,
             &r.reason,
             &format!("{topic}/{}/{}", r.src_partition, r.src_offset),
         );
         let letter = DeadLetter {
             payload: r.document.into_bytes(),
             truncated: false,
-            reason: format!(
-                "Elasticsearch refused the document for index {}: {}",
-                r.index, r.reason
-            ),
-            reason_code: "elasticsearch_rejected".into(),
+            reason: format!("{store} refused the row for {}: {}", r.target, r.reason),
+            reason_code: code.clone(),
             topic: topic.clone(),
             source: SourceRef {
                 partition: r.src_partition,
@@ -244,9 +244,29 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             );
         }
 
+        // Each sink's refused rows: to the dead letters, counted per sink and worker.
+        let recorder = |sink: &'static str, store: &'static str, operator: &str| {
+            let recorder = RejectRecorder::none(sink);
+            match &ctx.dead_letters {
+                Some(dl) => recorder
+                    .to(sink_rejects(
+                        sink,
+                        store,
+                        dl.counting(m.dlq(operator, index)),
+                        c.kafka.topic.clone(),
+                        m.recent_dead_letters(),
+                    ))
+                    .counting(m.sink(sink, operator, index).items_rejected),
+                None => recorder,
+            }
+        };
         if let Some(pool) = &ctx.mysql {
             done.push(enriched.clone().map(|e| Row::from(&e)).sink_batches(
-                MysqlWriter::new(pool.clone(), &c.mysql.table),
+                MysqlWriter::new(pool.clone(), &c.mysql.table).with_rejects(recorder(
+                    "mysql",
+                    "MySQL",
+                    "mysql-sink",
+                )),
                 SinkOptions {
                     sink: "mysql".into(),
                     batch: (&c.mysql.batch).into(),
@@ -265,7 +285,8 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                     .map(|e| iotflow_sink_clickhouse::Row::from(&e))
                     .sink_batches(
                         ClickhouseWriter::new(client.clone(), &c.clickhouse.table)
-                            .with_dedup_tokens(*dedup_tokens),
+                            .with_dedup_tokens(*dedup_tokens)
+                            .with_rejects(recorder("clickhouse", "ClickHouse", "clickhouse-sink")),
                         SinkOptions {
                             sink: "clickhouse".into(),
                             batch: (&c.clickhouse.batch).into(),
@@ -283,8 +304,13 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             let writer = ElasticsearchWriter::new(
                 es.connection.clone(),
                 &c.elasticsearch.index_prefix,
-                es_rejects(
-                    es.dead_letters.counting(m.dlq("elasticsearch-sink", index)),
+                sink_rejects(
+                    "elasticsearch",
+                    "Elasticsearch",
+                    ctx.dead_letters
+                        .as_ref()
+                        .expect("a dead-letter producer when a sink is enabled")
+                        .counting(m.dlq("elasticsearch-sink", index)),
                     c.kafka.topic.clone(),
                     m.recent_dead_letters(),
                 ),

@@ -141,19 +141,24 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
             ))
             .map_err(anyhow::Error::msg)
             .context("Elasticsearch sink pre-flight check failed")?;
-        // Documents the cluster refuses go to the dead-letter topic; the producer needs the
-        // runtime (its delivery futures are awaited by the writer tasks).
+        Some(ElasticsearchContext { connection })
+    } else {
+        None
+    };
+
+    // Rows a store refuses (a value its column cannot hold, a mapping conflict) go to the
+    // dead-letter topic; the producer needs the runtime (its delivery futures are awaited by
+    // the writer tasks).
+    let dead_letters = if mysql.is_some() || clickhouse.is_some() || elasticsearch.is_some() {
         let _guard = runtime.enter();
-        let dead_letters = iotflow_kafka::DeadLetterProducer::new(
-            &config.kafka,
-            &config.kafka.dlq_topic,
-            metrics.dlq("elasticsearch-sink", 0),
+        Some(
+            iotflow_kafka::DeadLetterProducer::new(
+                &config.kafka,
+                &config.kafka.dlq_topic,
+                metrics.dlq("sink-rejects", 0),
+            )
+            .context("dead-letter producer for rows the stores refuse")?,
         )
-        .context("Elasticsearch sink: dead-letter producer")?;
-        Some(ElasticsearchContext {
-            connection,
-            dead_letters,
-        })
     } else {
         None
     };
@@ -217,6 +222,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         mysql,
         clickhouse,
         elasticsearch,
+        dead_letters,
         live,
     };
     tracing::info!(

@@ -113,6 +113,9 @@ impl Fixture {
             .env("IOTFLOW__KAFKA__DLQ_TOPIC", &self.dlq)
             .env("IOTFLOW__KAFKA__GROUP_ID", &self.group)
             .env("IOTFLOW__KAFKA__STATS_INTERVAL_SECS", "1")
+            // Test readings are dated 2025 and produced now: no plausibility window (the
+            // test of the window sets its own).
+            .env("IOTFLOW__PARSE__MAX_EVENT_AGE_SECS", "0")
             .env("IOTFLOW__MYSQL__URL", &self.db_url)
             .env(
                 "IOTFLOW__METRICS__LISTEN",
