@@ -53,6 +53,8 @@ echo "==> results in MariaDB ($IOTFLOW_TEST_MYSQL_URL, table iot_data):"
 sql "SELECT COUNT(*) AS readings, COUNT(company) AS enriched, COUNT(*) - COUNT(company) AS unknown_device, COUNT(DISTINCT pboxid) AS devices, MIN(event_time), MAX(event_time) FROM iot_data"
 sql "SELECT PARTITION_NAME, TABLE_ROWS FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'iot_data'"
 sql "SELECT event_time, pboxid, metric, company, site, line FROM iot_data ORDER BY event_time DESC LIMIT 5"
+stored="$(mariadb -h127.0.0.1 -P"$MYSQL_PORT" -u"$MYSQL_USER" -p"$MYSQL_PASSWORD" "$MYSQL_DATABASE" -N -e "SELECT COUNT(*) FROM iot_data")"
+[ "${stored:-0}" -gt 0 ] || iotflow_die "the demo stored no reading; see $job_log"
 echo
 echo "==> rejected records are in the Kafka topic iot-dlq (reason in the iotflow.reason header);"
 echo "    the job log has the first of them: grep rejected $job_log"
