@@ -73,6 +73,31 @@ pub struct SourceOptions {
     pub idle_exit: Option<Duration>,
     /// Pause reading while the worker's sinks hold more rows than this.
     pub max_pending_rows: usize,
+    /// For a source without commits (the dimension): finish once this probe is done, i.e.
+    /// once the readers of the whole cluster have finished. Without it the source finishes
+    /// when its process is told to stop, which in a cluster can be too early: a process
+    /// whose readers got no partitions would stop loading its share of the dimension.
+    pub finish_after: Option<ProbeHandle<u64>>,
+}
+
+/// Where a source that loads a whole topic before time moves stands on one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CatchUp {
+    /// Low watermark: the first offset still in the partition.
+    low: i64,
+    /// High watermark: the offset after the last message at start.
+    high: i64,
+    /// Whether a fetch response confirmed the watermarks.
+    confirmed: bool,
+}
+
+impl CatchUp {
+    /// Whether the partition is loaded, `next` being the offset after the last record read.
+    /// A partition that retention emptied (`low == high > 0`) has nothing to read: it is
+    /// loaded at once, although no record ever moves `next`.
+    fn reached(&self, next: Option<i64>) -> bool {
+        self.confirmed && (self.high <= self.low || next.is_some_and(|o| o >= self.high))
+    }
 }
 
 /// Rows a worker's sinks hold (buffered or in flight); the source pauses above a limit.
@@ -115,8 +140,8 @@ pub fn epoch_of(now: SystemTime, epoch_ms: u64) -> u64 {
 struct SourceContext {
     topic: String,
     metrics: SourceMetrics,
-    /// High watermarks from fetch responses (via statistics), per partition.
-    highs: Arc<std::sync::Mutex<BTreeMap<i32, i64>>>,
+    /// Low and high watermarks from fetch responses (via statistics), per partition.
+    highs: Arc<std::sync::Mutex<BTreeMap<i32, (i64, i64)>>>,
 }
 
 impl ClientContext for SourceContext {
@@ -130,7 +155,7 @@ impl ClientContext for SourceContext {
                     self.highs
                         .lock()
                         .expect("highs lock")
-                        .insert(*p, part.hi_offset);
+                        .insert(*p, (part.lo_offset, part.hi_offset));
                 }
                 let lag = if part.hi_offset >= 0 && part.app_offset >= 0 {
                     (part.hi_offset - part.app_offset).max(0)
@@ -263,7 +288,7 @@ pub fn kafka_source<'scope>(
             .to_string(),
         )
         .set("client.id", format!("iotflow-{}-w{index}", options.name));
-    let highs: Arc<std::sync::Mutex<BTreeMap<i32, i64>>> = Default::default();
+    let highs: Arc<std::sync::Mutex<BTreeMap<i32, (i64, i64)>>> = Default::default();
     let context = SourceContext {
         topic: options.topic.clone(),
         metrics: metrics.clone(),
@@ -312,17 +337,24 @@ pub fn kafka_source<'scope>(
     // per partition, the high watermark and whether a fetch response confirmed it. ListOffsets
     // alone is not trusted (some Kafka-compatible brokers answer it with a stale offset); the
     // watermark of a real fetch response (reported in librdkafka's statistics) is.
-    let mut catch_up: BTreeMap<i32, (i64, bool)> = BTreeMap::new();
+    let mut catch_up: BTreeMap<i32, CatchUp> = BTreeMap::new();
     if options.wait_for_catch_up {
         for p in &mine {
-            let (_low, high) = consumer
+            let (low, high) = consumer
                 .fetch_watermarks(&options.topic, *p, Duration::from_secs(15))
                 .map_err(|e| KafkaError::Metadata {
                     topic: options.topic.clone(),
                     brokers: kafka.brokers.clone(),
                     reason: format!("watermarks of partition {p}: {e}"),
                 })?;
-            catch_up.insert(*p, (high.max(0), false));
+            catch_up.insert(
+                *p,
+                CatchUp {
+                    low: low.max(0),
+                    high: high.max(0),
+                    confirmed: false,
+                },
+            );
         }
     }
     let catch_up_started = Instant::now();
@@ -383,21 +415,22 @@ pub fn kafka_source<'scope>(
                 let now_epoch = epoch_of(SystemTime::now(), options.epoch_ms);
                 if !catch_up.is_empty() {
                     let give_up = catch_up_started.elapsed() > Duration::from_secs(30);
-                    for (p, (high, confirmed)) in catch_up.iter_mut() {
-                        if let Some(h) = highs.lock().expect("highs lock").get(p).copied() {
-                            if !*confirmed {
-                                *high = (*high).max(h);
-                                *confirmed = true;
+                    for (p, c) in catch_up.iter_mut() {
+                        if let Some((l, h)) = highs.lock().expect("highs lock").get(p).copied() {
+                            if !c.confirmed {
+                                c.high = c.high.max(h);
+                                c.low = c.low.max(l);
+                                c.confirmed = true;
                             }
                         }
-                        if give_up && !*confirmed {
-                            tracing::warn!(topic = %options.topic, partition = p, "no fetch response confirmed the high watermark within 30 s; trusting ListOffsets ({high})");
-                            *confirmed = true;
+                        if give_up && !c.confirmed {
+                            tracing::warn!(topic = %options.topic, partition = p, "no fetch response confirmed the high watermark within 30 s; trusting ListOffsets ({})", c.high);
+                            c.confirmed = true;
                         }
                     }
-                    let caught_up = catch_up.iter().all(|(p, (high, confirmed))| {
-                        *confirmed && (*high == 0 || next.get(p).is_some_and(|o| o >= high))
-                    });
+                    let caught_up = catch_up
+                        .iter()
+                        .all(|(p, c)| c.reached(next.get(p).copied()));
                     if caught_up {
                         tracing::info!(topic = %options.topic, worker = index, "loaded the topic up to its high watermark at start");
                         catch_up.clear();
@@ -422,7 +455,13 @@ pub fn kafka_source<'scope>(
                 }
 
                 if matches!(state, State::Running) {
-                    if lifecycle.stop.load(Ordering::SeqCst) {
+                    // A reader stops when its process is told to; the dimension only once every
+                    // reader of the cluster has finished (see `finish_after`).
+                    let stop = match (&options.finish_after, options.commit) {
+                        (Some(readers), false) => readers.done(),
+                        _ => lifecycle.stop.load(Ordering::SeqCst),
+                    };
+                    if stop {
                         state = State::Draining;
                     } else if options
                         .idle_exit
@@ -546,6 +585,7 @@ pub fn kafka_source<'scope>(
                 }
                 if matches!(state, State::Running)
                     && !options.commit
+                    && options.finish_after.is_none()
                     && lifecycle.stop.load(Ordering::SeqCst)
                 {
                     state = State::Done;
@@ -561,4 +601,28 @@ pub fn kafka_source<'scope>(
         },
     );
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatchUp;
+
+    #[test]
+    fn a_partition_emptied_by_retention_is_loaded_at_once() {
+        let c = |low, high| CatchUp {
+            low,
+            high,
+            confirmed: true,
+        };
+        assert!(c(0, 0).reached(None), "never written");
+        assert!(c(500, 500).reached(None), "emptied by retention");
+        assert!(!c(400, 500).reached(None));
+        assert!(!c(400, 500).reached(Some(499)));
+        assert!(c(400, 500).reached(Some(500)));
+        let unconfirmed = CatchUp {
+            confirmed: false,
+            ..c(500, 500)
+        };
+        assert!(!unconfirmed.reached(None));
+    }
 }

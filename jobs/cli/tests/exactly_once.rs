@@ -322,6 +322,62 @@ fn two_processes_share_the_partitions_exactly_once() {
     assert_table_matches(&f, &e);
 }
 
+/// Two processes of two workers, a readings topic of two partitions (both read by process 0)
+/// and a dimension topic of four (one per worker): process 1 reads no readings at all, yet it
+/// must keep loading its half of the dimension for everyone. (It used to stop its dimension
+/// sources as soon as its readers, having no partitions, finished: the devices on its
+/// partitions were never loaded and their readings were stored without business data.)
+#[test]
+fn a_process_without_readings_still_loads_its_share_of_the_dimension() {
+    let f = Fixture::new("idle-process", 2);
+    let broadcast = format!("{}-4", f.broadcast);
+    create_topic(&broadcast, 4);
+    let options = GenOptions {
+        count: 10_000,
+        unknown_share: 0.0,
+        ..options(17)
+    };
+    let e = expected(&options);
+    publish_devices(&brokers(), &broadcast, &devices(200, 17)).unwrap();
+    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+
+    let hosts = std::env::temp_dir().join(format!("{}.hosts", f.group));
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let metrics_base = wait_for("two adjacent free ports", Duration::from_secs(10), || {
+        let p = free_port();
+        std::net::TcpListener::bind(("127.0.0.1", p + 1))
+            .ok()
+            .map(|_| p)
+    });
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            f.job(2, metrics_base)
+                .args(["-n", "2", "-p", &p.to_string()])
+                .args(["-h", hosts.to_str().unwrap()])
+                .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &broadcast)
+                .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let (ok, stderr) = finish(child, Duration::from_secs(180));
+        assert!(ok, "process failed:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let _ = std::fs::remove_file(&hosts);
+    let unenriched: Vec<u64> = f.query("SELECT COUNT(*) - COUNT(company) FROM iot_data");
+    assert_eq!(
+        unenriched[0], 0,
+        "readings stored without their device's business data"
+    );
+    assert_table_matches(&f, &e);
+}
+
 /// The ClickHouse table against `e`, through `FINAL` (re-delivered copies collapse there).
 fn assert_clickhouse_matches(f: &Fixture, e: &Expected) {
     let d = |s: &str| Decimal::from_str(s).unwrap().normalize();

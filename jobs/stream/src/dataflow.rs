@@ -141,12 +141,16 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 idle_exit: (c.job.idle_exit_secs > 0)
                     .then(|| Duration::from_secs(c.job.idle_exit_secs)),
                 max_pending_rows,
+                finish_after: None,
             },
             m.source("kafka-source", index),
             Some(probe.clone()),
             pressure.clone(),
             ctx.lifecycle.clone(),
         )?;
+        // Done once every reader of the cluster has finished: then the dimension may stop.
+        let readers = ProbeHandle::new();
+        let records = records.probe_with(&readers);
 
         // Device dimension: replayed from the beginning, complete before time moves.
         let device_records = kafka_source(
@@ -162,6 +166,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 max_poll_records: c.kafka.max_poll_records,
                 idle_exit: None,
                 max_pending_rows: usize::MAX,
+                finish_after: Some(readers),
             },
             m.source("broadcast-source", index),
             None,
