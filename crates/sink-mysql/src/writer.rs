@@ -279,8 +279,38 @@ pub fn redact(url: &str) -> String {
     out
 }
 
+/// The statement the sink's pool runs on every connection it opens, and again after every
+/// `COM_RESET_CONNECTION` (mysql_async resets a connection each time it goes back to the pool;
+/// a reset puts the session back to the server's defaults): it takes `NO_BACKSLASH_ESCAPES`
+/// out of the session's `sql_mode` and keeps every other mode the server or the DBA chose
+/// (strictness included), without leaving an empty element in the list.
+///
+/// The encoder escapes string literals with backslashes ([`crate::encoder::push_str_literal`]).
+/// Under `NO_BACKSLASH_ESCAPES` a backslash is an ordinary character, so `'it\'s'` would end the
+/// literal after `it\` and let the rest of the value be read as SQL. That makes the session mode
+/// part of the sink's injection safety, which is why it is set on each connection rather than
+/// checked once on the first.
+pub const SESSION_SQL_MODE: &str = "SET SESSION sql_mode = TRIM(BOTH ',' FROM \
+     REPLACE(CONCAT(',', @@SESSION.sql_mode, ','), ',NO_BACKSLASH_ESCAPES,', ','))";
+
 /// Connects, checks the server, and (optionally) creates the table. Fails with a message that
-/// names the server and the problem, for the job to print before it starts any worker.
+/// names the server (password redacted, see [`redact`]) and the problem, for the job to print
+/// before it starts any worker.
+///
+/// # The pool's sessions
+///
+/// Every connection of the returned pool runs [`SESSION_SQL_MODE`] when it is opened and after
+/// every reset, so string literals are read the way the encoder writes them whatever the
+/// server's global `sql_mode`; the first connection checks the result with
+/// [`sql_mode_is_compatible`] and the start fails if the server kept `NO_BACKSLASH_ESCAPES`.
+///
+/// Multi-statements cannot be switched off: mysql_async 0.37 always sends
+/// `CLIENT_MULTI_STATEMENTS` in its handshake and has no `COM_SET_OPTION`. What the sink sends
+/// is safe without it: identifiers are backtick-quoted with backticks doubled
+/// ([`crate::encoder::quote_identifier`]; `mysql.table` is also limited to letters, digits and
+/// underscores by the config), values are numbers, escaped literals or `NULL`, so a `;` can
+/// only appear inside a correctly escaped string literal. The DDL of `create_table`
+/// ([`IOT_DATA_DDL`]) is run as one script and may hold several statements.
 pub async fn prepare(
     url: &str,
     table: &str,
@@ -290,15 +320,68 @@ pub async fn prepare(
 ) -> Result<Pool, String> {
     let shown = redact(url);
     let opts = Opts::from_url(url).map_err(|e| format!("invalid MySQL URL {shown}: {e}"))?;
+    prepare_checked(
+        opts,
+        &shown,
+        table,
+        create_table,
+        max_connections,
+        connect_timeout,
+    )
+    .await
+}
+
+/// [`prepare`] with options built in code rather than parsed from a URL. Commands already in
+/// `opts.setup()` run before [`SESSION_SQL_MODE`], and `opts.init()` commands before both
+/// (tests use an `init` command to open sessions the way a server with `NO_BACKSLASH_ESCAPES` in
+/// its global `sql_mode` would). Messages name the server as `mysql://user@host:port/db`.
+pub async fn prepare_opts(
+    opts: Opts,
+    table: &str,
+    create_table: bool,
+    max_connections: usize,
+    connect_timeout: Duration,
+) -> Result<Pool, String> {
+    let shown = format!(
+        "mysql://{}{}:{}/{}",
+        opts.user().map(|u| format!("{u}@")).unwrap_or_default(),
+        opts.ip_or_hostname(),
+        opts.tcp_port(),
+        opts.db_name().unwrap_or("")
+    );
+    prepare_checked(
+        opts,
+        &shown,
+        table,
+        create_table,
+        max_connections,
+        connect_timeout,
+    )
+    .await
+}
+
+async fn prepare_checked(
+    opts: Opts,
+    shown: &str,
+    table: &str,
+    create_table: bool,
+    max_connections: usize,
+    connect_timeout: Duration,
+) -> Result<Pool, String> {
     if opts.db_name().is_none() {
         return Err(format!(
             "MySQL URL {shown} names no database (mysql://user:pass@host:port/DATABASE)"
         ));
     }
+    // mysql_async runs setup commands from the last to the first: put ours first so it runs
+    // last and nothing after it can bring the mode back.
+    let mut setup = vec![SESSION_SQL_MODE.to_string()];
+    setup.extend(opts.setup().iter().cloned());
     let constraints = PoolConstraints::new(1, max_connections.max(1)).expect("1 <= max");
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
-        .stmt_cache_size(0);
+        .stmt_cache_size(0)
+        .setup(setup);
     let pool = Pool::new(opts);
     let mut conn = tokio::time::timeout(connect_timeout, pool.get_conn())
         .await
@@ -312,7 +395,7 @@ pub async fn prepare(
         .map_err(|e| format!("MySQL at {shown}: {e}"))?;
     if !sql_mode_is_compatible(sql_mode.as_deref().unwrap_or("")) {
         return Err(format!(
-            "MySQL at {shown} runs with sql_mode NO_BACKSLASH_ESCAPES, which changes string escaping; remove it for the iotflow user"
+            "MySQL at {shown} keeps NO_BACKSLASH_ESCAPES in the session sql_mode even after the sink takes it out, which changes string escaping; remove it from the server's sql_mode"
         ));
     }
     if create_table {
