@@ -15,7 +15,7 @@ use prometheus::{
 };
 
 pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
-pub use server::{serve, MetricsServer};
+pub use server::{serve, serve_with, MetricsServer, ServerOptions};
 
 /// The built-in web UI (one self-contained page: no external script or style).
 pub const UI_HTML: &str = include_str!("ui.html");

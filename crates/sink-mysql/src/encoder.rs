@@ -23,8 +23,9 @@
 //! # Assumptions about the session
 //!
 //! * String literals are escaped with backslashes, as MariaDB and MySQL read them in the default
-//!   `sql_mode`. A server running with `NO_BACKSLASH_ESCAPES` would store the backslashes
-//!   literally: check the session with [`sql_mode_is_compatible`] (the health check does).
+//!   `sql_mode`. A session with `NO_BACKSLASH_ESCAPES` would read the backslashes literally (and
+//!   `\'` would end a literal): the pool built by [`crate::writer::prepare`] takes that mode out
+//!   of every session it opens or resets, and [`sql_mode_is_compatible`] checks the result.
 //! * The connection character set is `utf8mb4` (mysql_async asks for `utf8mb4_general_ci` in its
 //!   handshake). Backslash escaping is only safe in charsets where no multi-byte character
 //!   contains the byte `0x5c`, which holds for UTF-8 but not for GBK, Big5 or SJIS.
@@ -341,6 +342,12 @@ pub fn kafka_ts_to_datetime(ms: i64) -> Option<NaiveDateTime> {
 
 /// Whether a session with this `@@sql_mode` reads string literals the way
 /// [`push_str_literal`] writes them (that is, without `NO_BACKSLASH_ESCAPES`).
+///
+/// This is a check, not the protection: [`crate::writer::prepare`] runs
+/// [`crate::writer::SESSION_SQL_MODE`] on every connection of the sink's pool (when it is opened
+/// and after every reset), so the mode holds on each connection the sink writes through, not
+/// only on the first one; `prepare` then calls this on its first connection and refuses to
+/// start if the server kept the mode anyway.
 pub fn sql_mode_is_compatible(sql_mode: &str) -> bool {
     !sql_mode
         .split(',')

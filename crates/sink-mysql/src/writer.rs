@@ -237,23 +237,80 @@ impl BatchWriter for MysqlWriter {
     }
 }
 
-/// A URL with its password replaced, for messages.
+/// A URL with its password replaced by `***`, for messages (errors, logs).
+///
+/// Works on the text as written, never on a parsed and decoded form: mysql_async percent-decodes
+/// the password (`p%40ss` is `p@ss`), so searching the URL for the decoded password misses it,
+/// while the raw text between the user's `:` and the `@` is exactly what must not be shown.
+///
+/// * A well-formed authority (`scheme://user:password@host...`, the `@` before the first `/`,
+///   `?` or `#` after `//` and no other `@` later): the raw password text is replaced, whatever
+///   it contains. `mysql://u:p%40ss@h/db` → `mysql://u:***@h/db`; an empty password stays
+///   visibly empty (`mysql://u:@h/db`), it hides nothing and explains "using password: NO".
+/// * Anything else with an `@` after `//` (a password holding a raw `/`, `?`, `#` or `@`, an `@`
+///   in the path or query, a URL that does not parse): everything from after the user (the
+///   first `:`) — or from after `//` when there is no `:` — up to the **last** `@` is replaced.
+///   This may hide more than the password, never less.
+/// * No `@` after `//`: there is no user information, the URL is returned as is.
+///
+/// Without `//` the whole text is treated as the part after it (`u:pw@h/db` → `u:***@h/db`).
 pub fn redact(url: &str) -> String {
-    match Opts::from_url(url) {
-        Ok(opts) if opts.pass().is_some() => {
-            let user = opts.user().unwrap_or("");
-            url.replacen(
-                &format!("{user}:{}@", opts.pass().unwrap_or("")),
-                &format!("{user}:***@"),
-                1,
-            )
-        }
-        _ => url.to_string(),
-    }
+    let start = url.find("//").map_or(0, |i| i + 2);
+    let rest = &url[start..];
+    let Some(last_at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // The user ends at the first `:` (a user name cannot hold a raw `:`; it would be `%3A`).
+    let colon = rest[..last_at].find(':');
+    let well_formed = last_at < authority_end;
+    let hidden_from = match colon {
+        // Well formed and no password at all (`user@host`): nothing to hide.
+        None if well_formed => return url.to_string(),
+        // Well formed with an empty password: nothing to hide either.
+        Some(c) if well_formed && c + 1 == last_at => return url.to_string(),
+        Some(c) => c + 1,
+        None => 0,
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..start + hidden_from]);
+    out.push_str("***");
+    out.push_str(&rest[last_at..]);
+    out
 }
 
+/// The statement the sink's pool runs on every connection it opens, and again after every
+/// `COM_RESET_CONNECTION` (mysql_async resets a connection each time it goes back to the pool;
+/// a reset puts the session back to the server's defaults): it takes `NO_BACKSLASH_ESCAPES`
+/// out of the session's `sql_mode` and keeps every other mode the server or the DBA chose
+/// (strictness included), without leaving an empty element in the list.
+///
+/// The encoder escapes string literals with backslashes ([`crate::encoder::push_str_literal`]).
+/// Under `NO_BACKSLASH_ESCAPES` a backslash is an ordinary character, so `'it\'s'` would end the
+/// literal after `it\` and let the rest of the value be read as SQL. That makes the session mode
+/// part of the sink's injection safety, which is why it is set on each connection rather than
+/// checked once on the first.
+pub const SESSION_SQL_MODE: &str = "SET SESSION sql_mode = TRIM(BOTH ',' FROM \
+     REPLACE(CONCAT(',', @@SESSION.sql_mode, ','), ',NO_BACKSLASH_ESCAPES,', ','))";
+
 /// Connects, checks the server, and (optionally) creates the table. Fails with a message that
-/// names the server and the problem, for the job to print before it starts any worker.
+/// names the server (password redacted, see [`redact`]) and the problem, for the job to print
+/// before it starts any worker.
+///
+/// # The pool's sessions
+///
+/// Every connection of the returned pool runs [`SESSION_SQL_MODE`] when it is opened and after
+/// every reset, so string literals are read the way the encoder writes them whatever the
+/// server's global `sql_mode`; the first connection checks the result with
+/// [`sql_mode_is_compatible`] and the start fails if the server kept `NO_BACKSLASH_ESCAPES`.
+///
+/// Multi-statements cannot be switched off: mysql_async 0.37 always sends
+/// `CLIENT_MULTI_STATEMENTS` in its handshake and has no `COM_SET_OPTION`. What the sink sends
+/// is safe without it: identifiers are backtick-quoted with backticks doubled
+/// ([`crate::encoder::quote_identifier`]; `mysql.table` is also limited to letters, digits and
+/// underscores by the config), values are numbers, escaped literals or `NULL`, so a `;` can
+/// only appear inside a correctly escaped string literal. The DDL of `create_table`
+/// ([`IOT_DATA_DDL`]) is run as one script and may hold several statements.
 pub async fn prepare(
     url: &str,
     table: &str,
@@ -263,15 +320,68 @@ pub async fn prepare(
 ) -> Result<Pool, String> {
     let shown = redact(url);
     let opts = Opts::from_url(url).map_err(|e| format!("invalid MySQL URL {shown}: {e}"))?;
+    prepare_checked(
+        opts,
+        &shown,
+        table,
+        create_table,
+        max_connections,
+        connect_timeout,
+    )
+    .await
+}
+
+/// [`prepare`] with options built in code rather than parsed from a URL. Commands already in
+/// `opts.setup()` run before [`SESSION_SQL_MODE`], and `opts.init()` commands before both
+/// (tests use an `init` command to open sessions the way a server with `NO_BACKSLASH_ESCAPES` in
+/// its global `sql_mode` would). Messages name the server as `mysql://user@host:port/db`.
+pub async fn prepare_opts(
+    opts: Opts,
+    table: &str,
+    create_table: bool,
+    max_connections: usize,
+    connect_timeout: Duration,
+) -> Result<Pool, String> {
+    let shown = format!(
+        "mysql://{}{}:{}/{}",
+        opts.user().map(|u| format!("{u}@")).unwrap_or_default(),
+        opts.ip_or_hostname(),
+        opts.tcp_port(),
+        opts.db_name().unwrap_or("")
+    );
+    prepare_checked(
+        opts,
+        &shown,
+        table,
+        create_table,
+        max_connections,
+        connect_timeout,
+    )
+    .await
+}
+
+async fn prepare_checked(
+    opts: Opts,
+    shown: &str,
+    table: &str,
+    create_table: bool,
+    max_connections: usize,
+    connect_timeout: Duration,
+) -> Result<Pool, String> {
     if opts.db_name().is_none() {
         return Err(format!(
             "MySQL URL {shown} names no database (mysql://user:pass@host:port/DATABASE)"
         ));
     }
+    // mysql_async runs setup commands from the last to the first: put ours first so it runs
+    // last and nothing after it can bring the mode back.
+    let mut setup = vec![SESSION_SQL_MODE.to_string()];
+    setup.extend(opts.setup().iter().cloned());
     let constraints = PoolConstraints::new(1, max_connections.max(1)).expect("1 <= max");
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
-        .stmt_cache_size(0);
+        .stmt_cache_size(0)
+        .setup(setup);
     let pool = Pool::new(opts);
     let mut conn = tokio::time::timeout(connect_timeout, pool.get_conn())
         .await
@@ -285,7 +395,7 @@ pub async fn prepare(
         .map_err(|e| format!("MySQL at {shown}: {e}"))?;
     if !sql_mode_is_compatible(sql_mode.as_deref().unwrap_or("")) {
         return Err(format!(
-            "MySQL at {shown} runs with sql_mode NO_BACKSLASH_ESCAPES, which changes string escaping; remove it for the iotflow user"
+            "MySQL at {shown} keeps NO_BACKSLASH_ESCAPES in the session sql_mode even after the sink takes it out, which changes string escaping; remove it from the server's sql_mode"
         ));
     }
     if create_table {
@@ -323,5 +433,96 @@ mod tests {
             "mysql://u:***@h:3306/db"
         );
         assert_eq!(redact("mysql://u@h:3306/db"), "mysql://u@h:3306/db");
+    }
+
+    /// The password `p@ss:/%word`, as it must be written in a URL.
+    const ENCODED: &str = "p%40ss%3A%2F%25word";
+    const DECODED: &str = "p@ss:/%word";
+
+    fn assert_hidden(url: &str) -> String {
+        let shown = redact(url);
+        for secret in [ENCODED, DECODED, "%40ss", "word"] {
+            assert!(!shown.contains(secret), "{url} shown as {shown}");
+        }
+        shown
+    }
+
+    #[test]
+    fn redacts_percent_encoded_passwords_as_written() {
+        // mysql_async decodes it; the raw text is what is in the URL and what must go.
+        let url = format!("mysql://iotflow:{ENCODED}@127.0.0.1:3306/iotflow");
+        assert_eq!(Opts::from_url(&url).unwrap().pass(), Some(DECODED));
+        assert_eq!(
+            assert_hidden(&url),
+            "mysql://iotflow:***@127.0.0.1:3306/iotflow"
+        );
+        // An encoded user keeps its own text, only the password goes.
+        assert_eq!(
+            assert_hidden(&format!("mysql://us%40er:{ENCODED}@h/db?pool_max=3")),
+            "mysql://us%40er:***@h/db?pool_max=3"
+        );
+        // No user name, only a password.
+        assert_eq!(
+            assert_hidden(&format!("mysql://:{ENCODED}@h/db")),
+            "mysql://:***@h/db"
+        );
+        // A password that is also the host name or the database name: only the password goes.
+        assert_eq!(redact("mysql://h:h@h/h"), "mysql://h:***@h/h");
+    }
+
+    #[test]
+    fn urls_without_a_password_are_unchanged() {
+        for url in [
+            "mysql://u:@h:3306/db", // empty password
+            "mysql://u@h:3306/db",  // user, no password
+            "mysql://h:3306/db",    // neither
+            "mysql://h/db?pool_max=3",
+            "",
+        ] {
+            assert_eq!(redact(url), url);
+        }
+    }
+
+    #[test]
+    fn unparsable_urls_never_show_the_password() {
+        // A raw `/`, `?`, `#` or `@` in the password: the URL no longer says where the password
+        // ends, so everything between the user and the last `@` is hidden.
+        for (url, shown) in [
+            ("mysql://u:p@ss:/%word@h:3306/db", "mysql://u:***@h:3306/db"),
+            ("mysql://u:pa/ss%word@h/db", "mysql://u:***@h/db"),
+            ("mysql://u:pa?ss%word@h/db", "mysql://u:***@h/db"),
+            ("mysql://u:pa#ss%word@h/db", "mysql://u:***@h/db"),
+            ("mysql://u:1234/ss%word@h/db", "mysql://u:***@h/db"),
+            // No `//`, or a scheme mysql_async does not know: the same rules.
+            (concat!("u:", "p%40ss%3A%2F%25word", "@h/db"), "u:***@h/db"),
+            (
+                concat!("postgres://u:", "p%40ss%3A%2F%25word", "@h/db"),
+                "postgres://u:***@h/db",
+            ),
+            (
+                concat!("mysql:/u:", "p%40ss%3A%2F%25word", "@h/db"),
+                "mysql:***@h/db",
+            ),
+            // Invalid escapes and unknown parameters do not matter either.
+            (
+                "mysql://u:%zz%word@h/db?what=1",
+                "mysql://u:***@h/db?what=1",
+            ),
+            // No `:` before the last `@`: all of it may be a password.
+            ("mysql://pa/ss%word@h/db", "mysql://***@h/db"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+            assert!(!redact(url).contains("word"), "{url}");
+        }
+        // The decoded password pasted into a URL as is.
+        assert_eq!(
+            assert_hidden(&format!("mysql://u:{DECODED}@h/db")),
+            "mysql://u:***@h/db"
+        );
+        // An `@` in the query hides more than needed, never less.
+        assert_eq!(
+            assert_hidden(&format!("mysql://u:{ENCODED}@h/db?x=a@b")),
+            "mysql://u:***@b"
+        );
     }
 }

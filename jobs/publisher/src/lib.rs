@@ -601,6 +601,9 @@ mod tests {
             "mysql://u:***@h:3306/db"
         );
         assert_eq!(redact("mysql://h/db"), "mysql://h/db");
+        // mysql_async decodes `p%40ss%3A%2F%25word` to `p@ss:/%word`: neither may show.
+        let shown = redact("mysql://u:p%40ss%3A%2F%25word@h:3306/db");
+        assert_eq!(shown, "mysql://u:***@h:3306/db");
     }
 
     #[test]
