@@ -120,7 +120,7 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
             write!(
                 s,
-                "GET /worktime/live?day={day} HTTP/1.1\r\nHost: x\r\n\r\n"
+                "GET /worktime/live?day={day} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
             )
             .unwrap();
             let mut body = String::new();
