@@ -2,9 +2,10 @@
 //! as payload and the reason and source coordinates as headers.
 //!
 //! Like every sink it holds its input capability until the broker acknowledged the write, so
-//! offsets are not committed past a dead letter that is not yet durable. Delivery is
-//! at-least-once: a crash between the write and the commit writes the dead letter again, under
-//! the same key (`topic/partition/offset`), so consumers (and log compaction) can deduplicate.
+//! offsets are not committed past a dead letter that is not yet durable. A crash between the
+//! write and the commit makes the restarted job meet the record again: the
+//! [`DeadLetterLedger`] read back at start knows its letter is already there, and it is not
+//! written twice. Letters keep the key `topic/partition/offset` of their source record.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use iotflow_config::KafkaConfig;
 use iotflow_metrics::IntCounter;
 use iotflow_model::DeadLetter;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, FutureProducer, FutureRecord, ProducerContext,
 };
@@ -24,7 +25,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::{client_config, KafkaError};
+use crate::{client_config, DeadLetterLedger, KafkaError};
 
 /// Header names on dead-letter records.
 pub const DLQ_HEADERS: [&str; 7] = [
@@ -65,21 +66,25 @@ fn key_and_headers(l: &DeadLetter) -> (String, OwnedHeaders) {
 #[derive(Clone)]
 pub struct DeadLetterProducer {
     producer: FutureProducer,
-    topic: String,
+    ledger: Arc<DeadLetterLedger>,
     written: IntCounter,
 }
 
 impl std::fmt::Debug for DeadLetterProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeadLetterProducer")
-            .field("topic", &self.topic)
+            .field("topic", &self.ledger.topic())
             .finish_non_exhaustive()
     }
 }
 
 impl DeadLetterProducer {
-    /// A producer to `topic`, counting acknowledged letters into `written`.
-    pub fn new(kafka: &KafkaConfig, topic: &str, written: IntCounter) -> Result<Self, KafkaError> {
+    /// A producer to the ledger's topic, counting acknowledged letters into `written`.
+    pub fn new(
+        kafka: &KafkaConfig,
+        ledger: Arc<DeadLetterLedger>,
+        written: IntCounter,
+    ) -> Result<Self, KafkaError> {
         let producer: FutureProducer = client_config(kafka)
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -91,7 +96,7 @@ impl DeadLetterProducer {
             })?;
         Ok(DeadLetterProducer {
             producer,
-            topic: topic.to_string(),
+            ledger,
             written,
         })
     }
@@ -101,7 +106,7 @@ impl DeadLetterProducer {
     pub fn counting(&self, written: IntCounter) -> Self {
         DeadLetterProducer {
             producer: self.producer.clone(),
-            topic: self.topic.clone(),
+            ledger: self.ledger.clone(),
             written,
         }
     }
@@ -109,22 +114,30 @@ impl DeadLetterProducer {
     /// Sends `letter`; resolves once the broker acknowledged it (all in-sync replicas), or
     /// with the reason it was not.
     pub async fn send(&self, letter: &DeadLetter) -> Result<(), String> {
+        if self.ledger.already_written(letter) {
+            // Written before a restart, its record not yet committed then.
+            return Ok(());
+        }
         let (key, headers) = key_and_headers(letter);
-        let record = FutureRecord::to(&self.topic)
+        let topic = self.ledger.topic();
+        let record = FutureRecord::to(topic)
             .key(key.as_bytes())
+            .partition(self.ledger.partition_for(letter.source.partition))
             .payload(&letter.payload[..])
             .headers(headers);
         match self.producer.send(record, Duration::from_secs(30)).await {
-            Ok(_) => {
+            Ok(delivery) => {
+                self.ledger
+                    .acknowledged(delivery.partition, delivery.offset);
                 self.written.inc();
                 Ok(())
             }
-            Err((e, _)) => Err(format!("dead-letter topic {}: {e}", self.topic)),
+            Err((e, _)) => Err(format!("dead-letter topic {topic}: {e}")),
         }
     }
 }
 
-type Acks = Arc<Mutex<Vec<(usize, Result<(), String>)>>>;
+type Acks = Arc<Mutex<Vec<(usize, Result<(i32, i64), String>)>>>;
 
 struct DlqContext {
     acks: Acks,
@@ -137,7 +150,7 @@ impl ProducerContext for DlqContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         let r = match result {
-            Ok(_) => Ok(()),
+            Ok(m) => Ok((m.partition(), m.offset())),
             Err((e, _)) => Err(e.to_string()),
         };
         self.acks.lock().expect("acks lock").push((seq, r));
@@ -149,12 +162,13 @@ impl ProducerContext for DlqContext {
 pub struct DeadLetterSink;
 
 impl DeadLetterSink {
-    /// Writes `letters` to `topic`; the returned stream's frontier passes a time only once
-    /// every dead letter at that time is acknowledged by the broker.
+    /// Writes `letters` to the ledger's topic, each once (see [`DeadLetterLedger`]); the
+    /// returned stream's frontier passes a time only once every dead letter at that time is
+    /// acknowledged by the broker.
     pub fn build<'scope>(
         letters: StreamVec<'scope, u64, DeadLetter>,
         kafka: &KafkaConfig,
-        topic: &str,
+        ledger: Arc<DeadLetterLedger>,
         written: IntCounter,
     ) -> Result<StreamVec<'scope, u64, ()>, KafkaError> {
         let acks: Acks = Default::default();
@@ -170,7 +184,7 @@ impl DeadLetterSink {
                 brokers: kafka.brokers.clone(),
                 source,
             })?;
-        let topic = topic.to_string();
+        let topic = ledger.topic().to_string();
         let scope = letters.scope();
         Ok(letters.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Pipeline,
@@ -186,6 +200,9 @@ impl DeadLetterSink {
                     input.for_each(|cap, data| {
                         let Some(t) = cap.least().copied() else { return };
                         for letter in data.drain(..) {
+                            if ledger.already_written(&letter) {
+                                continue;
+                            }
                             seq += 1;
                             letters_by_seq.insert(seq, (t, letter));
                             to_send.push_back(seq);
@@ -200,6 +217,7 @@ impl DeadLetterSink {
                         let (key, headers) = key_and_headers(l);
                         let record = BaseRecord::with_opaque_to(&topic, s)
                             .key(key.as_bytes())
+                            .partition(ledger.partition_for(l.source.partition))
                             .payload(&l.payload[..])
                             .headers(headers);
                         if let Err((e, _)) = producer.send(record) {
@@ -214,7 +232,8 @@ impl DeadLetterSink {
                     producer.poll(Duration::ZERO);
                     for (s, result) in std::mem::take(&mut *acks.lock().expect("acks lock")) {
                         match result {
-                            Ok(()) => {
+                            Ok((partition, offset)) => {
+                                ledger.acknowledged(partition, offset);
                                 if let Some((t, _)) = letters_by_seq.remove(&s) {
                                     written.inc();
                                     if let Some(e) = per_time.get_mut(&t) {

@@ -11,11 +11,13 @@
 
 mod client;
 mod dlq;
+mod ledger;
 mod parse;
 mod source;
 
 pub use client::{client_config, KafkaError};
 pub use dlq::{DeadLetterProducer, DeadLetterSink, DLQ_HEADERS};
+pub use ledger::DeadLetterLedger;
 pub use parse::{dead_letter, ParseOptions, ParseReadings, RateLimitedLog};
 pub use source::{
     epoch_of, kafka_source, Backpressure, KafkaRecord, SourceHandle, SourceOptions, StartFrom,

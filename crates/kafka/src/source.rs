@@ -25,7 +25,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
-use crate::{assigned_partitions, client_config, KafkaError};
+use crate::{assigned_partitions, client_config, DeadLetterLedger, KafkaError};
 
 /// One Kafka message, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +78,9 @@ pub struct SourceOptions {
     /// when its process is told to stop, which in a cluster can be too early: a process
     /// whose readers got no partitions would stop loading its share of the dimension.
     pub finish_after: Option<ProbeHandle<u64>>,
+    /// For a reader: the dead-letter ledger, read back at start for the reader's partitions
+    /// and written into each commit's metadata (see [`DeadLetterLedger`]).
+    pub dead_letters: Option<Arc<DeadLetterLedger>>,
 }
 
 /// Where a source that loads a whole topic before time moves stands on one partition.
@@ -172,12 +175,16 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {}
 
+/// Offsets to commit per partition, each with its commit metadata.
+type Commit = BTreeMap<i32, (i64, String)>;
+
 /// Commits offsets on a thread of its own, synchronously, so the worker never blocks on the
 /// broker and every commit's outcome is known. (An asynchronous manual commit in librdkafka
 /// reports its result nowhere unless a reply queue is given, which the Rust client doesn't
 /// expose.) Requests coalesce: only the newest offsets matter.
 struct Committer {
-    requests: std::sync::mpsc::Sender<BTreeMap<i32, i64>>,
+    /// Offsets to commit, each with its commit metadata.
+    requests: std::sync::mpsc::Sender<Commit>,
     /// Offsets the broker acknowledged.
     acknowledged: Arc<std::sync::Mutex<BTreeMap<i32, i64>>>,
 }
@@ -188,7 +195,7 @@ impl Committer {
         topic: String,
         metrics: SourceMetrics,
     ) -> Committer {
-        let (requests, rx) = std::sync::mpsc::channel::<BTreeMap<i32, i64>>();
+        let (requests, rx) = std::sync::mpsc::channel::<Commit>();
         let acknowledged: Arc<std::sync::Mutex<BTreeMap<i32, i64>>> = Default::default();
         let acked = acknowledged.clone();
         std::thread::Builder::new()
@@ -203,10 +210,15 @@ impl Committer {
                         }
                         let mut tpl = TopicPartitionList::new();
                         let done = acked.lock().expect("acked lock").clone();
-                        for (p, o) in &offsets {
+                        for (p, (o, metadata)) in &offsets {
                             if done.get(p) != Some(o) {
                                 tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))
                                     .expect("valid offset");
+                                if !metadata.is_empty() {
+                                    if let Some(mut e) = tpl.find_partition(&topic, *p) {
+                                        e.set_metadata(metadata);
+                                    }
+                                }
                             }
                         }
                         if tpl.count() == 0 {
@@ -215,13 +227,13 @@ impl Committer {
                         match consumer.commit(&tpl, CommitMode::Sync) {
                             Ok(()) => {
                                 metrics.offsets_committed.inc();
-                                for (p, o) in &offsets {
+                                for (p, (o, _)) in &offsets {
                                     metrics.set_committed(*p, *o);
                                 }
                                 acked
                                     .lock()
                                     .expect("acked lock")
-                                    .extend(offsets.iter().map(|(p, o)| (*p, *o)));
+                                    .extend(offsets.iter().map(|(p, (o, _))| (*p, *o)));
                                 backoff = Duration::from_millis(100);
                                 break;
                             }
@@ -329,6 +341,33 @@ pub fn kafka_source<'scope>(
         tpl.add_partition_offset(&options.topic, *p, offset)
             .expect("valid offset");
     }
+    if let Some(ledger) = &options.dead_letters {
+        // Before any record is read: which of the dead letters of records not yet committed
+        // are already in the dead-letter topic (written before a crash).
+        let mut query = TopicPartitionList::new();
+        for p in &mine {
+            query.add_partition(&options.topic, *p);
+        }
+        let committed = consumer
+            .committed_offsets(query, Duration::from_secs(15))
+            .map_err(|e| KafkaError::Metadata {
+                topic: options.topic.clone(),
+                brokers: kafka.brokers.clone(),
+                reason: format!("committed offsets of group {}: {e}", kafka.group_id),
+            })?;
+        let committed: Vec<(i32, i64, String)> = committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                (e.partition(), offset, e.metadata().to_string())
+            })
+            .collect();
+        ledger.load(kafka, &options.topic, &committed)?;
+    }
     consumer.assign(&tpl).map_err(|source| KafkaError::Client {
         brokers: kafka.brokers.clone(),
         source,
@@ -387,6 +426,7 @@ pub fn kafka_source<'scope>(
         .then(|| Committer::start(consumer.clone(), options.topic.clone(), metrics.clone()));
 
     let name = options.name.clone();
+    let ledger = options.dead_letters.clone();
     let stream = source::<_, CapacityContainerBuilder<Vec<KafkaRecord>>, _, _>(
         scope,
         &name,
@@ -401,7 +441,7 @@ pub fn kafka_source<'scope>(
             // Next offset per partition, as read.
             let mut next: BTreeMap<i32, i64> = BTreeMap::new();
             // Offsets as of the end of each closed epoch, awaiting the probe.
-            let mut pending: VecDeque<(u64, BTreeMap<i32, i64>)> = VecDeque::new();
+            let mut pending: VecDeque<(u64, Commit)> = VecDeque::new();
             let mut snapshot: BTreeMap<i32, i64> = BTreeMap::new();
             // The newest offsets handed to the committer.
             let mut requested: BTreeMap<i32, i64> = BTreeMap::new();
@@ -440,12 +480,21 @@ pub fn kafka_source<'scope>(
                 // Close the epoch when the clock has moved on (never backwards; never before
                 // a catch-up source has loaded its topic).
                 let close_epoch = |c: &mut timely::dataflow::operators::Capability<u64>,
-                                   pending: &mut VecDeque<(u64, BTreeMap<i32, i64>)>,
+                                   pending: &mut VecDeque<(u64, Commit)>,
                                    snapshot: &mut BTreeMap<i32, i64>,
                                    next: &BTreeMap<i32, i64>,
                                    to: u64| {
                     if next != snapshot {
-                        pending.push_back((*c.time(), next.clone()));
+                        // Each offset with the dead-letter position it vouches for (before
+                        // which no letter of a record read later can be), taken now.
+                        let with_metadata = next
+                            .iter()
+                            .map(|(p, o)| {
+                                let m = ledger.as_ref().map(|l| l.commit_metadata(*p));
+                                (*p, (*o, m.unwrap_or_default()))
+                            })
+                            .collect();
+                        pending.push_back((*c.time(), with_metadata));
                         snapshot.clone_from(next);
                     }
                     c.downgrade(&to);
@@ -558,7 +607,7 @@ pub fn kafka_source<'scope>(
                         }
                         if let (Some((_, offsets)), Some(committer)) = (done, &committer) {
                             tracing::debug!(?offsets, "epoch complete: committing");
-                            requested.extend(offsets.iter().map(|(p, o)| (*p, *o)));
+                            requested.extend(offsets.iter().map(|(p, (o, _))| (*p, *o)));
                             if committer.requests.send(offsets).is_err() {
                                 tracing::error!(topic = %options.topic, "commit thread stopped");
                             }

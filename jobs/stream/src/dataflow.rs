@@ -20,8 +20,8 @@ use differential_dataflow::Hashable;
 use iotflow_config::Config;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
 use iotflow_kafka::{
-    kafka_source, DeadLetterProducer, DeadLetterSink, ParseOptions, ParseReadings, RateLimitedLog,
-    SourceHandle, SourceOptions, StartFrom,
+    kafka_source, DeadLetterLedger, DeadLetterProducer, DeadLetterSink, ParseOptions,
+    ParseReadings, RateLimitedLog, SourceHandle, SourceOptions, StartFrom,
 };
 use iotflow_metrics::Metrics;
 use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
@@ -58,6 +58,8 @@ pub struct JobContext {
     pub elasticsearch: Option<ElasticsearchContext>,
     /// Where rows a store refused go (when any sink is enabled).
     pub dead_letters: Option<DeadLetterProducer>,
+    /// Which dead letters are already in the dead-letter topic (read back at start).
+    pub ledger: Arc<DeadLetterLedger>,
     /// The live work-time view (when `worktime.live` is on).
     pub live: Option<Arc<std::sync::Mutex<crate::live::LiveBoard>>>,
 }
@@ -142,6 +144,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                     .then(|| Duration::from_secs(c.job.idle_exit_secs)),
                 max_pending_rows,
                 finish_after: None,
+                dead_letters: Some(ctx.ledger.clone()),
             },
             m.source("kafka-source", index),
             Some(probe.clone()),
@@ -167,6 +170,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 idle_exit: None,
                 max_pending_rows: usize::MAX,
                 finish_after: Some(readers),
+                dead_letters: None,
             },
             m.source("broadcast-source", index),
             None,
@@ -212,7 +216,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         let mut done = vec![DeadLetterSink::build(
             dead_letters,
             &c.kafka,
-            &c.kafka.dlq_topic,
+            ctx.ledger.clone(),
             m.dlq("dead-letter-sink", index),
         )?];
 

@@ -149,12 +149,14 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
     // Rows a store refuses (a value its column cannot hold, a mapping conflict) go to the
     // dead-letter topic; the producer needs the runtime (its delivery futures are awaited by
     // the writer tasks).
+    let ledger = iotflow_kafka::DeadLetterLedger::new(&config.kafka, &config.kafka.dlq_topic)
+        .context("dead-letter topic")?;
     let dead_letters = if mysql.is_some() || clickhouse.is_some() || elasticsearch.is_some() {
         let _guard = runtime.enter();
         Some(
             iotflow_kafka::DeadLetterProducer::new(
                 &config.kafka,
-                &config.kafka.dlq_topic,
+                ledger.clone(),
                 metrics.dlq("sink-rejects", 0),
             )
             .context("dead-letter producer for rows the stores refuse")?,
@@ -223,6 +225,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         clickhouse,
         elasticsearch,
         dead_letters,
+        ledger,
         live,
     };
     tracing::info!(
