@@ -1,5 +1,6 @@
 //! The ClickHouse [`BatchWriter`] and the start-up check.
 
+use std::future::Future;
 use std::time::Duration;
 
 use clickhouse::Client;
@@ -119,17 +120,31 @@ pub struct ClickhouseWriter {
     client: Client,
     table: String,
     dedup_tokens: bool,
+    timeout: Duration,
 }
 
 impl ClickhouseWriter {
+    /// How long one write may take by default (the `clickhouse.write_timeout_ms` default).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// A writer on `client` (as returned by [`prepare`]). Sends no deduplication token; see
-    /// [`ClickhouseWriter::with_dedup_tokens`].
+    /// [`ClickhouseWriter::with_dedup_tokens`]. Each write may take
+    /// [`ClickhouseWriter::DEFAULT_TIMEOUT`]; see [`ClickhouseWriter::with_timeout`].
     pub fn new(client: Client, table: &str) -> Self {
         ClickhouseWriter {
             client,
             table: table.to_string(),
             dedup_tokens: false,
+            timeout: Self::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Bounds each write (the whole INSERT, until the server's answer) by `timeout`: a write
+    /// not answered by then is abandoned and fails as transient, so the sink operator retries
+    /// it with backoff and counts it, instead of waiting silently on a hung server.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Sends each batch with `insert_deduplication_token` ([`dedup_token`]) when `on`: only
@@ -141,10 +156,27 @@ impl ClickhouseWriter {
     }
 }
 
-impl BatchWriter for ClickhouseWriter {
-    type Row = Row;
+/// Runs `write` with a deadline. An unfinished insert is dropped, which closes its HTTP
+/// request; the server then drops the insert or, if it already had every row, stores it, which
+/// the retry repeats harmlessly (identical rows collapse in the `ReplacingMergeTree`, and a
+/// server with deduplication tokens drops the repeated block).
+async fn within(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    write: impl Future<Output = Result<(), SinkError>>,
+) -> Result<(), SinkError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result,
+        Err(_) => Err(SinkError::Transient(format!(
+            "{}: no answer within {limit:?} (clickhouse.write_timeout_ms); abandoned, will retry",
+            what()
+        ))),
+    }
+}
 
-    async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
+impl ClickhouseWriter {
+    /// One write, without the deadline.
+    async fn write_now(&mut self, rows: &[Row]) -> Result<(), SinkError> {
         let context = || {
             format!(
                 "inserting {} rows into ClickHouse table `{}`",
@@ -167,6 +199,16 @@ impl BatchWriter for ClickhouseWriter {
                 .map_err(|e| classify(&context(), e))?;
         }
         insert.end().await.map_err(|e| classify(&context(), e))
+    }
+}
+
+impl BatchWriter for ClickhouseWriter {
+    type Row = Row;
+
+    async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
+        let (limit, n, table) = (self.timeout, rows.len(), self.table.clone());
+        let what = move || format!("inserting {n} rows into ClickHouse table `{table}`");
+        within(limit, what, self.write_now(rows)).await
     }
 
     fn row_size(row: &Row) -> usize {
