@@ -245,8 +245,9 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         }
 
         if let Some(pool) = &ctx.mysql {
+            let timeout = Duration::from_millis(c.mysql.write_timeout_ms);
             done.push(enriched.clone().map(|e| Row::from(&e)).sink_batches(
-                MysqlWriter::new(pool.clone(), &c.mysql.table),
+                MysqlWriter::new(pool.clone(), &c.mysql.table).with_timeout(timeout),
                 SinkOptions {
                     sink: "mysql".into(),
                     batch: (&c.mysql.batch).into(),
@@ -265,7 +266,8 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                     .map(|e| iotflow_sink_clickhouse::Row::from(&e))
                     .sink_batches(
                         ClickhouseWriter::new(client.clone(), &c.clickhouse.table)
-                            .with_dedup_tokens(*dedup_tokens),
+                            .with_dedup_tokens(*dedup_tokens)
+                            .with_timeout(Duration::from_millis(c.clickhouse.write_timeout_ms)),
                         SinkOptions {
                             sink: "clickhouse".into(),
                             batch: (&c.clickhouse.batch).into(),
