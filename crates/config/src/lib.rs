@@ -151,6 +151,11 @@ pub struct MysqlConfig {
     pub table: String,
     /// Create the table (from `schemas/mysql/iot_data.sql`) at start if it is missing. Default true.
     pub create_table: bool,
+    /// Longest one batch write (a connection, the day partitions, the INSERT) may take, in
+    /// milliseconds. A write still unanswered then is abandoned and counted as a transient
+    /// error, and the batch is retried with backoff: a hung server or a table lock held
+    /// elsewhere shows up in the log and metrics instead of stalling silently. Default 30000.
+    pub write_timeout_ms: u64,
     /// Batching policy.
     pub batch: BatchConfig,
     /// Retry policy for transient errors.
@@ -164,6 +169,7 @@ impl Default for MysqlConfig {
             url: "mysql://iotflow:iotflow@127.0.0.1:3306/iotflow".into(),
             table: "iot_data".into(),
             create_table: true,
+            write_timeout_ms: 30_000,
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
         }
@@ -189,6 +195,11 @@ pub struct ClickhouseConfig {
     /// Create the table (from `schemas/clickhouse/iot_data.sql`) at start if it is missing.
     /// Default true.
     pub create_table: bool,
+    /// Longest one batch insert may take until the server's answer, in milliseconds. An insert
+    /// still unanswered then is abandoned and counted as a transient error, and the batch is
+    /// retried with backoff (a hung server shows up in the log and metrics instead of stalling
+    /// silently). Default 30000.
+    pub write_timeout_ms: u64,
     /// Batching policy: ClickHouse wants few large inserts. Defaults 50000 rows, 32 MiB,
     /// 1000 ms, 2 in flight.
     pub batch: BatchConfig,
@@ -206,6 +217,7 @@ impl Default for ClickhouseConfig {
             database: "default".into(),
             table: "iot_data".into(),
             create_table: true,
+            write_timeout_ms: 30_000,
             batch: BatchConfig {
                 max_rows: 50_000,
                 max_bytes: 32 << 20,
@@ -553,6 +565,14 @@ impl Config {
                 self.elasticsearch.item_attempts as usize,
             ),
             ("parse.max_message_bytes", self.parse.max_message_bytes),
+            (
+                "mysql.write_timeout_ms",
+                self.mysql.write_timeout_ms as usize,
+            ),
+            (
+                "clickhouse.write_timeout_ms",
+                self.clickhouse.write_timeout_ms as usize,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -762,10 +782,34 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("mysql.batch.max_rows"), "{e}");
+        for key in [
+            "IOTFLOW__MYSQL__WRITE_TIMEOUT_MS",
+            "IOTFLOW__CLICKHOUSE__WRITE_TIMEOUT_MS",
+        ] {
+            let e = Config::from_toml_with_env("", "", env(&[(key, "0")]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("write_timeout_ms must be greater than 0"), "{e}");
+        }
         let e = Config::from_toml_with_env("[mysql]\ntable = \"x; drop\"\n", "", env(&[]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("mysql.table"), "{e}");
+    }
+
+    #[test]
+    fn write_timeouts_default_to_30_s_and_can_be_set() {
+        let c = Config::default();
+        assert_eq!(c.mysql.write_timeout_ms, 30_000);
+        assert_eq!(c.clickhouse.write_timeout_ms, 30_000);
+        let c = Config::from_toml_with_env(
+            "[mysql]\nwrite_timeout_ms = 1500\n",
+            "",
+            env(&[("IOTFLOW__CLICKHOUSE__WRITE_TIMEOUT_MS", "2500")]),
+        )
+        .unwrap();
+        assert_eq!(c.mysql.write_timeout_ms, 1500);
+        assert_eq!(c.clickhouse.write_timeout_ms, 2500);
     }
 
     #[test]

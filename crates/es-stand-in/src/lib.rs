@@ -15,7 +15,9 @@
 //!
 //! It checks an `Authorization` header when told to (401 `security_exception` otherwise) and
 //! injects faults: 429 for the next N items, 503 for the next M bulk requests, a delay before
-//! answering, and a 400 `mapper_parsing_exception` for chosen documents. Passing against it
+//! answering, a 400 `mapper_parsing_exception` for chosen documents, index-level item errors
+//! for chosen indices (cluster blocks, missing privileges, no auto-create, closed index, shard
+//! limit: [`IndexFault`]) and a cluster-wide read-only block. Passing against it
 //! shows a client follows the documented protocol; it does not prove a real cluster agrees.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -49,6 +51,65 @@ pub struct State {
     pub reject_ids: HashSet<String>,
     /// Likewise for documents whose `pboxid` is one of these (a whole device's documents).
     pub reject_pboxids: HashSet<String>,
+    /// Refuse every document of matching indices with an item error about the cluster or the
+    /// index ([`IndexFault`]), for as long as the entry stays. Keys are index names, or
+    /// prefixes ending in `*` (`iot-data-*`).
+    pub index_faults: BTreeMap<String, IndexFault>,
+    /// Refuse whole bulk requests with `403 cluster_block_exception`, as a cluster does while
+    /// `cluster.blocks.read_only` is set.
+    pub cluster_read_only: bool,
+}
+
+/// An index-level refusal, answered per item in the shape a cluster uses (status, `type`,
+/// `reason`, and `index_uuid`/`index` where Elasticsearch adds them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexFault {
+    /// `429 cluster_block_exception`: the flood-stage disk watermark put a
+    /// read-only-allow-delete block on the index (Elasticsearch 7.4+ answers 429, older 403).
+    FloodStage,
+    /// `403 cluster_block_exception`: `index.blocks.write` is set.
+    WriteBlock,
+    /// `403 security_exception`: the user has no write privilege on the index.
+    Unauthorized,
+    /// `404 index_not_found_exception`: the index does not exist and
+    /// `action.auto_create_index` does not allow creating it.
+    NoAutoCreate,
+    /// `400 index_closed_exception`: the index is closed.
+    Closed,
+    /// `400 validation_exception`: creating the index would exceed the cluster's shard limit.
+    ShardLimit,
+}
+
+impl IndexFault {
+    /// The item's status and `error` object for a document of `index`.
+    pub fn item_error(self, index: &str) -> (u16, Value) {
+        match self {
+            IndexFault::FloodStage => (
+                429,
+                json!({"type": "cluster_block_exception", "reason": format!("index [{index}] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];")}),
+            ),
+            IndexFault::WriteBlock => (
+                403,
+                json!({"type": "cluster_block_exception", "reason": format!("index [{index}] blocked by: [FORBIDDEN/8/index write (api)];")}),
+            ),
+            IndexFault::Unauthorized => (
+                403,
+                json!({"type": "security_exception", "reason": format!("action [indices:data/write/bulk[s]] is unauthorized for user [iotflow] with effective roles [iot_reader] on indices [{index}], this action is granted by the index privileges [create_doc,create,index,write,all]")}),
+            ),
+            IndexFault::NoAutoCreate => (
+                404,
+                json!({"type": "index_not_found_exception", "reason": format!("no such index [{index}] and [action.auto_create_index] ([.monitoring*,.watches,logs-*]) doesn't match"), "index_uuid": "_na_", "index": index}),
+            ),
+            IndexFault::Closed => (
+                400,
+                json!({"type": "index_closed_exception", "reason": "closed", "index_uuid": "kQyD8mFzQb2xJ0e1VbCm4w", "index": index}),
+            ),
+            IndexFault::ShardLimit => (
+                400,
+                json!({"type": "validation_exception", "reason": "Validation Failed: 1: this action would add [2] shards, but this cluster currently has [1000]/[1000] maximum normal shards open;"}),
+            ),
+        }
+    }
 }
 
 /// A running stand-in server.
@@ -162,6 +223,7 @@ async fn connection(mut socket: TcpStream, state: Arc<Mutex<State>>) {
             200 => "OK",
             400 => "Bad Request",
             401 => "Unauthorized",
+            403 => "Forbidden",
             404 => "Not Found",
             406 => "Not Acceptable",
             503 => "Service Unavailable",
@@ -247,6 +309,12 @@ pub fn handle(
                     "illegal_argument_exception",
                     "The bulk request must be terminated by a newline [\\n]",
                 )
+            } else if s.cluster_read_only {
+                error(
+                    403,
+                    "cluster_block_exception",
+                    "blocked by: [FORBIDDEN/6/cluster read-only (api)];",
+                )
             } else if s.requests_503 > 0 {
                 s.requests_503 -= 1;
                 error(
@@ -284,7 +352,21 @@ fn bulk(s: &mut State, body: &[u8]) -> (u16, Value) {
             .and_then(|d| d["pboxid"].as_str().map(str::to_string));
         let injected =
             s.reject_ids.contains(&id) || pboxid.is_some_and(|p| s.reject_pboxids.contains(&p));
-        let item = if injected {
+        let fault = s
+            .index_faults
+            .iter()
+            .find(|(pattern, _)| {
+                pattern
+                    .strip_suffix('*')
+                    .map_or(**pattern == index, |prefix| index.starts_with(prefix))
+            })
+            .map(|(_, fault)| *fault);
+        let item = if let Some(fault) = fault {
+            // The index is refused before the document is looked at, as in a cluster.
+            errors = true;
+            let (status, e) = fault.item_error(&index);
+            json!({"_index": index, "_id": id, "status": status, "error": e})
+        } else if injected {
             errors = true;
             json!({"_index": index, "_id": id, "status": 400, "error": {
                 "type": "mapper_parsing_exception",

@@ -1,5 +1,6 @@
 //! The ClickHouse [`BatchWriter`] and the start-up check.
 
+use std::future::Future;
 use std::time::Duration;
 
 use clickhouse::Client;
@@ -15,17 +16,30 @@ pub const DEDUP_WINDOW: u32 = 1000;
 pub const IOT_DATA_DDL: &str = include_str!("../../../schemas/clickhouse/iot_data.sql");
 
 /// Server error codes that go away by themselves.
+///
+/// 60 and 81 look definite but are not, for this sink: a server restarting answers them for
+/// tables and databases it has not loaded yet, and a table or database that is missing for good
+/// was already caught by the start-up check ([`prepare`] fails when the table does not exist),
+/// so after start they mean "not yet" (or an operator dropped the table under a running job,
+/// which then stalls with the error in its log and metrics until the table is back). 218, 236
+/// and 394 are what a server shutting down answers for tables being shut down and queries it
+/// cancels.
 const TRANSIENT_CODES: &[u32] = &[
     3,   // UNEXPECTED_END_OF_FILE (connection cut mid-request)
+    60,  // UNKNOWN_TABLE (not loaded yet after a restart; see above)
+    81,  // UNKNOWN_DATABASE (likewise)
     159, // TIMEOUT_EXCEEDED
     202, // TOO_MANY_SIMULTANEOUS_QUERIES
     203, // NO_FREE_CONNECTION
     209, // SOCKET_TIMEOUT
     210, // NETWORK_ERROR
+    218, // TABLE_IS_DROPPED ("dropped or detached": also a table shut down with the server)
+    236, // ABORTED (e.g. "Shutdown is called for table")
     241, // MEMORY_LIMIT_EXCEEDED
     242, // TABLE_IS_READ_ONLY (replica recovering)
     252, // TOO_MANY_PARTS (merges are behind)
     319, // UNKNOWN_STATUS_OF_INSERT
+    394, // QUERY_WAS_CANCELLED (a server shutting down cancels running queries)
     425, // SYSTEM_ERROR
     999, // KEEPER_EXCEPTION
 ];
@@ -138,18 +152,32 @@ pub struct ClickhouseWriter {
     table: String,
     dedup_tokens: bool,
     rejects: RejectRecorder,
+    timeout: Duration,
 }
 
 impl ClickhouseWriter {
+    /// How long one write may take by default (the `clickhouse.write_timeout_ms` default).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// A writer on `client` (as returned by [`prepare`]). Sends no deduplication token; see
-    /// [`ClickhouseWriter::with_dedup_tokens`].
+    /// [`ClickhouseWriter::with_dedup_tokens`]. Each write may take
+    /// [`ClickhouseWriter::DEFAULT_TIMEOUT`]; see [`ClickhouseWriter::with_timeout`].
     pub fn new(client: Client, table: &str) -> Self {
         ClickhouseWriter {
             client,
             table: table.to_string(),
             dedup_tokens: false,
             rejects: RejectRecorder::none("clickhouse"),
+            timeout: Self::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Bounds each write (the whole INSERT, until the server's answer) by `timeout`: a write
+    /// not answered by then is abandoned and fails as transient, so the sink operator retries
+    /// it with backoff and counts it, instead of waiting silently on a hung server.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Rows the server refuses for a value (see `ROW_ERROR_CODES`) go to `rejects`, found by
@@ -219,10 +247,27 @@ impl ClickhouseWriter {
     }
 }
 
-impl BatchWriter for ClickhouseWriter {
-    type Row = Row;
+/// Runs `write` with a deadline. An unfinished insert is dropped, which closes its HTTP
+/// request; the server then drops the insert or, if it already had every row, stores it, which
+/// the retry repeats harmlessly (identical rows collapse in the `ReplacingMergeTree`, and a
+/// server with deduplication tokens drops the repeated block).
+async fn within(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    write: impl Future<Output = Result<(), SinkError>>,
+) -> Result<(), SinkError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result,
+        Err(_) => Err(SinkError::Transient(format!(
+            "{}: no answer within {limit:?} (clickhouse.write_timeout_ms); abandoned, will retry",
+            what()
+        ))),
+    }
+}
 
-    async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
+impl ClickhouseWriter {
+    /// One write, without the deadline.
+    async fn write_now(&mut self, rows: &[Row]) -> Result<(), SinkError> {
         let mut refused = Vec::new();
         for day in by_day(rows) {
             refused.extend(self.insert_splitting(&day).await?);
@@ -248,6 +293,16 @@ impl BatchWriter for ClickhouseWriter {
         }
         self.rejects.batch_done();
         Ok(())
+    }
+}
+
+impl BatchWriter for ClickhouseWriter {
+    type Row = Row;
+
+    async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
+        let (limit, n, table) = (self.timeout, rows.len(), self.table.clone());
+        let what = move || format!("inserting {n} rows into ClickHouse table `{table}`");
+        within(limit, what, self.write_now(rows)).await
     }
 
     fn row_size(row: &Row) -> usize {
@@ -457,11 +512,39 @@ mod tests {
         assert!(
             !classify("x", Error::BadResponse("Code: 53. Type mismatch".into())).is_transient()
         );
-        assert!(!classify(
-            "x",
-            Error::BadResponse("Code: 60, e.displayText() = no table".into())
-        )
-        .is_transient());
         assert!(!classify("x", Error::NotEnoughData).is_transient());
+    }
+
+    #[test]
+    fn a_restarting_or_stopping_server_is_transient() {
+        use clickhouse::error::Error;
+        // What 18.16 answers for a table it has not loaded (yet): transient, because the
+        // start-up check already proved the table exists.
+        let unknown = "Code: 60, e.displayText() = DB::Exception: Table iotflow.iot_data doesn't exist., e.what() = DB::Exception\n";
+        assert!(classify("x", Error::BadResponse(unknown.into())).is_transient());
+        // The modern form, and the database not loaded yet.
+        for text in [
+            "Code: 60. DB::Exception: Table iotflow.iot_data does not exist. (UNKNOWN_TABLE) (version 24.8.4.13 (official build))",
+            "Code: 81. DB::Exception: Database iotflow does not exist. (UNKNOWN_DATABASE)",
+            "Code: 218. DB::Exception: Table is dropped or detached. (TABLE_IS_DROPPED)",
+            "Code: 236. DB::Exception: Shutdown is called for table. (ABORTED)",
+            "Code: 394. DB::Exception: Query was cancelled. (QUERY_WAS_CANCELLED)",
+            "Code: 210. DB::NetException: Connection reset by peer (NETWORK_ERROR)",
+        ] {
+            let e = classify("inserting", Error::BadResponse(text.into()));
+            assert!(e.is_transient(), "{text}");
+            assert!(e.to_string().contains(text), "the server's words are kept: {e}");
+        }
+        // Schema and privilege errors stay definite.
+        for text in [
+            "Code: 16. DB::Exception: No such column metric in table iotflow.iot_data",
+            "Code: 497. DB::Exception: default: Not enough privileges. (ACCESS_DENIED)",
+            "Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)",
+        ] {
+            assert!(
+                !classify("x", Error::BadResponse(text.into())).is_transient(),
+                "{text}"
+            );
+        }
     }
 }

@@ -18,10 +18,12 @@
 //!   the wall time read as UTC (as in the MySQL and ClickHouse sinks). Dashboards should show
 //!   it in UTC to see the local wall time. `kafka_ts` is a true instant (epoch milliseconds).
 //! * **Item-by-item classification.** A bulk response says what became of each document:
-//!   429 and 5xx items are sent again (alone), other refusals (e.g. 400
-//!   `mapper_parsing_exception`) are handed to the caller's `rejects` callback for the dead
-//!   letters, and `write` returns `Ok` only when every document is stored or its rejection is
-//!   durable (the callback's future resolved).
+//!   429 and 5xx items are sent again (alone); refusals about the cluster or the index rather
+//!   than the document (cluster blocks, the shard limit, missing privileges, an index the
+//!   cluster will not create, a closed index: [`response::cluster_error`]) fail the whole write,
+//!   transient or definite; other refusals (e.g. 400 `mapper_parsing_exception`) are handed to
+//!   the caller's `rejects` callback for the dead letters, and `write` returns `Ok` only when
+//!   every document is stored or its rejection is durable (the callback's future resolved).
 //!
 //! No Elasticsearch can be installed on the machine this crate was written on: its tests
 //! (`tests/bulk_stand_in.rs`) run against a stand-in HTTP server inside the test suite that

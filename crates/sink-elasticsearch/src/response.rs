@@ -6,6 +6,7 @@
 //! still gets classified, so a response that does not match the request (wrong item count) is
 //! noticed rather than taken as success.
 
+use iotflow_sink::SinkError;
 use serde_json::Value;
 
 /// What became of one action of a bulk request.
@@ -18,9 +19,71 @@ pub enum ItemOutcome {
     /// Any other status (400 `mapper_parsing_exception`, `strict_dynamic_mapping_exception`,
     /// ...): the document itself is wrong; it goes to the dead letters.
     Rejected(String),
+    /// The item was refused for a reason about the cluster or the index, not the document
+    /// ([`cluster_error`]): every document of that index would be refused alike, so the whole
+    /// write fails with this error (transient or definite) instead of dead-lettering them.
+    Sink(SinkError),
 }
 
-/// Classifies one item by its HTTP status; `reason` is kept for the retry or reject message.
+/// An item error that is about the cluster or the target index rather than the document, as
+/// the error the whole write should fail with; `None` for document-level errors.
+///
+/// * Transient (the sink stalls and retries, losing nothing, until the cluster is fixed):
+///   `cluster_block_exception` (flood-stage disk watermark, read-only or write blocks, a
+///   cluster without a master or still recovering), and the cluster's shard limit
+///   (`... maximum shards open` / `maximum normal shards open`, when a new daily index cannot
+///   be created): both are cleared on the cluster (disk freed, block lifted, old indices
+///   deleted by retention or the limit raised) with no change to the job.
+/// * Definite (the job stops and says what to fix): `security_exception` and any other 401 or
+///   403 (the user lacks index privileges), `index_not_found_exception` and any other 404 (the
+///   cluster does not auto-create the daily index: `action.auto_create_index` excludes it),
+///   `index_closed_exception`, and an alias without a write index. Nothing in the cluster
+///   undoes these by itself; they need a deliberate decision, and every later document of the
+///   index would hit them too.
+///
+/// `status` is the item's HTTP status, `kind` and `reason` the error's `type` and `reason`,
+/// `index` the item's `_index`, `text` the full description kept in the message.
+pub fn cluster_error(
+    status: u16,
+    kind: &str,
+    reason: &str,
+    index: &str,
+    text: &str,
+) -> Option<SinkError> {
+    let transient = |hint: &str| {
+        Some(SinkError::Transient(format!(
+            "Elasticsearch refused documents for index `{index}` for a reason about the cluster, not the documents ({hint}); retrying until it clears: {text}"
+        )))
+    };
+    let definite = |hint: &str| {
+        Some(SinkError::Definite(format!(
+            "Elasticsearch refused documents for index `{index}` for a reason about the cluster, not the documents ({hint}): {text}"
+        )))
+    };
+    if kind == "cluster_block_exception" {
+        return transient("the index or cluster is blocked: disk watermark, read-only or write block, or no master");
+    }
+    if reason.contains("shards open") && reason.contains("this action would add") {
+        return transient("the cluster is at its shard limit, cluster.max_shards_per_node: free shards or raise it");
+    }
+    if kind == "security_exception" || status == 401 || status == 403 {
+        return definite("grant the user the create_doc/index privilege on the index pattern");
+    }
+    if kind == "index_not_found_exception" || status == 404 {
+        return definite("the index does not exist and the cluster does not create it: allow action.auto_create_index for the prefix, or create the daily indices ahead");
+    }
+    if kind == "index_closed_exception" {
+        return definite("the index is closed: open it, or stop sending its days");
+    }
+    if reason.contains("no write index is defined for alias") {
+        return definite("the alias has no write index: set is_write_index on one of its indices");
+    }
+    None
+}
+
+/// Classifies one item by its HTTP status alone; `reason` is kept for the retry or reject
+/// message. [`parse_bulk_response`] asks [`cluster_error`] first, so 401, 403 and 404 items
+/// and cluster-level errors never get here from a response.
 pub fn classify_item(status: u16, reason: String) -> ItemOutcome {
     match status {
         200..=299 => ItemOutcome::Stored,
@@ -58,10 +121,23 @@ fn item_outcome(item: &Value) -> Result<ItemOutcome, String> {
         .and_then(Value::as_u64)
         .and_then(|s| u16::try_from(s).ok())
         .ok_or_else(|| format!("bulk response item has no status: {item}"))?;
+    let error = result.get("error");
     let mut reason = format!("status {status}");
-    if let Some(error) = result.get("error") {
+    if let Some(error) = error {
         reason.push_str(": ");
         reason.push_str(&describe_error(error));
+    }
+    if !(200..=299).contains(&status) {
+        let text = |key: &str| {
+            error
+                .and_then(|e| e.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
+        let index = result.get("_index").and_then(Value::as_str).unwrap_or("?");
+        if let Some(e) = cluster_error(status, text("type"), text("reason"), index, &reason) {
+            return Ok(ItemOutcome::Sink(e));
+        }
     }
     Ok(classify_item(status, reason))
 }
@@ -126,7 +202,7 @@ mod tests {
 
     #[test]
     fn other_client_errors_are_definite() {
-        for status in [400, 404, 409, 413] {
+        for status in [400, 409, 413] {
             assert!(matches!(
                 classify_item(status, String::new()),
                 ItemOutcome::Rejected(_)
@@ -153,5 +229,172 @@ mod tests {
             parse_bulk_response(one, 1).unwrap(),
             vec![ItemOutcome::Stored]
         );
+    }
+
+    /// One bulk response item, as a cluster writes it.
+    fn item(index: &str, status: u16, error: &str) -> String {
+        format!(
+            r#"{{"index":{{"_index":"{index}","_id":"0-1-1744272000000","status":{status},"error":{error}}}}}"#
+        )
+    }
+
+    fn outcomes(items: &[String]) -> Vec<ItemOutcome> {
+        let body = format!(
+            r#"{{"took":5,"errors":true,"items":[{}]}}"#,
+            items.join(",")
+        );
+        parse_bulk_response(body.as_bytes(), items.len()).unwrap()
+    }
+
+    #[test]
+    fn cluster_blocks_and_the_shard_limit_are_transient_for_the_whole_write() {
+        let day = "iot-data-2025.04.10";
+        let items = [
+            // Elasticsearch 7.4+ at the flood-stage disk watermark.
+            item(
+                day,
+                429,
+                r#"{"type":"cluster_block_exception","reason":"index [iot-data-2025.04.10] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];"}"#,
+            ),
+            // Older versions at the flood stage, and a write block set by an operator.
+            item(
+                day,
+                403,
+                r#"{"type":"cluster_block_exception","reason":"index [iot-data-2025.04.10] blocked by: [FORBIDDEN/12/index read-only / allow delete (api)];"}"#,
+            ),
+            item(
+                day,
+                403,
+                r#"{"type":"cluster_block_exception","reason":"index [iot-data-2025.04.10] blocked by: [FORBIDDEN/8/index write (api)];"}"#,
+            ),
+            // A cluster with no master.
+            item(
+                day,
+                503,
+                r#"{"type":"cluster_block_exception","reason":"blocked by: [SERVICE_UNAVAILABLE/2/no master];"}"#,
+            ),
+            // The daily index cannot be created: shard limit (8.x and 7.x wording).
+            item(
+                day,
+                400,
+                r#"{"type":"validation_exception","reason":"Validation Failed: 1: this action would add [2] shards, but this cluster currently has [1000]/[1000] maximum normal shards open;"}"#,
+            ),
+            item(
+                day,
+                400,
+                r#"{"type":"illegal_argument_exception","reason":"Validation Failed: 1: this action would add [2] total shards, but this cluster currently has [1000]/[1000] maximum shards open;"}"#,
+            ),
+        ];
+        for (i, outcome) in outcomes(&items).into_iter().enumerate() {
+            let ItemOutcome::Sink(e) = outcome else {
+                panic!("item {i} is not a sink-wide error: {outcome:?}");
+            };
+            assert!(e.is_transient(), "item {i}: {e}");
+            let text = e.to_string();
+            assert!(text.contains("index `iot-data-2025.04.10`"), "{text}");
+            assert!(text.contains("retrying until it clears"), "{text}");
+        }
+    }
+
+    #[test]
+    fn missing_privileges_no_auto_create_and_closed_indices_are_definite() {
+        let day = "iot-data-2025.04.10";
+        let items = [
+            item(
+                day,
+                403,
+                r#"{"type":"security_exception","reason":"action [indices:data/write/bulk[s]] is unauthorized for user [iotflow] with effective roles [iot_reader] on indices [iot-data-2025.04.10], this action is granted by the index privileges [create_doc,create,index,write,all]"}"#,
+            ),
+            item(
+                day,
+                404,
+                r#"{"type":"index_not_found_exception","reason":"no such index [iot-data-2025.04.10] and [action.auto_create_index] ([.monitoring*,.watches,logs-*]) doesn't match","index_uuid":"_na_","index":"iot-data-2025.04.10"}"#,
+            ),
+            item(
+                day,
+                404,
+                r#"{"type":"index_not_found_exception","reason":"no such index [iot-data-2025.04.10] and [action.auto_create_index] is [false]","index_uuid":"_na_","index":"iot-data-2025.04.10"}"#,
+            ),
+            item(
+                day,
+                400,
+                r#"{"type":"index_closed_exception","reason":"closed","index_uuid":"kQyD8mFzQb2xJ0e1VbCm4w","index":"iot-data-2025.04.10"}"#,
+            ),
+            item(
+                day,
+                400,
+                r#"{"type":"illegal_argument_exception","reason":"no write index is defined for alias [iot-data-2025.04.10]. The write index may be explicitly disabled using is_write_index=false or the alias points to multiple indices without one being designated as a write index"}"#,
+            ),
+        ];
+        let hints = [
+            "create_doc/index privilege",
+            "action.auto_create_index",
+            "action.auto_create_index",
+            "the index is closed",
+            "no write index",
+        ];
+        for ((i, outcome), hint) in outcomes(&items).into_iter().enumerate().zip(hints) {
+            let ItemOutcome::Sink(e) = outcome else {
+                panic!("item {i} is not a sink-wide error: {outcome:?}");
+            };
+            assert!(!e.is_transient(), "item {i}: {e}");
+            let text = e.to_string();
+            assert!(text.contains(hint), "item {i}: {text}");
+            // The cluster's own words stay in the message.
+            assert!(text.contains("status 40"), "{text}");
+        }
+        // A 404 or 403 item without an error object is about the index all the same.
+        let bare = r#"{"took":1,"errors":true,"items":[{"index":{"_index":"x","status":404}},{"index":{"_index":"x","status":403}}]}"#;
+        for outcome in parse_bulk_response(bare.as_bytes(), 2).unwrap() {
+            assert!(
+                matches!(outcome, ItemOutcome::Sink(SinkError::Definite(_))),
+                "{outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn document_errors_stay_dead_letters() {
+        let day = "iot-data-2025.04.10";
+        let items = [
+            item(
+                day,
+                400,
+                r#"{"type":"mapper_parsing_exception","reason":"failed to parse field [location] of type [geo_point]","caused_by":{"type":"illegal_argument_exception","reason":"illegal latitude value [95.5] for location"}}"#,
+            ),
+            item(
+                day,
+                400,
+                r#"{"type":"document_parsing_exception","reason":"[1:42] failed to parse field [metric] of type [double] in document with id '0-1-1744272000000'"}"#,
+            ),
+            item(
+                day,
+                400,
+                r#"{"type":"strict_dynamic_mapping_exception","reason":"[1:120] mapping set to strict, dynamic introduction of [surprise] within [_doc] is not allowed"}"#,
+            ),
+            item(
+                day,
+                400,
+                r#"{"type":"illegal_argument_exception","reason":"Document contains at least one immense term in field=\"company\" (whose UTF8 encoding is longer than the max length 32766)"}"#,
+            ),
+            item(
+                day,
+                409,
+                r#"{"type":"version_conflict_engine_exception","reason":"[0-1-1744272000000]: version conflict"}"#,
+            ),
+        ];
+        for (i, outcome) in outcomes(&items).into_iter().enumerate() {
+            assert!(
+                matches!(outcome, ItemOutcome::Rejected(_)),
+                "item {i}: {outcome:?}"
+            );
+        }
+        // Throttling stays a per-item retry.
+        let throttled = item(
+            day,
+            429,
+            r#"{"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation"}"#,
+        );
+        assert!(matches!(outcomes(&[throttled])[0], ItemOutcome::Retry(_)));
     }
 }

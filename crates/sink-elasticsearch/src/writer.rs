@@ -221,8 +221,28 @@ impl ElasticsearchWriter {
             return Err(classify_status(&context(), status, &body));
         }
         // A 200 that is not a bulk response (a proxy's page, a truncated body): retry.
-        parse_bulk_response(&body, rows.len())
-            .map_err(|e| SinkError::Transient(format!("{}: {e}", context())))
+        let outcomes = parse_bulk_response(&body, rows.len())
+            .map_err(|e| SinkError::Transient(format!("{}: {e}", context())))?;
+        // An item refused for a reason about the cluster or its index fails the whole write
+        // before any item of the response is acted on: a document refused for its own reason
+        // in the same response is not dead-lettered while the batch is retried or the job
+        // stops (the retry, or the restarted job, sees it again).
+        let mut sink_wide = outcomes.iter().filter_map(|o| match o {
+            ItemOutcome::Sink(e) => Some(e),
+            _ => None,
+        });
+        if let Some(first) = sink_wide.next() {
+            let more = match sink_wide.count() {
+                0 => String::new(),
+                n => format!(" (and {n} more items like it)"),
+            };
+            let with_context = |m: &str| format!("{}: {m}{more}", context());
+            return Err(match first {
+                SinkError::Transient(m) => SinkError::Transient(with_context(m)),
+                SinkError::Definite(m) => SinkError::Definite(with_context(m)),
+            });
+        }
+        Ok(outcomes)
     }
 }
 
@@ -243,6 +263,8 @@ impl BatchWriter for ElasticsearchWriter {
                         retry.push(*row);
                         last_reason = reason;
                     }
+                    // (`bulk` already returns these as the write's error.)
+                    ItemOutcome::Sink(e) => return Err(e),
                     ItemOutcome::Rejected(reason) => {
                         if self.recorded.contains(&(row.src_partition, row.src_offset)) {
                             continue;
@@ -356,16 +378,29 @@ fn request_error(context: &str, e: reqwest::Error) -> SinkError {
     }
 }
 
-/// A whole request the server refused: overload and server trouble are transient; credentials,
-/// privileges and malformed requests are not.
+/// A whole request the server refused: overload, server trouble and cluster blocks are
+/// transient; credentials, privileges and malformed requests are not.
 pub(crate) fn classify_status(context: &str, status: StatusCode, body: &[u8]) -> SinkError {
-    let detail = serde_json::from_slice::<Value>(body)
+    let error = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| v.get("error").map(describe_error))
+        .and_then(|v| v.get("error").cloned());
+    let kind = error
+        .as_ref()
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let detail = error
+        .as_ref()
+        .map(describe_error)
         .unwrap_or_else(|| snippet(body));
     let code = status.as_u16();
     match code {
         408 | 429 | 500..=599 => SinkError::Transient(format!("{context}: HTTP {status}: {detail}")),
+        // A cluster-wide block (`cluster.blocks.read_only`, flood stage on every index) refuses
+        // the whole request with 403: it is lifted on the cluster, not fixed in the job.
+        403 if kind == "cluster_block_exception" => SinkError::Transient(format!(
+            "{context}: HTTP {status} (the cluster is blocked; retrying until the block is lifted): {detail}"
+        )),
         401 | 403 => SinkError::Definite(format!(
             "{context}: HTTP {status} (check credentials and the user's index privileges): {detail}"
         )),
@@ -500,6 +535,14 @@ mod tests {
             assert!(!e.is_transient());
             assert!(e.to_string().contains("check credentials"));
         }
+        // A cluster-wide block refuses whole requests with 403: lifted on the cluster, so
+        // transient, unlike a 403 about privileges.
+        let blocked = br#"{"error":{"root_cause":[{"type":"cluster_block_exception","reason":"blocked by: [FORBIDDEN/6/cluster read-only (api)];"}],"type":"cluster_block_exception","reason":"blocked by: [FORBIDDEN/6/cluster read-only (api)];"},"status":403}"#;
+        let e = classify_status("x", StatusCode::FORBIDDEN, blocked);
+        assert!(e.is_transient(), "{e}");
+        assert!(e.to_string().contains("cluster read-only"), "{e}");
+        let denied = br#"{"error":{"type":"security_exception","reason":"action [indices:data/write/bulk] is unauthorized for user [u]"},"status":403}"#;
+        assert!(!classify_status("x", StatusCode::FORBIDDEN, denied).is_transient());
         let body = br#"{"error":{"type":"security_exception","reason":"unable to authenticate user [u]"},"status":401}"#;
         assert!(classify_status("x", StatusCode::UNAUTHORIZED, body)
             .to_string()

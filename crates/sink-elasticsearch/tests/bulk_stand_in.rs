@@ -12,7 +12,8 @@
 //!
 //! It checks an `Authorization` header when told to (401 `security_exception` otherwise) and
 //! injects faults: 429 for the next N items, 503 for the next M bulk requests, a delay before
-//! answering. Passing here shows the client follows the documented protocol; it does not
+//! answering, index-level item errors (cluster blocks, missing privileges, no auto-create,
+//! closed index, shard limit) and a cluster-wide read-only block. Passing here shows the client follows the documented protocol; it does not
 //! prove a real cluster agrees.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +21,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use iotflow_es_stand_in::{handle, StandIn};
+use iotflow_es_stand_in::{handle, IndexFault, StandIn};
 use iotflow_model::{Decimal, NaiveDateTime};
 use iotflow_sink::{BatchWriter, RetryPolicy, SinkError};
 use iotflow_sink_elasticsearch::{
@@ -482,4 +483,157 @@ async fn the_stand_in_rejects_what_the_mappings_forbid() {
         body.as_bytes(),
     );
     assert_eq!(status, 406, "bulk bodies must be declared as NDJSON");
+}
+
+fn bulk_requests(server: &StandIn) -> usize {
+    server
+        .state()
+        .requests
+        .iter()
+        .filter(|r| r.1 == "/_bulk")
+        .count()
+}
+
+#[tokio::test]
+async fn a_flood_stage_block_stalls_the_write_without_dead_letters_until_it_is_lifted() {
+    let server = StandIn::start().await;
+    let (mut writer, rejected) = ready(&server).await;
+    let rows = rows(50);
+    server
+        .state()
+        .index_faults
+        .insert("iot-data-*".into(), IndexFault::FloodStage);
+    for _ in 0..2 {
+        // Each attempt of the operator's retry loop fails the same way.
+        let e = writer.write(&rows).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("cluster_block_exception"), "{text}");
+        assert!(text.contains("flood-stage watermark"), "{text}");
+        assert!(text.contains("(and 49 more items like it)"), "{text}");
+    }
+    assert!(
+        rejected.lock().unwrap().is_empty(),
+        "nothing is dead-lettered for a blocked index"
+    );
+    assert_eq!(
+        bulk_requests(&server),
+        2,
+        "the block fails the write at once, without item retries"
+    );
+    server.state().index_faults.clear();
+    writer.write(&rows).await.unwrap();
+    assert_eq!(server.doc_count(), 50);
+    assert!(rejected.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_shard_limit_on_a_new_daily_index_is_transient() {
+    let server = StandIn::start().await;
+    let (mut writer, rejected) = ready(&server).await;
+    let rows = rows(1000);
+    server
+        .state()
+        .index_faults
+        .insert("iot-data-2025.04.12".into(), IndexFault::ShardLimit);
+    let e = writer.write(&rows).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("maximum normal shards open"), "{e}");
+    assert!(e.to_string().contains("iot-data-2025.04.12"), "{e}");
+    assert!(rejected.lock().unwrap().is_empty());
+    server.state().index_faults.clear();
+    writer.write(&rows).await.unwrap();
+    assert_eq!(server.doc_count(), 1000);
+    assert!(rejected.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn missing_write_privileges_stop_the_job_instead_of_dead_lettering() {
+    let server = StandIn::start().await;
+    let (mut writer, rejected) = ready(&server).await;
+    server
+        .state()
+        .index_faults
+        .insert("iot-data-*".into(), IndexFault::Unauthorized);
+    let e = writer.write(&rows(30)).await.unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("security_exception"), "{text}");
+    assert!(
+        text.contains("is unauthorized for user [iotflow]"),
+        "{text}"
+    );
+    assert!(text.contains("privilege"), "{text}");
+    assert!(rejected.lock().unwrap().is_empty());
+    assert_eq!(server.doc_count(), 0);
+}
+
+#[tokio::test]
+async fn an_index_the_cluster_will_not_create_or_has_closed_is_definite() {
+    for (fault, words) in [
+        (IndexFault::NoAutoCreate, "index_not_found_exception"),
+        (IndexFault::Closed, "index_closed_exception"),
+    ] {
+        let server = StandIn::start().await;
+        let (mut writer, rejected) = ready(&server).await;
+        // Only the second day is affected: the write fails all the same.
+        server
+            .state()
+            .index_faults
+            .insert("iot-data-2025.04.11".into(), fault);
+        let e = writer.write(&rows(50)).await.unwrap_err();
+        assert!(!e.is_transient(), "{fault:?}: {e}");
+        assert!(e.to_string().contains(words), "{fault:?}: {e}");
+        assert!(
+            e.to_string().contains("index `iot-data-2025.04.11`"),
+            "{fault:?}: {e}"
+        );
+        assert!(rejected.lock().unwrap().is_empty(), "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_document_beside_a_blocked_index_is_dead_lettered_once_the_block_is_lifted() {
+    let server = StandIn::start().await;
+    let (mut writer, rejected) = ready(&server).await;
+    let rows = rows(50);
+    {
+        let mut s = server.state();
+        // rows[1] is on the 10th, rows[24..] on the 11th.
+        s.reject_ids.insert(rows[1].doc_id());
+        s.index_faults
+            .insert("iot-data-2025.04.11".into(), IndexFault::WriteBlock);
+    }
+    let e = writer.write(&rows).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("FORBIDDEN/8/index write"), "{e}");
+    assert!(
+        rejected.lock().unwrap().is_empty(),
+        "no item of a failed response is acted on"
+    );
+    server.state().index_faults.clear();
+    writer.write(&rows).await.unwrap();
+    assert_eq!(server.doc_count(), 49);
+    let rejected = rejected.lock().unwrap();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].src_offset, rows[1].src_offset);
+    assert!(
+        rejected[0].reason.contains("mapper_parsing_exception"),
+        "{}",
+        rejected[0].reason
+    );
+}
+
+#[tokio::test]
+async fn a_cluster_wide_read_only_block_is_transient() {
+    let server = StandIn::start().await;
+    let (mut writer, _) = ready(&server).await;
+    server.state().cluster_read_only = true;
+    let e = writer.write(&rows(10)).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("HTTP 403"), "{e}");
+    assert!(e.to_string().contains("cluster read-only"), "{e}");
+    server.state().cluster_read_only = false;
+    writer.write(&rows(10)).await.unwrap();
+    assert_eq!(server.doc_count(), 10);
 }

@@ -1,5 +1,6 @@
 //! The MySQL [`BatchWriter`]: day partitions first, then one multi-row idempotent INSERT.
 
+use std::future::Future;
 use std::time::Duration;
 
 use iotflow_model::Enriched;
@@ -75,11 +76,17 @@ pub struct MysqlWriter {
     partitions: PartitionManager,
     sql: String,
     rejects: RejectRecorder,
+    timeout: Duration,
 }
 
 impl MysqlWriter {
-    /// A writer using connections from `pool`. A row the server refuses is a definite error
-    /// unless [`MysqlWriter::with_rejects`] gives it somewhere to go.
+    /// How long one write may take by default (the `mysql.write_timeout_ms` default).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A writer using connections from `pool`; each write may take
+    /// [`MysqlWriter::DEFAULT_TIMEOUT`] (see [`MysqlWriter::with_timeout`]). A row the server
+    /// refuses is a definite error unless [`MysqlWriter::with_rejects`] gives it somewhere to
+    /// go.
     pub fn new(pool: Pool, table: &str) -> Self {
         MysqlWriter {
             pool,
@@ -87,7 +94,17 @@ impl MysqlWriter {
             partitions: PartitionManager::new(table),
             sql: String::new(),
             rejects: RejectRecorder::none("mysql"),
+            timeout: Self::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Bounds each write (getting a connection, the day partitions, the INSERT) by `timeout`:
+    /// a write not finished by then is abandoned and fails as transient, so the sink operator
+    /// retries it with backoff and counts it, instead of waiting silently on a hung server or
+    /// a table lock held elsewhere.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Rows whose values the table cannot hold (by [`validate_row`], or by the server's
@@ -168,6 +185,24 @@ fn rejected(row: &Row, table: &str, reason: String) -> Rejected {
     }
 }
 
+/// Runs `write` with a deadline. An unfinished write is dropped, and with it its connection:
+/// mysql_async marks a connection whose statement was cut off as broken, so the pool closes it
+/// instead of handing it out again. Abandoning is safe because the INSERT is idempotent: if the
+/// server still completes it, the retry overwrites the same rows.
+async fn within(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    write: impl Future<Output = Result<(), SinkError>>,
+) -> Result<(), SinkError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result,
+        Err(_) => Err(SinkError::Transient(format!(
+            "{}: no answer within {limit:?} (mysql.write_timeout_ms); abandoned, will retry",
+            what()
+        ))),
+    }
+}
+
 fn classify(context: &str, e: mysql_async::Error) -> SinkError {
     let message = format!("{context}: {e}");
     if mysql_error_is_transient(&e) {
@@ -177,10 +212,9 @@ fn classify(context: &str, e: mysql_async::Error) -> SinkError {
     }
 }
 
-impl BatchWriter for MysqlWriter {
-    type Row = Row;
-
-    async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
+impl MysqlWriter {
+    /// One write, without the deadline.
+    async fn write_now(&mut self, rows: &[Row]) -> Result<(), SinkError> {
         let mut conn = self
             .pool
             .get_conn()
@@ -220,6 +254,16 @@ impl BatchWriter for MysqlWriter {
         self.insert_splitting(&mut conn, rows).await?;
         self.rejects.batch_done();
         Ok(())
+    }
+}
+
+impl BatchWriter for MysqlWriter {
+    type Row = Row;
+
+    async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
+        let (limit, n, table) = (self.timeout, rows.len(), self.table.clone());
+        let what = move || format!("writing {n} rows into MySQL table `{table}`");
+        within(limit, what, self.write_now(rows)).await
     }
 
     fn row_size(row: &Row) -> usize {

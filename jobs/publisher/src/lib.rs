@@ -304,16 +304,38 @@ impl Leadership {
         let _ = self.conn.disconnect().await;
     }
 
-    /// Whether the lock is still ours (it goes with the connection, e.g. on a MySQL restart).
+    /// Whether the lock is still ours (it goes with the connection: a MySQL restart, a `KILL`,
+    /// the server's `wait_timeout`). Any error counts as not held: a lock connection that
+    /// cannot answer has lost its lock, or soon will, and another publisher may hold it.
     async fn held(&mut self) -> bool {
-        let mine: Result<Option<Option<i64>>, _> = self
-            .conn
-            .exec_first(
+        let mine = tokio::time::timeout(
+            Self::CHECK_TIMEOUT,
+            self.conn.exec_first::<Option<i64>, _, _>(
                 "SELECT IS_USED_LOCK(?) = CONNECTION_ID()",
                 (self.name.as_str(),),
-            )
-            .await;
-        matches!(mine, Ok(Some(Some(1))))
+            ),
+        )
+        .await;
+        matches!(mine, Ok(Ok(Some(Some(1)))))
+    }
+
+    /// Longest [`Leadership::held`] waits for its answer (a server that stopped answering
+    /// must not stall the publisher in the check; no answer counts as not held).
+    const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Checks the lock before a round: [`Leadership::held`], with a warning when it is gone.
+    /// The caller then stops publishing, releases and goes back to acquiring the lock (as a
+    /// standby if another publisher took it). One query on the lock connection, which also
+    /// keeps that connection from ever idling into `wait_timeout` while this publisher leads.
+    async fn still_held(&mut self) -> bool {
+        if self.held().await {
+            return true;
+        }
+        tracing::warn!(
+            lock = %self.name,
+            "lost the publisher lock (its MySQL connection was closed or killed): no longer publishing; taking it again, or standing by if another publisher has it"
+        );
+        false
     }
 }
 
@@ -485,6 +507,10 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
             if stop.load(Ordering::SeqCst) {
                 break 'leader;
             }
+            if !lead.still_held().await {
+                lead.release().await;
+                continue 'leader;
+            }
             match snapshot(&pool, &publisher).await {
                 Ok(n) => {
                     publisher.metrics.snapshot_devices.set(n as i64);
@@ -499,16 +525,20 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                     );
                     tokio::time::sleep(backoff(&mut failures)).await;
                     publisher.renew();
-                    if !lead.held().await {
-                        lead.release().await;
-                        continue 'leader;
-                    }
                 }
             }
         }
         loop {
             if stop.load(Ordering::SeqCst) {
                 break 'leader;
+            }
+            // Before every round, not only after a failed one: rounds read and write through
+            // other connections of the pool, so they keep succeeding after the lock connection
+            // is gone (killed, or closed by the server's wait_timeout) and a standby has taken
+            // the lock. Publishing then would put two publishers on the topic.
+            if !lead.still_held().await {
+                lead.release().await;
+                continue 'leader;
             }
             match drain_once(&pool, &publisher, p.batch_rows).await {
                 Ok(0) => {
@@ -527,13 +557,6 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                     );
                     tokio::time::sleep(backoff(&mut failures)).await;
                     publisher.renew();
-                    if !lead.held().await {
-                        tracing::warn!(
-                            "lost the publisher lock (MySQL connection gone): taking it again"
-                        );
-                        lead.release().await;
-                        continue 'leader;
-                    }
                 }
             }
         }

@@ -270,22 +270,23 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             }
         };
         if let Some(pool) = &ctx.mysql {
-            done.push(enriched.clone().map(|e| Row::from(&e)).sink_batches(
-                MysqlWriter::new(pool.clone(), &c.mysql.table).with_rejects(recorder(
-                    "mysql",
-                    "MySQL",
-                    "mysql-sink",
-                )),
-                SinkOptions {
-                    sink: "mysql".into(),
-                    batch: (&c.mysql.batch).into(),
-                    retry: (&c.mysql.retry).into(),
-                },
-                ctx.runtime.clone(),
-                m.sink("mysql", "mysql-sink", index),
-                pressure.clone(),
-                ctx.fatal.clone(),
-            ));
+            let timeout = Duration::from_millis(c.mysql.write_timeout_ms);
+            done.push(
+                enriched.clone().map(|e| Row::from(&e)).sink_batches(
+                    MysqlWriter::new(pool.clone(), &c.mysql.table)
+                        .with_timeout(timeout)
+                        .with_rejects(recorder("mysql", "MySQL", "mysql-sink")),
+                    SinkOptions {
+                        sink: "mysql".into(),
+                        batch: (&c.mysql.batch).into(),
+                        retry: (&c.mysql.retry).into(),
+                    },
+                    ctx.runtime.clone(),
+                    m.sink("mysql", "mysql-sink", index),
+                    pressure.clone(),
+                    ctx.fatal.clone(),
+                ),
+            );
         }
         if let Some((client, dedup_tokens)) = &ctx.clickhouse {
             done.push(
@@ -295,6 +296,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                     .sink_batches(
                         ClickhouseWriter::new(client.clone(), &c.clickhouse.table)
                             .with_dedup_tokens(*dedup_tokens)
+                            .with_timeout(Duration::from_millis(c.clickhouse.write_timeout_ms))
                             .with_rejects(recorder("clickhouse", "ClickHouse", "clickhouse-sink")),
                         SinkOptions {
                             sink: "clickhouse".into(),
