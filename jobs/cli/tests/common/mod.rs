@@ -542,3 +542,104 @@ pub fn seed_device_info(f: &Fixture, devices: &[iotflow_model::DeviceInfo]) {
         pool.disconnect().await.unwrap();
     });
 }
+
+/// Sends SIGTERM to a child this test started (the job's clean stop: it drains and commits).
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {}", child.id());
+}
+
+/// Crashes the local ClickHouse server (SIGKILL, by the pid its start script recorded): the
+/// outage tests' way of taking it down (see `outage.rs` for why not a clean stop). Bring it
+/// back with `run_script("start.sh", &[])`.
+pub fn kill_clickhouse() {
+    let dir = std::env::var("IOTFLOW_CLICKHOUSE_DIR")
+        .unwrap_or_else(|_| format!("{}/../../.local/clickhouse", env!("CARGO_MANIFEST_DIR")));
+    let pid = std::fs::read_to_string(format!("{dir}/clickhouse.pid"))
+        .unwrap_or_else(|e| panic!("{dir}/clickhouse.pid: {e}"));
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -KILL {pid}");
+}
+
+/// The offsets the broker holds for the fixture's consumer group (next offset to read, 0 where
+/// nothing was committed), read the way the job reads them at start: the store of truth for
+/// "how far the job got", independent of the job's own metrics.
+pub struct CommittedOffsets {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: i32,
+}
+
+impl CommittedOffsets {
+    pub fn new(f: &Fixture, partitions: i32) -> CommittedOffsets {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &f.group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        CommittedOffsets {
+            consumer,
+            topic: f.topic.clone(),
+            partitions,
+        }
+    }
+
+    /// Per partition, or `None` if the broker did not answer within 5 s.
+    pub fn get(&self) -> Option<BTreeMap<i32, i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .ok()?;
+        Some(
+            got.elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(0).max(0)))
+                .collect(),
+        )
+    }
+
+    /// Sum over the partitions (= records behind the commit, offsets starting at 0).
+    pub fn total(&self) -> Option<i64> {
+        self.get().map(|m| m.values().sum())
+    }
+}
+
+/// `iot_data` in MySQL per device: count and exact sums of metric, latitude and longitude.
+pub fn mysql_per_device(f: &Fixture) -> PerDevice {
+    use std::str::FromStr;
+    let rows: Vec<(String, u64, String, String, String)> = f.query(
+        "SELECT pboxid, COUNT(*), CAST(SUM(metric) AS CHAR), CAST(SUM(latitude) AS CHAR), CAST(SUM(longitude) AS CHAR) \
+         FROM iot_data GROUP BY pboxid",
+    );
+    let d = |s: &str| iotflow_model::Decimal::from_str(s).unwrap().normalize();
+    rows.into_iter()
+        .map(|(id, n, m, la, lo)| (id, (n, d(&m), d(&la), d(&lo))))
+        .collect()
+}
+
+/// `iot_data` in ClickHouse read `FINAL` per device: count and exact sums.
+pub fn clickhouse_per_device(f: &Fixture) -> PerDevice {
+    use std::str::FromStr;
+    let d = |s: &str| iotflow_model::Decimal::from_str(s).unwrap().normalize();
+    f.clickhouse_tsv(
+        "SELECT pboxid, count(), toString(sum(metric)), toString(sum(latitude)), toString(sum(longitude)) \
+         FROM iot_data FINAL GROUP BY pboxid",
+    )
+    .iter()
+    .map(|line| {
+        let v: Vec<&str> = line.split('\t').collect();
+        (v[0].to_string(), (v[1].parse().unwrap(), d(v[2]), d(v[3]), d(v[4])))
+    })
+    .collect()
+}
