@@ -50,6 +50,10 @@ pub struct JobConfig {
     /// and batch-style replays. Only time in which the broker had nothing to give counts: a
     /// source paused by slow sinks is never idle.
     pub idle_exit_secs: u64,
+    /// Readings (and dead letters awaiting the broker) a worker may hold on top of what its
+    /// sinks hold before its source pauses: the enrichment stash normally holds one epoch of
+    /// readings, more while the dimension loads or lags. Default 100000.
+    pub max_stashed_readings: usize,
 }
 
 impl Default for JobConfig {
@@ -59,6 +63,7 @@ impl Default for JobConfig {
             id: String::new(),
             epoch_ms: 100,
             idle_exit_secs: 0,
+            max_stashed_readings: 100_000,
         }
     }
 }
@@ -84,6 +89,9 @@ pub struct KafkaConfig {
     pub dlq_max_payload_bytes: usize,
     /// Seconds between librdkafka statistics (consumer lag metrics). Default 5.
     pub stats_interval_secs: u64,
+    /// Most KiB of fetched messages librdkafka queues ahead per source partition
+    /// (`queued.max.messages.kbytes`; librdkafka's own default is 65536). Default 16384.
+    pub fetch_queue_max_kbytes: usize,
     /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
     pub properties: BTreeMap<String, String>,
 }
@@ -99,6 +107,7 @@ impl Default for KafkaConfig {
             max_poll_records: 5000,
             dlq_max_payload_bytes: 64 * 1024,
             stats_interval_secs: 5,
+            fetch_queue_max_kbytes: 16 * 1024,
             properties: BTreeMap::new(),
         }
     }
@@ -565,6 +574,11 @@ impl Config {
                 self.elasticsearch.item_attempts as usize,
             ),
             ("parse.max_message_bytes", self.parse.max_message_bytes),
+            ("job.max_stashed_readings", self.job.max_stashed_readings),
+            (
+                "kafka.fetch_queue_max_kbytes",
+                self.kafka.fetch_queue_max_kbytes,
+            ),
             (
                 "mysql.write_timeout_ms",
                 self.mysql.write_timeout_ms as usize,

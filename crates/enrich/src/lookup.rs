@@ -1,6 +1,8 @@
 //! `.enrich_with(&dimension)`: the asymmetric lookup of readings in the replicated dimension.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor, Navigable};
@@ -30,14 +32,31 @@ pub trait EnrichWith<'scope> {
         self,
         dimension: &Arranged<'scope, DimensionTrace>,
         metrics: EnrichMetrics,
+    ) -> StreamVec<'scope, u64, Enriched>
+    where
+        Self: Sized,
+    {
+        self.enrich_with_pressure(dimension, metrics, Rc::new(Cell::new(0)))
+    }
+
+    /// [`EnrichWith::enrich_with`], counting the readings that wait for the dimension into
+    /// `pressure` (the worker's back-pressure: its source pauses above a limit), so a
+    /// dimension that lags (loading at start, a slow broadcast source) cannot make the stash
+    /// grow without bound.
+    fn enrich_with_pressure(
+        self,
+        dimension: &Arranged<'scope, DimensionTrace>,
+        metrics: EnrichMetrics,
+        pressure: Rc<Cell<usize>>,
     ) -> StreamVec<'scope, u64, Enriched>;
 }
 
 impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
-    fn enrich_with(
+    fn enrich_with_pressure(
         self,
         dimension: &Arranged<'scope, DimensionTrace>,
         metrics: EnrichMetrics,
+        pressure: Rc<Cell<usize>>,
     ) -> StreamVec<'scope, u64, Enriched> {
         let mut trace = Some(dimension.trace.clone());
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<Enriched>>, _, _, _, _>(
@@ -50,6 +69,7 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                 // The dimension is complete (in the trace) for times not beyond this.
                 let mut upper = Antichain::from_elem(0u64);
                 let mut devices = 0i64;
+                let mut stashed = 0usize;
                 move |(readings, reading_frontier), (spans, _), output| {
                     readings.for_each(|cap, data| {
                         let Some(t) = cap.least().copied() else {
@@ -58,6 +78,8 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                         let entry = stash.entry(t).or_insert_with(|| {
                             (cap.retain_least(0).expect("non-empty stamp"), Vec::new())
                         });
+                        pressure.set(pressure.get() + data.len());
+                        stashed += data.len();
                         entry.1.append(data);
                     });
                     spans.for_each(|_cap, data| {
@@ -94,6 +116,8 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                         let (mut cursor, storage) = cursor_list(batches);
                         for t in ready {
                             let (cap, mut batch) = stash.remove(&t).expect("ready time is stashed");
+                            pressure.set(pressure.get().saturating_sub(batch.len()));
+                            stashed -= batch.len();
                             // Stable: a device's readings keep their arrival (partition)
                             // order, which the live work-time view relies on.
                             batch.sort_by(|a, b| a.pboxid.cmp(&b.pboxid));
@@ -132,6 +156,8 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                             }
                         }
                     }
+
+                    metrics.held.set(stashed as i64);
 
                     // Times we may still be asked about: stashed ones and future readings.
                     let mut hold = Antichain::new();

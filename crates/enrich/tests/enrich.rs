@@ -235,3 +235,47 @@ fn enrichment_across_two_processes() {
     all.sort();
     assert_eq!(all, expected());
 }
+
+/// Readings that wait for a lagging dimension count into the worker's back-pressure (so the
+/// source pauses instead of the stash growing without bound) and into the buffered gauge, and
+/// leave both once they are enriched.
+#[test]
+fn readings_waiting_for_the_dimension_count_into_back_pressure() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (seen, gauge_seen, after) = timely::execute_directly(|worker| {
+        let mut readings: InputHandle<u64, Reading> = InputHandle::new();
+        let mut changes: InputHandle<u64, DeviceChange> = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let pressure = Rc::new(Cell::new(0usize));
+        let metrics = iotflow_metrics::detached().enrich("enrich", 0);
+        let held = metrics.held.clone();
+        let p = pressure.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let dim = replicate_dimension(device_updates(scope.input_from(&mut changes)));
+            scope
+                .input_from(&mut readings)
+                .enrich_with_pressure(&dim, metrics, p)
+                .probe_with(&probe);
+        });
+        changes.send(device("A", "acme"));
+        for n in 0..500 {
+            readings.send(reading("A", n));
+        }
+        readings.advance_to(5);
+        // The dimension stays at time 0: every reading waits.
+        for _ in 0..50 {
+            worker.step();
+        }
+        let seen = pressure.get();
+        let gauge_seen = held.get();
+        changes.advance_to(5);
+        while probe.less_than(&5) {
+            worker.step();
+        }
+        (seen, gauge_seen, (pressure.get(), held.get()))
+    });
+    assert_eq!(seen, 500, "stashed readings in the back-pressure");
+    assert_eq!(gauge_seen, 500, "and in iotflow_buffered_records");
+    assert_eq!(after, (0, 0), "released once enriched");
+}

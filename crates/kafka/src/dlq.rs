@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iotflow_config::KafkaConfig;
-use iotflow_metrics::IntCounter;
+use iotflow_metrics::{IntCounter, IntGauge};
 use iotflow_model::DeadLetter;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
@@ -165,11 +165,16 @@ impl DeadLetterSink {
     /// Writes `letters` to the ledger's topic, each once (see [`DeadLetterLedger`]); the
     /// returned stream's frontier passes a time only once every dead letter at that time is
     /// acknowledged by the broker.
+    ///
+    /// Letters awaiting the broker count into `pressure` (the worker's back-pressure, so a
+    /// slow dead-letter topic pauses the source instead of filling memory) and into `held`.
     pub fn build<'scope>(
         letters: StreamVec<'scope, u64, DeadLetter>,
         kafka: &KafkaConfig,
         ledger: Arc<DeadLetterLedger>,
         written: IntCounter,
+        pressure: crate::Backpressure,
+        held: IntGauge,
     ) -> Result<StreamVec<'scope, u64, ()>, KafkaError> {
         let acks: Acks = Default::default();
         let producer: BaseProducer<DlqContext> = client_config(kafka)
@@ -204,6 +209,7 @@ impl DeadLetterSink {
                                 continue;
                             }
                             seq += 1;
+                            pressure.set(pressure.get() + 1);
                             letters_by_seq.insert(seq, (t, letter));
                             to_send.push_back(seq);
                             let entry = per_time.entry(t).or_insert_with(|| {
@@ -235,6 +241,7 @@ impl DeadLetterSink {
                             Ok((partition, offset)) => {
                                 ledger.acknowledged(partition, offset);
                                 if let Some((t, _)) = letters_by_seq.remove(&s) {
+                                    pressure.set(pressure.get().saturating_sub(1));
                                     written.inc();
                                     if let Some(e) = per_time.get_mut(&t) {
                                         e.1 -= 1;
@@ -247,6 +254,7 @@ impl DeadLetterSink {
                             }
                         }
                     }
+                    held.set(letters_by_seq.len() as i64);
                     per_time.retain(|t, (_, n)| *n > 0 || frontier.less_equal(t));
                     if !letters_by_seq.is_empty() {
                         activator.activate_after(Duration::from_millis(5));

@@ -288,6 +288,12 @@ pub fn kafka_source<'scope>(
         .set("enable.partition.eof", "false")
         // Lower than the 500 ms default: latency matters more than fetch request count here.
         .set("fetch.wait.max.ms", "100")
+        // Prefetch per partition is memory the job holds outside its own accounting: bound it
+        // (librdkafka's 64 MiB default times many partitions is a lot of RSS).
+        .set(
+            "queued.max.messages.kbytes",
+            kafka.fetch_queue_max_kbytes.to_string(),
+        )
         // Source of the consumer-lag metric, and of the true high watermarks a catch-up
         // source waits for (so it asks often while loading).
         .set(

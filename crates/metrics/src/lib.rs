@@ -86,6 +86,7 @@ pub struct Metrics {
     sink_items_rejected: IntCounterVec,
     sink_items_retried: IntCounterVec,
     sink_in_flight: IntGaugeVec,
+    buffered_records: IntGaugeVec,
     offsets_committed: IntCounterVec,
     commit_failures: IntCounterVec,
     committed_offset: IntGaugeVec,
@@ -180,6 +181,7 @@ impl Metrics {
             sink_items_rejected: counter(&r, "iotflow_sink_items_rejected_total", "Rows the store refused definitely (e.g. an Elasticsearch mapping error); each went to the dead-letter topic.", &["sink"]),
             sink_items_retried: counter(&r, "iotflow_sink_items_retried_total", "Rows sent again alone after the store refused them for now (e.g. an Elasticsearch bulk item with status 429 or 5xx).", &["sink"]),
             sink_in_flight: gauge(&r, "iotflow_sink_batches_in_flight", "Batches handed to a sink and not yet acknowledged.", &["sink"]),
+            buffered_records: gauge(&r, "iotflow_buffered_records", "Records an operator holds in memory (enrich: readings waiting for the dimension; dead-letter-sink: letters awaiting the broker; sinks: rows buffered or in flight). They count into the back-pressure that pauses the worker's source.", &[]),
             offsets_committed: counter(&r, "iotflow_kafka_offset_commits_total", "Offset commits of completed epochs acknowledged by the broker.", &[]),
             commit_failures: counter(&r, "iotflow_kafka_offset_commit_failures_total", "Offset commits the broker refused (retried with the next epoch).", &[]),
             committed_offset: gauge(&r, "iotflow_kafka_committed_offset", "Last committed offset (next offset to read) per partition.", &["partition"]),
@@ -287,6 +289,12 @@ impl Metrics {
         }
     }
 
+    /// Records `operator` of `worker` holds in memory (see `iotflow_buffered_records`).
+    pub fn buffered(&self, operator: &str, worker: usize) -> IntGauge {
+        self.buffered_records
+            .with_label_values(&self.base(operator, &worker.to_string()))
+    }
+
     /// Handles for the dead-letter sink.
     pub fn dlq(&self, operator: &str, worker: usize) -> IntCounter {
         self.dlq_records
@@ -307,6 +315,7 @@ impl Metrics {
             updates: self
                 .dimension_updates
                 .with_label_values(&self.base(operator, &w)),
+            held: self.buffered(operator, worker),
         }
     }
 
@@ -345,6 +354,7 @@ impl Metrics {
             items_rejected: self.sink_items_rejected.with_label_values(&l),
             items_retried: self.sink_items_retried.with_label_values(&l),
             in_flight: self.sink_in_flight.with_label_values(&l),
+            held: self.buffered(operator, worker),
         }
     }
 }
@@ -428,6 +438,8 @@ pub struct EnrichMetrics {
     pub devices: IntGauge,
     /// Dimension changes applied.
     pub updates: IntCounter,
+    /// Readings waiting for the dimension.
+    pub held: IntGauge,
 }
 
 /// One sink's metrics.
@@ -451,6 +463,8 @@ pub struct SinkMetrics {
     pub items_retried: IntCounter,
     /// Batches in flight.
     pub in_flight: IntGauge,
+    /// Rows buffered or in flight.
+    pub held: IntGauge,
 }
 
 /// Metrics that stand alone (for tests and tools that have no job).

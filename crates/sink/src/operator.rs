@@ -223,6 +223,10 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                         }
                     }
 
+                    metrics.held.set(
+                        (buffer.len() + in_flight.values().map(|(_, _, n)| *n).sum::<usize>())
+                            as i64,
+                    );
                     caps.retain(|t, (_, n)| *n > 0 || runs.holds(*t) || frontier.less_equal(t));
                     if !buffer.is_empty() {
                         let wait = policy.max_delay.saturating_sub(buffer_started.elapsed());

@@ -126,7 +126,10 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
     .into_iter()
     .flatten()
     .sum::<usize>()
-    .max(hold(&c.mysql.batch));
+    .max(hold(&c.mysql.batch))
+        // Readings waiting for the dimension (an epoch's worth normally) and dead letters
+        // awaiting the broker count into the same budget.
+        + c.job.max_stashed_readings;
     worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<()> {
         // Readings: committed offsets, commit when the probe says so.
         let records = kafka_source(
@@ -218,9 +221,12 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             &c.kafka,
             ctx.ledger.clone(),
             m.dlq("dead-letter-sink", index),
+            pressure.clone(),
+            m.buffered("dead-letter-sink", index),
         )?];
 
-        let enriched = readings.enrich_with(&dimension, m.enrich("enrich", index));
+        let enriched =
+            readings.enrich_with_pressure(&dimension, m.enrich("enrich", index), pressure.clone());
 
         if let Some(board) = &ctx.live {
             // Work time, live: one worker per device (readings exchanged by device id).
