@@ -1,10 +1,9 @@
 //! The ClickHouse [`BatchWriter`] and the start-up check.
 
-use std::future::Future;
 use std::time::Duration;
 
 use clickhouse::Client;
-use iotflow_sink::{BatchWriter, RejectRecorder, Rejected, SinkError};
+use iotflow_sink::{within, BatchWriter, RejectRecorder, Rejected, SinkError};
 
 use crate::Row;
 
@@ -247,24 +246,6 @@ impl ClickhouseWriter {
     }
 }
 
-/// Runs `write` with a deadline. An unfinished insert is dropped, which closes its HTTP
-/// request; the server then drops the insert or, if it already had every row, stores it, which
-/// the retry repeats harmlessly (identical rows collapse in the `ReplacingMergeTree`, and a
-/// server with deduplication tokens drops the repeated block).
-async fn within(
-    limit: Duration,
-    what: impl FnOnce() -> String,
-    write: impl Future<Output = Result<(), SinkError>>,
-) -> Result<(), SinkError> {
-    match tokio::time::timeout(limit, write).await {
-        Ok(result) => result,
-        Err(_) => Err(SinkError::Transient(format!(
-            "{}: no answer within {limit:?} (clickhouse.write_timeout_ms); abandoned, will retry",
-            what()
-        ))),
-    }
-}
-
 impl ClickhouseWriter {
     /// One write, without the deadline.
     async fn write_now(&mut self, rows: &[Row]) -> Result<(), SinkError> {
@@ -302,7 +283,13 @@ impl BatchWriter for ClickhouseWriter {
     async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
         let (limit, n, table) = (self.timeout, rows.len(), self.table.clone());
         let what = move || format!("inserting {n} rows into ClickHouse table `{table}`");
-        within(limit, what, self.write_now(rows)).await
+        within(
+            limit,
+            "clickhouse.write_timeout_ms",
+            what,
+            self.write_now(rows),
+        )
+        .await
     }
 
     fn row_size(row: &Row) -> usize {

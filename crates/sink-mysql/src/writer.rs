@@ -1,10 +1,9 @@
 //! The MySQL [`BatchWriter`]: day partitions first, then one multi-row idempotent INSERT.
 
-use std::future::Future;
 use std::time::Duration;
 
 use iotflow_model::Enriched;
-use iotflow_sink::{BatchWriter, RejectRecorder, Rejected, SinkError};
+use iotflow_sink::{within, BatchWriter, RejectRecorder, Rejected, SinkError};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 
@@ -185,24 +184,6 @@ fn rejected(row: &Row, table: &str, reason: String) -> Rejected {
     }
 }
 
-/// Runs `write` with a deadline. An unfinished write is dropped, and with it its connection:
-/// mysql_async marks a connection whose statement was cut off as broken, so the pool closes it
-/// instead of handing it out again. Abandoning is safe because the INSERT is idempotent: if the
-/// server still completes it, the retry overwrites the same rows.
-async fn within(
-    limit: Duration,
-    what: impl FnOnce() -> String,
-    write: impl Future<Output = Result<(), SinkError>>,
-) -> Result<(), SinkError> {
-    match tokio::time::timeout(limit, write).await {
-        Ok(result) => result,
-        Err(_) => Err(SinkError::Transient(format!(
-            "{}: no answer within {limit:?} (mysql.write_timeout_ms); abandoned, will retry",
-            what()
-        ))),
-    }
-}
-
 fn classify(context: &str, e: mysql_async::Error) -> SinkError {
     let message = format!("{context}: {e}");
     if mysql_error_is_transient(&e) {
@@ -263,7 +244,7 @@ impl BatchWriter for MysqlWriter {
     async fn write(&mut self, rows: &[Row]) -> Result<(), SinkError> {
         let (limit, n, table) = (self.timeout, rows.len(), self.table.clone());
         let what = move || format!("writing {n} rows into MySQL table `{table}`");
-        within(limit, what, self.write_now(rows)).await
+        within(limit, "mysql.write_timeout_ms", what, self.write_now(rows)).await
     }
 
     fn row_size(row: &Row) -> usize {

@@ -25,6 +25,7 @@ pub use policy::{backoff, BatchPolicy, RetryPolicy};
 pub use reject::{RejectFuture, RejectRecorder, Rejected, Rejects};
 
 use std::future::Future;
+use std::time::Duration;
 
 /// Why a write failed, and whether trying again can help.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,4 +59,24 @@ pub trait BatchWriter: Send + 'static {
 
     /// The Kafka timestamp of the row's source message, for end-to-end latency.
     fn kafka_ts_ms(row: &Self::Row) -> Option<i64>;
+}
+
+/// Runs one write with a deadline: an unfinished write is dropped (and with it its connection
+/// or request) and fails as transient, so the operator retries it with backoff instead of
+/// waiting silently on a hung server. Safe because every sink's writes are idempotent: if the
+/// server still completes the abandoned one, the retry overwrites the same rows. `setting`
+/// names the configuration key of `limit` in the message.
+pub async fn within(
+    limit: Duration,
+    setting: &str,
+    what: impl FnOnce() -> String,
+    write: impl Future<Output = Result<(), SinkError>>,
+) -> Result<(), SinkError> {
+    match tokio::time::timeout(limit, write).await {
+        Ok(result) => result,
+        Err(_) => Err(SinkError::Transient(format!(
+            "{}: no answer within {limit:?} ({setting}); abandoned, will retry",
+            what()
+        ))),
+    }
 }
