@@ -451,6 +451,33 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_inserted_one_day_at_a_time_in_order() {
+        // 150 days in one batch: a modern server refuses a block of more than 100 partitions
+        // (Code 252); one insert per day never comes near it.
+        let mut rows = Vec::new();
+        for i in 0..300i64 {
+            let mut r = row(0, i);
+            r.event_time = 1_744_329_600 + ((i % 150) as u32) * 86_400 + (i as u32 % 7) * 3600;
+            rows.push(r);
+        }
+        let days = by_day(&rows);
+        assert_eq!(days.len(), 150);
+        for day in &days {
+            assert_eq!(day.len(), 2);
+            let d = day[0].event_time / 86_400;
+            assert!(
+                day.iter().all(|r| r.event_time / 86_400 == d),
+                "one partition per insert"
+            );
+            assert!(
+                day[0].src_offset < day[1].src_offset,
+                "batch order kept within a day"
+            );
+        }
+        assert_eq!(days.iter().map(Vec::len).sum::<usize>(), rows.len());
+    }
+
+    #[test]
     fn dedup_tokens_are_the_batch_content() {
         let a = vec![row(0, 1), row(0, 2), row(1, 7)];
         assert_eq!(
