@@ -50,9 +50,10 @@ pub struct JobConfig {
     /// and batch-style replays. Only time in which the broker had nothing to give counts: a
     /// source paused by slow sinks is never idle.
     pub idle_exit_secs: u64,
-    /// Readings (and dead letters awaiting the broker) a worker may hold on top of what its
-    /// sinks hold before its source pauses: the enrichment stash normally holds one epoch of
-    /// readings, more while the dimension loads or lags. Default 50000 (at 100 ms epochs,
+    /// Readings waiting for the device dimension (and dead letters awaiting the broker) a
+    /// worker may hold before its source pauses, counted apart from its sinks' rows: the
+    /// enrichment stash normally holds one epoch of readings, more while the dimension loads
+    /// or lags. Default 50000 (at 100 ms epochs,
     /// room for 500 000 readings/s per worker).
     pub max_stashed_readings: usize,
 }

@@ -81,6 +81,11 @@ pub struct SourceOptions {
     /// For a reader: the dead-letter ledger, read back at start for the reader's partitions
     /// and written into each commit's metadata (see [`DeadLetterLedger`]).
     pub dead_letters: Option<Arc<DeadLetterLedger>>,
+    /// Records held outside the sinks (readings waiting for the dimension, dead letters
+    /// awaiting the broker), and the most of them before the source pauses. Counted apart
+    /// from the sinks' rows so that a stalled sink pauses the source as soon as it holds its
+    /// own limit.
+    pub stashed: Option<(Backpressure, usize)>,
 }
 
 /// Where a source that loads a whole topic before time moves stands on one partition.
@@ -533,7 +538,11 @@ pub fn kafka_source<'scope>(
                 }
 
                 let mut read = 0usize;
-                let paused = pressure.get() > options.max_pending_rows;
+                let paused = pressure.get() > options.max_pending_rows
+                    || options
+                        .stashed
+                        .as_ref()
+                        .is_some_and(|(held, max)| held.get() > *max);
                 if paused {
                     // Idle means "the broker had nothing", never "we did not ask": a source held
                     // back by slow sinks must not drain and leave input unread.

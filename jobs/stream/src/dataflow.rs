@@ -126,10 +126,10 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
     .into_iter()
     .flatten()
     .sum::<usize>()
-    .max(hold(&c.mysql.batch))
-        // Readings waiting for the dimension (an epoch's worth normally) and dead letters
-        // awaiting the broker count into the same budget.
-        + c.job.max_stashed_readings;
+    .max(hold(&c.mysql.batch));
+    // Readings waiting for the dimension (an epoch's worth normally) and dead letters awaiting
+    // the broker: a budget of their own.
+    let stashed = Rc::new(Cell::new(0usize));
     worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<()> {
         // Readings: committed offsets, commit when the probe says so.
         let records = kafka_source(
@@ -148,6 +148,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 max_pending_rows,
                 finish_after: None,
                 dead_letters: Some(ctx.ledger.clone()),
+                stashed: Some((stashed.clone(), c.job.max_stashed_readings)),
             },
             m.source("kafka-source", index),
             Some(probe.clone()),
@@ -174,6 +175,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 max_pending_rows: usize::MAX,
                 finish_after: Some(readers),
                 dead_letters: None,
+                stashed: None,
             },
             m.source("broadcast-source", index),
             None,
@@ -221,12 +223,12 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             &c.kafka,
             ctx.ledger.clone(),
             m.dlq("dead-letter-sink", index),
-            pressure.clone(),
+            stashed.clone(),
             m.buffered("dead-letter-sink", index),
         )?];
 
         let enriched =
-            readings.enrich_with_pressure(&dimension, m.enrich("enrich", index), pressure.clone());
+            readings.enrich_with_pressure(&dimension, m.enrich("enrich", index), stashed.clone());
 
         if let Some(board) = &ctx.live {
             // Work time, live: one worker per device (readings exchanged by device id).
