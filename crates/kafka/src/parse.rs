@@ -4,9 +4,9 @@
 //! output, is counted by reason, and is logged at most once every few seconds (with a count of
 //! the ones not logged), so a flood of garbage can neither stop the stream nor the logs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use iotflow_metrics::ParseMetrics;
+use iotflow_metrics::{ParseMetrics, RateLimitedLog};
 use iotflow_model::{
     check_window, parse_reading, DeadLetter, ParseError, ParseLimits, Reading, SourceRef, Zone,
 };
@@ -113,43 +113,5 @@ pub fn dead_letter(rec: KafkaRecord, e: &ParseError, options: &ParseOptions) -> 
             offset: rec.offset,
         },
         kafka_ts_ms: rec.ts_ms,
-    }
-}
-
-/// Logs at most once per interval, reporting how many messages it held back.
-#[derive(Debug)]
-pub struct RateLimitedLog {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimitedLog {
-    /// A log that speaks at most once per `every`.
-    pub fn new(every: Duration) -> Self {
-        RateLimitedLog {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// Logs `message()` at warn level unless it logged within the interval.
-    pub fn warn(&mut self, message: impl FnOnce() -> String) {
-        if self.last.is_some_and(|t| t.elapsed() < self.every) {
-            self.suppressed += 1;
-            return;
-        }
-        if self.suppressed > 0 {
-            tracing::warn!(
-                "{} ({} similar messages suppressed)",
-                message(),
-                self.suppressed
-            );
-        } else {
-            tracing::warn!("{}", message());
-        }
-        self.last = Some(Instant::now());
-        self.suppressed = 0;
     }
 }

@@ -5,6 +5,7 @@
 //! `partition` or `reason` where they apply, all bounded sets); never a device id. Operators
 //! resolve their label sets once when they are built, so the hot path is one atomic add.
 
+mod log;
 mod server;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use prometheus::{
     TextEncoder,
 };
 
+pub use log::RateLimitedLog;
 pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 pub use server::{serve, serve_with, MetricsServer, ServerOptions};
 

@@ -16,13 +16,19 @@
 //! thread and hands batches to a task on the process's tokio runtime, which acknowledges them
 //! back through a channel and wakes the operator.
 
+mod connector;
 mod operator;
 mod policy;
 mod reject;
+mod row;
+mod split;
 
+pub use connector::Connector;
 pub use operator::{Fatal, SinkBatches, SinkOptions};
 pub use policy::{backoff, BatchPolicy, RetryPolicy};
 pub use reject::{RejectFuture, RejectRecorder, Rejected, Rejects};
+pub use row::{FlatRow, COLUMNS, TEXT_COLUMNS};
+pub use split::Bisection;
 
 use std::future::Future;
 use std::time::Duration;

@@ -21,9 +21,9 @@ use iotflow_config::Config;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
 use iotflow_kafka::{
     kafka_source, DeadLetterLedger, DeadLetterProducer, DeadLetterSink, ParseOptions,
-    ParseReadings, RateLimitedLog, SourceHandle, SourceOptions, StartFrom,
+    ParseReadings, SourceHandle, SourceOptions, StartFrom,
 };
-use iotflow_metrics::Metrics;
+use iotflow_metrics::{Metrics, RateLimitedLog};
 use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
 use iotflow_sink::{Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOptions};
 use iotflow_sink_clickhouse::ClickhouseWriter;
