@@ -1,8 +1,7 @@
 //! Running `iotflow run` as a child process and following it through its `/metrics` endpoint,
 //! the way an operator (or Prometheus) sees it: no hooks into the job's code.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,9 +104,16 @@ impl JobSpec {
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {}", self.iotflow.display()))?;
+        // Short timeouts: a scrape that does not answer quickly is retried on the next poll.
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
         Ok(RunningJob {
             child,
-            port,
+            http,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             started,
             log,
         })
@@ -118,7 +124,8 @@ impl JobSpec {
 #[derive(Debug)]
 pub struct RunningJob {
     child: Child,
-    port: u16,
+    http: reqwest::blocking::Client,
+    metrics_url: String,
     started: Instant,
     log: PathBuf,
 }
@@ -142,16 +149,11 @@ impl RunningJob {
 
     /// The `/metrics` text, or `None` while the endpoint does not answer.
     pub fn scrape(&self) -> Option<String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+        let response = self.http.get(&self.metrics_url).send().ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().ok()
     }
 
     /// Fails with the end of the job's log if the job has exited.

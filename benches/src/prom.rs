@@ -1,39 +1,35 @@
 //! Reading the job's `/metrics` text: counters summed over their label sets, histograms merged
 //! bucket by bucket, and quantiles interpolated the way Prometheus' `histogram_quantile` does.
 //!
-//! Only what the harness needs: sample lines `name{labels} value`, no timestamps, no escaped
-//! quotes inside label values (iotflow's labels never contain any).
+//! The text format itself is parsed by the `prometheus-parse` crate; this module only adds up
+//! what the harness needs from it.
 
-/// The value of the label `label` in a sample line, if present.
-fn label<'a>(line: &'a str, label: &str) -> Option<&'a str> {
-    let open = line.find('{')?;
-    let close = line[open..].find('}')? + open;
-    line[open + 1..close].split(',').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == label).then(|| v.trim().trim_matches('"'))
-    })
+use prometheus_parse::{Scrape, Value};
+
+/// The samples of a `/metrics` text (unparseable lines are skipped, as Prometheus would reject
+/// the scrape; the job's own exposition has none).
+fn scrape(text: &str) -> Scrape {
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("reading from a string")
 }
 
-/// Samples of the metric `name` exactly (not of `name_bucket` etc.): (line, value).
-fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
-    text.lines().filter_map(move |line| {
-        let rest = line.strip_prefix(name)?;
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            return None;
-        }
-        let value = line.rsplit(' ').next()?.parse::<f64>().ok()?;
-        Some((line, value))
-    })
-}
-
-/// The sum of every sample of `name` over all label sets (0 when there is none).
+/// The sum of every sample of `name` over all label sets (0 when there is none). Only counters,
+/// gauges and untyped samples count: a histogram's own name has no single value (its
+/// `_count` and `_sum` series do).
 ///
 /// ```
 /// let text = "# TYPE x_total counter\nx_total{worker=\"0\"} 3\nx_total{worker=\"1\"} 4\nx_totals 9\n";
 /// assert_eq!(iotflow_benches::prom::sum(text, "x_total"), 7.0);
 /// ```
 pub fn sum(text: &str, name: &str) -> f64 {
-    samples(text, name).map(|(_, v)| v).sum()
+    scrape(text)
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            Value::Histogram(_) | Value::Summary(_) => 0.0,
+        })
+        .sum()
 }
 
 /// The cumulative buckets `(le, count)` of histogram `name`, summed over all other labels and
@@ -41,13 +37,28 @@ pub fn sum(text: &str, name: &str) -> f64 {
 pub fn histogram(text: &str, name: &str) -> Vec<(f64, f64)> {
     let bucket = format!("{name}_bucket");
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for (line, value) in samples(text, &bucket) {
-        let Some(le) = label(line, "le").and_then(|le| le.parse::<f64>().ok()) else {
-            continue;
-        };
-        match buckets.iter_mut().find(|(b, _)| *b == le) {
-            Some((_, count)) => *count += value,
-            None => buckets.push((le, value)),
+    let mut add = |le: f64, value: f64| match buckets.iter_mut().find(|(b, _)| *b == le) {
+        Some((_, count)) => *count += value,
+        None => buckets.push((le, value)),
+    };
+    for sample in scrape(text).samples {
+        match &sample.value {
+            Value::Histogram(counts) if sample.metric == name => {
+                for c in counts {
+                    add(c.less_than, c.count);
+                }
+            }
+            // Without a `# TYPE name histogram` line the buckets come as untyped samples.
+            Value::Untyped(v) if sample.metric == bucket => {
+                if let Some(le) = sample
+                    .labels
+                    .get("le")
+                    .and_then(|le| le.parse::<f64>().ok())
+                {
+                    add(le, *v);
+                }
+            }
+            _ => {}
         }
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -1,5 +1,7 @@
 //! The end-to-end harness's results and their markdown rendering: one table of rates, the
-//! ratios of the job to its parts, the batch-size comparison and the live latency.
+//! ratios of the job to its parts, the batch-size comparison and the live latency. The harness
+//! only fills in [`Report`] and [`RunInfo`]; every line of the report is written here (the
+//! figures of the other sinks by [`sinks`]).
 //!
 //! Repeated measurements keep every value; the tables show medians with the range beside them,
 //! because on a shared 2-core machine one number alone says little.
@@ -9,6 +11,9 @@ use std::time::Duration;
 
 use crate::job::DEFAULT_BATCH_ROWS;
 use crate::prom;
+
+mod sinks;
+pub use sinks::{SinkFigures, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS};
 
 /// Rows per statement of the raw MariaDB insert measurement.
 pub const INSERT_STATEMENT_ROWS: usize = 1000;
@@ -67,6 +72,8 @@ pub struct Report {
     pub backlog: Vec<BacklogRun>,
     /// (5b) The job live.
     pub live: Vec<LiveRun>,
+    /// (6) ClickHouse and (7) the Elasticsearch stand-in.
+    pub sinks: SinkFigures,
 }
 
 /// One run of the job over the backlog.
@@ -177,6 +184,7 @@ fn range(values: &[f64]) -> String {
     }
 }
 
+/// A rate, or `-`.
 fn cell(r: Option<f64>) -> String {
     r.map_or("-".into(), rate)
 }
@@ -195,7 +203,7 @@ impl Report {
     }
 
     /// Rates from start and from the first row of every run of one configuration.
-    fn job_rates(&self, batch_rows: Option<usize>) -> (Vec<f64>, Vec<f64>) {
+    pub(crate) fn job_rates(&self, batch_rows: Option<usize>) -> (Vec<f64>, Vec<f64>) {
         let runs = self.runs(batch_rows);
         (
             runs.iter().map(|r| r.rate()).collect(),
@@ -227,6 +235,7 @@ impl Report {
         let parser = self.parser.map(|d| per_sec(n, d));
         let (no_sink, no_sink_steady) = self.job_rates(None);
         let headline = self.headline();
+        let sinks = self.sinks.lines(self, info);
 
         let mut s = String::new();
         let _ = writeln!(s, "## iotflow end-to-end benchmark\n");
@@ -343,6 +352,9 @@ impl Report {
                 range(&no_sink_steady)
             );
         }
+        for row in &sinks.rows {
+            let _ = writeln!(s, "{row}");
+        }
 
         if let Some(run) = headline {
             let (from_start, steady) = self.job_rates(run.batch_rows);
@@ -384,6 +396,9 @@ impl Report {
                         ratio(job_steady, steady_limit)
                     );
                 }
+            }
+            for line in &sinks.ratios {
+                let _ = writeln!(s, "{line}");
             }
         }
 
@@ -434,6 +449,12 @@ impl Report {
         }
         for warning in self.warnings(info) {
             let _ = writeln!(s, "\nWarning: {warning}");
+        }
+        if headline.is_none() {
+            // No job ratio table to follow: the other sinks' ratios close the report.
+            for line in &sinks.ratios {
+                let _ = writeln!(s, "{line}");
+            }
         }
         s
     }
@@ -535,6 +556,7 @@ mod tests {
                 produce_time: Duration::from_secs(10),
                 latency: vec![(0.1, 0.0), (0.25, 50_000.0), (f64::INFINITY, 100_000.0)],
             }],
+            sinks: SinkFigures::default(),
         }
     }
 

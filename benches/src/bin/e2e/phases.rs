@@ -1,0 +1,338 @@
+//! The harness's phases in their order: generate and produce (1), parse in-process (4), then
+//! the interleaved rounds of (2), (3), (5a), (5c), (6) and (7), and the live runs (5b).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use iotflow_benches::job::{JobSpec, BATCH_WRITE, E2E_LATENCY, ROWS_WRITTEN};
+use iotflow_benches::report::{
+    BacklogRun, LiveRun, Report, RunInfo, CLICKHOUSE_BATCH_ROWS, INSERT_STATEMENT_ROWS,
+};
+use iotflow_benches::{gen_options, parse_baseline, prom, readings, rows};
+use iotflow_gen::{Generated, Generator};
+use iotflow_model::{parse_reading, ParseLimits, Zone};
+use iotflow_sink_mysql::encoder::encode_insert;
+use rdkafka::config::ClientConfig;
+
+use crate::raw::clickhouse_rows;
+use crate::{git_commit, Args, Bench, JobRun, Topics};
+
+impl Bench {
+    pub(crate) fn new(args: Args) -> Result<Bench> {
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            chrono::Utc::now().format("%H%M%S")
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting a tokio runtime")?;
+        let admin = ClientConfig::new()
+            .set("bootstrap.servers", &args.brokers)
+            .create()
+            .with_context(|| format!("creating a Kafka admin client for {}", args.brokers))?;
+        Ok(Bench {
+            args,
+            tag,
+            rt,
+            admin,
+            topics: Vec::new(),
+            databases: Vec::new(),
+            clickhouse_databases: Vec::new(),
+            stand_in: None,
+        })
+    }
+
+    pub(crate) fn measure(&mut self) -> Result<Report> {
+        let mut report = Report::default();
+        let n = self.args.readings;
+        if !self.args.no_clickhouse {
+            // Before creating anything: fail early when ClickHouse is down.
+            report.sinks.clickhouse_version = Some(self.clickhouse_version()?);
+        }
+        eprintln!(
+            "e2e: generating {n} readings of {} devices",
+            self.args.devices
+        );
+        let generated: Vec<Generated> =
+            Generator::new(gen_options(n, self.args.devices, self.args.seed)).collect();
+        let payloads: Vec<Vec<u8>> = generated.iter().map(|g| g.payload.clone()).collect();
+        report.payload_bytes = payloads.iter().map(Vec::len).sum();
+
+        // 1. Produce, once: the topic is the backlog of every later phase.
+        let topic = self.topic("readings", self.args.partitions)?;
+        eprintln!("e2e: [1] producing {n} readings to {topic}");
+        let start = Instant::now();
+        let sent = iotflow_gen::produce(
+            &self.args.brokers,
+            &topic,
+            generated.iter().cloned(),
+            0.0,
+            |_| {},
+        )?;
+        report.produce = Some(start.elapsed());
+        ensure!(sent == n, "produced {sent} of {n} readings");
+        drop(generated);
+
+        // The same rows the job will write, encoded once as the sink would.
+        let devices = iotflow_gen::devices(self.args.devices, self.args.seed);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let parsed = readings(&payloads, self.args.partitions, Some(now_ms));
+        let rows = rows(&parsed, &devices);
+        // The same again as the ClickHouse sink's rows, for (6a).
+        let ch_rows =
+            (!self.args.no_clickhouse).then(|| Arc::new(clickhouse_rows(&parsed, &devices)));
+        drop(parsed);
+        let statements: Arc<Vec<String>> = Arc::new(
+            rows.chunks(INSERT_STATEMENT_ROWS)
+                .map(|chunk| {
+                    let mut sql = String::new();
+                    encode_insert("iot_data", chunk, &mut sql);
+                    sql
+                })
+                .collect(),
+        );
+        drop(rows);
+        report.statement_bytes = statements.iter().map(String::len).sum();
+
+        // 4. Parsing alone (in-process, steady enough to run once).
+        eprintln!("e2e: [4] parsing in-process, 1 thread");
+        report.serde = Some(median_time(5, || {
+            for p in &payloads {
+                std::hint::black_box(parse_baseline(p).expect("valid JSON"));
+            }
+        }));
+        let limits = ParseLimits::default();
+        report.parser = Some(median_time(5, || {
+            for p in &payloads {
+                std::hint::black_box(parse_reading(p, &Zone::Utc, &limits).expect("valid"));
+            }
+        }));
+        drop(payloads);
+
+        let job_topics = Topics {
+            readings: topic.clone(),
+            devices: self.topic("devices", 1)?,
+            dlq: self.topic("dlq", 1)?,
+        };
+        iotflow_gen::publish_devices(&self.args.brokers, &job_topics.devices, &devices)?;
+
+        // 2, 3, 5, 6 and 7 once per round, interleaved, so that a noisy minute hits all of
+        // them; the order of the job runs rotates from round to round.
+        let rounds = self.args.rounds.max(1);
+        let mut runs: Vec<JobRun> = self
+            .args
+            .batch_rows
+            .iter()
+            .map(|&b| JobRun::Mysql(Some(b)))
+            .collect();
+        runs.push(JobRun::Mysql(None));
+        if !self.args.no_clickhouse {
+            runs.push(JobRun::Clickhouse);
+        }
+        if !self.args.no_elasticsearch {
+            runs.push(JobRun::StandIn);
+        }
+        for round in 0..rounds {
+            eprintln!("e2e: round {} of {rounds}", round + 1);
+            eprintln!("e2e:   [2] consuming {topic} with a plain BaseConsumer");
+            report.consume.push(self.consume_all(&topic, n)?);
+            eprintln!("e2e:   [3] inserting {n} rows into MariaDB, 1 and 2 connections");
+            let raw_db = self.database("raw")?;
+            report.insert_1.push(self.insert(&raw_db, &statements, 1)?);
+            report.insert_2.push(self.insert(&raw_db, &statements, 2)?);
+            if let Some(rows) = &ch_rows {
+                eprintln!(
+                    "e2e:   [6a] inserting {n} rows into ClickHouse, {CLICKHOUSE_BATCH_ROWS}-row batches"
+                );
+                let took = self.clickhouse_insert(rows)?;
+                report.sinks.clickhouse_raw.push(took);
+            }
+            for i in 0..runs.len() {
+                let name = |what: &str| format!("{what}-r{}", round + 1);
+                match runs[(i + round) % runs.len()] {
+                    JobRun::Mysql(batch_rows) => {
+                        let what = batch_rows.map_or("no-sink".to_string(), |b| b.to_string());
+                        eprintln!("e2e:   [5] job over the backlog, max_rows {what}");
+                        report.backlog.push(self.backlog_run(
+                            &job_topics,
+                            batch_rows,
+                            &name(&what),
+                        )?);
+                    }
+                    JobRun::Clickhouse => {
+                        eprintln!("e2e:   [6b] job over the backlog, ClickHouse sink only");
+                        let run = self.clickhouse_run(&job_topics, &name("clickhouse"))?;
+                        report.sinks.clickhouse_job.push(run);
+                    }
+                    JobRun::StandIn => {
+                        eprintln!(
+                            "e2e:   [7] job over the backlog, Elasticsearch sink only, into the stand-in"
+                        );
+                        let (run, busy) = self.stand_in_run(&job_topics, &name("es-stand-in"))?;
+                        report.sinks.stand_in_job.push(run);
+                        report.sinks.stand_in_busy.extend(busy);
+                    }
+                }
+            }
+        }
+        drop(statements);
+        drop(ch_rows);
+
+        // 5b. Live: the job waits on an empty topic; a producer sends at a fixed rate.
+        let live_n = (self.args.live_rate * self.args.live_secs as f64).round() as u64;
+        if live_n > 0 {
+            for batch_rows in self.args.live_batch_rows.clone() {
+                let live = Topics {
+                    readings: self.topic(&format!("live-{batch_rows}"), self.args.partitions)?,
+                    devices: job_topics.devices.clone(),
+                    dlq: job_topics.dlq.clone(),
+                };
+                eprintln!(
+                    "e2e: [5b] live: {live_n} readings at {}/s into {}, max_rows {batch_rows}",
+                    self.args.live_rate, live.readings
+                );
+                report.live.push(self.live_run(&live, batch_rows, live_n)?);
+            }
+        }
+        Ok(report)
+    }
+
+    /// A job run from a fresh consumer group into a fresh database.
+    pub(crate) fn job(
+        &mut self,
+        topics: &Topics,
+        name: String,
+        batch_rows: Option<usize>,
+        idle_exit_secs: u64,
+    ) -> Result<(JobSpec, String)> {
+        let db = self.database(if idle_exit_secs > 0 { "job" } else { "live" })?;
+        let mut spec = self.spec(topics, name, idle_exit_secs);
+        spec.db_url = self.db_url(&db);
+        spec.batch_rows = batch_rows;
+        Ok((spec, db))
+    }
+
+    /// A job run from a fresh consumer group, with every sink off: MySQL's through
+    /// `batch_rows: None`, the others by default.
+    pub(crate) fn spec(&self, topics: &Topics, name: String, idle_exit_secs: u64) -> JobSpec {
+        JobSpec {
+            iotflow: self.args.iotflow.clone(),
+            workers: self.args.workers,
+            group: format!("bench-{}-{name}", self.tag),
+            name,
+            brokers: self.args.brokers.clone(),
+            readings: topics.readings.clone(),
+            devices: topics.devices.clone(),
+            dlq: topics.dlq.clone(),
+            db_url: self.args.mysql_url.clone(),
+            batch_rows: None,
+            idle_exit_secs,
+            log_dir: self.args.log_dir.clone(),
+        }
+    }
+
+    /// The job over the whole backlog of `topics.readings` (or without the MySQL sink), until
+    /// it exits on idleness.
+    pub(crate) fn backlog_run(
+        &mut self,
+        topics: &Topics,
+        batch_rows: Option<usize>,
+        name: &str,
+    ) -> Result<BacklogRun> {
+        let n = self.args.readings;
+        let (spec, db) = self.job(topics, format!("backlog-{name}"), batch_rows, 3)?;
+        let mut running = spec.spawn()?;
+        let progress = running.wait_for(spec.progress_metric(), n, Duration::from_secs(600))?;
+        running.finish(Duration::from_secs(60))?;
+        if batch_rows.is_some() {
+            let stored = self.count_rows(&db)?;
+            ensure!(
+                stored == n,
+                "the job stored {stored} rows for {n} readings (see {})",
+                running.log().display()
+            );
+        }
+        Ok(BacklogRun {
+            batch_rows,
+            rows: n,
+            total: progress.done,
+            first: progress.first,
+            latency: prom::histogram(&progress.text, E2E_LATENCY),
+            batch_write: prom::histogram(&progress.text, BATCH_WRITE),
+        })
+    }
+
+    /// The job running live while `count` readings are produced at `--live-rate`; the latency
+    /// of just those readings.
+    pub(crate) fn live_run(
+        &mut self,
+        topics: &Topics,
+        batch_rows: usize,
+        count: u64,
+    ) -> Result<LiveRun> {
+        let (spec, _db) = self.job(topics, format!("live-{batch_rows}"), Some(batch_rows), 0)?;
+        let mut running = spec.spawn()?;
+        running.wait_until_ready(
+            (self.args.devices * self.args.workers) as f64,
+            Duration::from_secs(120),
+        )?;
+        let before = prom::histogram(&running.scrape().unwrap_or_default(), E2E_LATENCY);
+        let start = Instant::now();
+        let options = gen_options(count, self.args.devices, self.args.seed + 1);
+        let produced = iotflow_gen::produce(
+            &self.args.brokers,
+            &topics.readings,
+            Generator::new(options),
+            self.args.live_rate,
+            |_| {},
+        )?;
+        let produce_time = start.elapsed();
+        let progress = running.wait_for(ROWS_WRITTEN, produced, Duration::from_secs(600))?;
+        running.terminate();
+        running.finish(Duration::from_secs(60))?;
+        Ok(LiveRun {
+            batch_rows,
+            produced,
+            produce_time,
+            latency: prom::difference(&prom::histogram(&progress.text, E2E_LATENCY), &before),
+        })
+    }
+
+    /// What the run was, for the report's header.
+    pub(crate) fn info(&self) -> RunInfo {
+        let a = &self.args;
+        RunInfo {
+            command: std::env::var("IOTFLOW_E2E_COMMAND")
+                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" ")),
+            commit: git_commit(),
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            brokers: a.brokers.clone(),
+            mysql: iotflow_sink_mysql::redact(&a.mysql_url),
+            readings: a.readings,
+            devices: a.devices,
+            partitions: a.partitions,
+            workers: a.workers,
+            live_rate: a.live_rate,
+            live_secs: a.live_secs,
+            batch_rows: a.batch_rows.clone(),
+        }
+    }
+}
+
+/// The median wall time of `runs` calls of `f`.
+fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
