@@ -4,8 +4,10 @@
 # that break copies of the files and require the check to fail. No Docker engine runs on the
 # project's machines, so nothing here starts a container; `docker compose config` runs too when
 # a Compose CLI happens to be installed.
-# Needs python3 >= 3.11 with PyYAML (the system python3-yaml, or a venv under .local/ that this
-# script creates with pip when neither python has it); uses promtool when installed.
+# Needs python3 >= 3.11 with the packages of requirements.txt (jsonschema, PyYAML): the venv that
+# deploy/local/install.sh fills ($IOTFLOW_HOME/venv, default .local/venv), else a python3 that
+# has them, else a venv under .local/ that this script creates with pip; uses promtool when
+# installed.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,10 +20,10 @@ fail() {
     exit 1
 }
 
-# A python3 (3.11+, for tomllib) that can import yaml.
-usable() { "$1" -c 'import sys, yaml, tomllib' >/dev/null 2>&1; }
+# A python3 (3.11+, for tomllib) that can import jsonschema and yaml.
+usable() { "$1" -c 'import sys, jsonschema, yaml, tomllib' >/dev/null 2>&1; }
 py=""
-for candidate in python3 /usr/bin/python3; do
+for candidate in "${IOTFLOW_HOME:-$repo/.local}/venv/bin/python" python3 /usr/bin/python3; do
     if command -v "$candidate" >/dev/null 2>&1 && usable "$candidate"; then
         py="$candidate"
         break
@@ -31,19 +33,19 @@ if [ -z "$py" ]; then
     venv="$repo/.local/compose-check-venv"
     if ! usable "$venv/bin/python" 2>/dev/null; then
         command -v python3 >/dev/null || fail "python3 is required"
-        echo "PyYAML not importable: installing it into $venv"
+        echo "jsonschema or PyYAML not importable: installing requirements.txt into $venv"
         python3 -m venv "$venv" || fail "cannot create $venv"
-        "$venv/bin/python" -m pip install --disable-pip-version-check -q pyyaml ||
-            fail "pip install pyyaml failed"
+        "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$here/requirements.txt" ||
+            fail "pip install -r deploy/compose/requirements.txt failed"
     fi
-    usable "$venv/bin/python" || fail "$venv/bin/python cannot import yaml and tomllib (needs Python 3.11+)"
+    usable "$venv/bin/python" || fail "$venv/bin/python cannot import jsonschema, yaml and tomllib (needs Python 3.11+)"
     py="$venv/bin/python"
 fi
 
 # 1. The files as committed.
 "$py" "$here/check_compose.py" --root "$repo" || fail "static validation failed (see above)"
 
-# 2. In-memory negative tests: ~30 kinds of breakage.
+# 2. In-memory negative tests: ~35 kinds of breakage.
 "$py" "$here/check_compose.py" --self-test --root "$repo" || fail "check_compose.py self-test"
 
 # 3. On files: broken copies in a mirror of the repository must fail.
@@ -67,6 +69,7 @@ expect_rejected() { # what, file in the mirror, replacement command run on a pri
     cp "$tmp/pristine" "$mirror/deploy/compose/$file"
 }
 expect_rejected "YAML syntax error" full-stack.yml sed 's/^services:$/services: [/'
+expect_rejected "misspelt service key (Compose schema)" full-stack.yml sed '0,/restart: unless-stopped/s//restarts: unless-stopped/'
 expect_rejected "misspelt IOTFLOW__ key" full-stack.yml sed 's/IOTFLOW__MYSQL__URL:/IOTFLOW__MYSQL__URLL:/'
 expect_rejected "Grafana published on 3001" full-stack.yml sed 's/:3000:3000/:3001:3000/'
 expect_rejected "Prometheus config path missing" monitoring.yml sed 's#../prometheus/prometheus.yml#../prometheus/prometheus-missing.yml#'

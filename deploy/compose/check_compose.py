@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Static validation of deploy/compose (no Docker engine needed). Needs PyYAML.
+"""Static validation of deploy/compose (no Docker engine needed). Needs jsonschema and PyYAML
+(requirements.txt; deploy/local/install.sh puts them into $IOTFLOW_HOME/venv).
 
     python3 deploy/compose/check_compose.py [--root REPO]    # check the files under REPO
     python3 deploy/compose/check_compose.py --self-test      # broken variants must fail
 
 What it checks (after Compose's ${VAR:-default} interpolation, with the defaults):
-  * both compose files parse, use only known top-level and service keys, and every service has
-    an image or a build whose context and Dockerfile exist;
+  * both compose files parse and are valid against the Compose Specification's JSON schema
+    (compose-spec.json, vendored; see README.md for its source), and every service has an image
+    or a build whose context and Dockerfile exist;
   * every bind-mounted path and env_file exists inside the repository, named volumes are
     declared, depends_on names services (service_healthy ones have a healthcheck), no ${VAR}
     lacks a default;
@@ -27,6 +29,8 @@ What it checks (after Compose's ${VAR:-default} interpolation, with the defaults
 import argparse
 import copy
 import glob
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -39,20 +43,24 @@ try:
 except ImportError:  # Python < 3.11
     tomllib = None
 
-import yaml
+try:
+    import jsonschema
+    import yaml
+except ImportError as e:  # an installation problem, said plainly
+    sys.exit(f"check_compose.py: {e}; install the packages of deploy/compose/requirements.txt "
+             "(bash deploy/local/install.sh puts them into $IOTFLOW_HOME/venv)")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-TOP_LEVEL = {"name", "services", "volumes", "networks", "configs", "secrets", "include"}
-SERVICE_KEYS = {
-    "build", "cap_add", "cap_drop", "command", "configs", "container_name", "cpus", "depends_on",
-    "deploy", "entrypoint", "env_file", "environment", "expose", "extends", "extra_hosts",
-    "healthcheck", "hostname", "image", "init", "labels", "logging", "mem_limit", "network_mode",
-    "networks", "platform", "ports", "profiles", "pull_policy", "restart", "secrets", "shm_size",
-    "stop_grace_period", "stop_signal", "tmpfs", "ulimits", "user", "volumes", "working_dir",
-}
+# The Compose Specification's JSON schema, vendored from the npm package dclint 3.1.0
+# (package/schemas/compose.schema.json, a copy of compose-spec/compose-spec's
+# schema/compose-spec.json; Apache-2.0). README.md says how to update it; the digest catches an
+# edit by hand.
+COMPOSE_SCHEMA = os.path.join(HERE, "compose-spec.json")
+COMPOSE_SCHEMA_SHA256 = "46b7d35f19dd93a05f8fea530291bf84d881c1791ec167ecf0e6fb94e639d496"
+
+# Restart policies Compose implements (the schema only says "a string").
 RESTART = {"no", "always", "on-failure", "unless-stopped"}
-CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 PORTS = {"prometheus": 9099, "pushgateway": 9091, "grafana": 3000}
 
 
@@ -63,11 +71,19 @@ class Problems(list):
 
 # --------------------------------------------------------------------------- loading
 
-INTERP = re.compile(r"\$(?:\$|\{([A-Za-z_]\w*)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\}|([A-Za-z_]\w*))")
+# Compose interpolation (https://github.com/compose-spec/compose-spec/blob/main/12-interpolation.md),
+# written out because no Python package implements Compose's rules: shell-style ones (e.g.
+# `expandvars`) read `$$` as the process id, where Compose reads a literal `$`. The files must
+# work without an .env file, so every variable is unset here and only these forms matter:
+#   $$                      a literal $
+#   ${VAR:-default} / ${VAR-default}    the default
+#   ${VAR:+alt} / ${VAR+alt}            empty (VAR is unset)
+#   ${VAR}, $VAR, ${VAR:?err}, ${VAR?err}  an error: no default
+INTERP = re.compile(r"\$(?:\$|\{([A-Za-z_]\w*)(?:(:?-)([^}]*)|(:?\+)([^}]*)|(:?\?)([^}]*))?\}|([A-Za-z_]\w*))")
 
 
 def interpolate(value, where, problems):
-    """Compose interpolation with the defaults ($$ is a literal $)."""
+    """`value` (a YAML tree) with Compose's interpolation applied, every variable unset."""
     if isinstance(value, dict):
         return {k: interpolate(v, where, problems) for k, v in value.items()}
     if isinstance(value, list):
@@ -78,9 +94,11 @@ def interpolate(value, where, problems):
     def sub(m):
         if m.group(0) == "$$":
             return "$"
-        name = m.group(1) or m.group(6)
+        name = m.group(1) or m.group(8)
         if m.group(2) is not None:
             return m.group(3)
+        if m.group(4) is not None:
+            return ""
         problems.add(where, f"${{{name}}} has no default: the file must work without an .env file")
         return ""
 
@@ -98,8 +116,46 @@ def load_compose(path, problems):
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
         problems.add(rel, "no services mapping")
         return None
-    doc = {k: v for k, v in doc.items() if not str(k).startswith("x-")}
-    return interpolate(doc, rel, problems)
+    doc = interpolate(doc, rel, problems)
+    # Extensions (x-*) are YAML anchors here; Compose ignores them, and so do the checks.
+    return {k: v for k, v in doc.items() if not str(k).startswith("x-")}
+
+
+def compose_schema_errors():
+    """errors(doc) -> ["$.path: message"] against the Compose Specification's schema."""
+    with open(COMPOSE_SCHEMA, "rb") as f:
+        raw = f.read()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != COMPOSE_SCHEMA_SHA256:
+        raise SystemExit(f"{COMPOSE_SCHEMA}: sha256 {digest}, not the vendored copy's "
+                         f"{COMPOSE_SCHEMA_SHA256} (see README.md to update it)")
+    schema = json.loads(raw)
+    # The file says "https://json-schema.org/draft-07/schema" (no trailing #), which jsonschema
+    # does not map to a draft by itself.
+    cls = jsonschema.Draft7Validator
+    cls.check_schema(schema)
+    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+    def errors(doc):
+        out = []
+        for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+            e = jsonschema.exceptions.best_match([e])
+            where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
+            out.append(f"{where}: {e.message[:200]}")
+        return out
+
+    return errors
+
+
+_SCHEMA_ERRORS = None
+
+
+def schema_problems(doc, name, p):
+    global _SCHEMA_ERRORS
+    if _SCHEMA_ERRORS is None:
+        _SCHEMA_ERRORS = compose_schema_errors()
+    for e in _SCHEMA_ERRORS(doc):
+        p.add(name, f"not valid Compose (compose-spec.json): {e}")
 
 
 def load_toml(path):
@@ -182,9 +238,6 @@ def inside(path, root):
 
 
 def generic(doc, name, compose_dir, root, p):
-    for key in doc:
-        if key not in TOP_LEVEL:
-            p.add(name, f"unknown top-level key {key!r}")
     services = doc["services"]
     declared = set((doc.get("volumes") or {}).keys())
     for sname, s in services.items():
@@ -192,9 +245,6 @@ def generic(doc, name, compose_dir, root, p):
         if not isinstance(s, dict):
             p.add(where, "is not a mapping")
             continue
-        for key in s:
-            if key not in SERVICE_KEYS:
-                p.add(where, f"unknown service key {key!r}")
         if not s.get("image") and not s.get("build"):
             p.add(where, "has neither image nor build")
         build = s.get("build")
@@ -225,9 +275,7 @@ def generic(doc, name, compose_dir, root, p):
             if dep not in services:
                 p.add(where, f"depends on unknown service {dep!r}")
                 continue
-            c = (cond or {}).get("condition", "service_started")
-            if c not in CONDITIONS:
-                p.add(where, f"unknown depends_on condition {c!r}")
+            c = (cond or {}).get("condition", "service_started")  # the schema checks the value
             if c == "service_healthy" and not services[dep].get("healthcheck"):
                 p.add(where, f"waits for {dep} to be healthy, but {dep} has no healthcheck")
         restart = s.get("restart")
@@ -664,6 +712,7 @@ def check_docs(docs, root, compose_dir, notes):
     for name, doc in docs.items():
         if doc is None:
             continue
+        schema_problems(doc, name, p)
         generic(doc, name, compose_dir, root, p)
         check_ports(doc, name, p)
         check_prometheus(doc, name, compose_dir, root, FILES[name], p, promtool_runs)
@@ -703,6 +752,11 @@ def mutations():
 
     return [
         ("service without image or build", "full-stack.yml", lambda d: svc("kafka")(d).pop("image")),
+        ("unknown top-level key", "monitoring.yml", lambda d: d.update(service={})),
+        ("unknown depends_on condition", "full-stack.yml",
+         lambda d: svc("iotflow-0")(d)["depends_on"]["mysql"].update(condition="service_ready")),
+        ("port published as a mapping of the wrong shape", "monitoring.yml",
+         lambda d: svc("grafana")(d).update(ports=[{"published": "3000", "target": "x"}])),
         ("unknown service key", "full-stack.yml",
          lambda d: svc("mysql")(d).update(enviroment=svc("mysql")(d).pop("environment"))),
         ("IOTFLOW__ key not in iotflow.example.toml", "full-stack.yml",
@@ -784,7 +838,9 @@ def self_test(root):
     # Interpolation: a variable without a default is an error.
     q = Problems()
     interpolate("${NO_DEFAULT}", "x", q)
-    if not q or interpolate("$${A} ${B:-b}", "x", Problems()) != "${A} b":
+    q2 = Problems()
+    interpolate("${NEEDED:?set it}", "x", q2)
+    if not q or not q2 or interpolate("$${A} ${B:-b} ${C-c}${D:+d}", "x", Problems()) != "${A} b c":
         print("self-test: interpolation")
         failures += 1
     n = len(mutations())
