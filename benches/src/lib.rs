@@ -4,10 +4,10 @@
 //! * [`payloads`], [`readings`] and [`rows`]: realistic readings (about 120 bytes of JSON each)
 //!   from the device simulator, at each stage of the pipeline.
 //! * [`BaselineReading`]: the "serde parse alone" baseline the real parser is compared with.
-//! * [`prom`]: just enough of the Prometheus text format to read the job's counters and
-//!   histograms, and `histogram_quantile` as Prometheus computes it.
-//! * [`job`]: `iotflow run` as a child process, followed through its `/metrics`.
-//! * [`report`]: the harness's results and their markdown tables.
+//! * [`prom`]: the job's counters and histograms from its `/metrics` text (parsed by the
+//!   `prometheus-parse` crate), and `histogram_quantile` as Prometheus computes it.
+//! * [`job`]: `iotflow run` as a child process, followed through its `/metrics` (reqwest).
+//! * [`report`]: the harness's results as data, and their markdown tables rendered once.
 //!
 //! See `docs/benchmarks.md` for how to run everything and what each figure means.
 
