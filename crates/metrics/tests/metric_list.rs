@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use iotflow_metrics::Metrics;
 use prometheus::proto::MetricType;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The environment variable that makes the test write the list instead of comparing it.
 const WRITE: &str = "IOTFLOW_WRITE_METRIC_LIST";
@@ -52,42 +52,68 @@ fn type_name(t: MetricType) -> &'static str {
     }
 }
 
-/// `{"metrics": [{name, type, labels}]}`, sorted by name, labels sorted; the labels of a
-/// histogram are those of its series without `le`.
-fn metric_list(m: &Metrics) -> Value {
-    let mut families: Vec<Value> = m
+/// One metric family of the list.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Family {
+    name: String,
+    kind: &'static str,
+    labels: BTreeSet<String>,
+}
+
+/// Every family the registry gathers, sorted by name; the labels of a histogram are those of
+/// its series without `le`.
+fn families(m: &Metrics) -> Vec<Family> {
+    let mut out: Vec<Family> = m
         .registry()
         .gather()
         .iter()
-        .map(|f| {
-            let labels: BTreeSet<&str> = f
+        .map(|f| Family {
+            name: f.name().to_string(),
+            kind: type_name(f.get_field_type()),
+            labels: f
                 .get_metric()
                 .iter()
-                .flat_map(|metric| metric.get_label().iter().map(|l| l.name()))
-                .collect();
-            json!({
-                "name": f.name(),
-                "type": type_name(f.get_field_type()),
-                "labels": labels.into_iter().collect::<Vec<_>>(),
-            })
+                .flat_map(|metric| metric.get_label().iter().map(|l| l.name().to_string()))
+                .collect(),
         })
         .collect();
-    families.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    json!({
-        "//": format!(
+    out.sort();
+    out
+}
+
+/// The file's text: one family per line, written by hand so that the text does not depend on
+/// serde_json's map order (a feature another crate of the workspace may switch on).
+fn render(families: &[Family]) -> String {
+    let q = |s: &str| Value::String(s.to_string()).to_string();
+    let lines: Vec<String> = families
+        .iter()
+        .map(|f| {
+            let labels: Vec<String> = f.labels.iter().map(|l| q(l)).collect();
+            format!(
+                "    {{\"name\": {}, \"type\": {}, \"labels\": [{}]}}",
+                q(&f.name),
+                q(f.kind),
+                labels.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "{{\n  \"//\": {},\n  \"metrics\": [\n{}\n  ]\n}}\n",
+        q(&format!(
             "Generated from the iotflow-metrics registry by crates/metrics/tests/metric_list.rs; \
              regenerate with {WRITE}=1 cargo test -p iotflow-metrics --test metric_list"
-        ),
-        "metrics": families,
-    })
+        )),
+        lines.join(",\n")
+    )
 }
 
 #[test]
 fn committed_metric_list_matches_the_registry() {
     let m = Metrics::new("metric-list", "0");
     touch_every_family(&m);
-    let list = metric_list(&m);
-    let text = serde_json::to_string_pretty(&list).expect("JSON") + "\n";
+    let list = families(&m);
+    let text = render(&list);
+    serde_json::from_str::<Value>(&text).expect("the list is valid JSON");
     let path = list_path();
     if std::env::var_os(WRITE).is_some_and(|v| v == "1") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -96,16 +122,8 @@ fn committed_metric_list_matches_the_registry() {
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     if committed != text {
-        let names = |v: &Value| -> BTreeSet<String> {
-            v["metrics"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| m.to_string())
-                .collect()
-        };
-        let old = serde_json::from_str::<Value>(&committed).unwrap_or(Value::Null);
-        let (old, new) = (names(&old), names(&list));
+        let old: BTreeSet<&str> = committed.lines().map(str::trim).collect();
+        let new: BTreeSet<&str> = text.lines().map(str::trim).collect();
         panic!(
             "{} is stale; regenerate it with `{WRITE}=1 cargo test -p iotflow-metrics --test \
              metric_list` and commit it.\nonly in the file: {:?}\nonly in the registry: {:?}",
