@@ -33,54 +33,23 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # the sibling modules, also when this file is run from elsewhere
 
 try:
     import jsonschema
-    import promql_parser
     import yaml
-except ImportError as e:  # pragma: no cover - an installation problem, said plainly
+    from promql_check import metric_contract, promql_labels, promql_problems, promtool_problems
+    from sql_check import sql_problems
+except ImportError as e:  # an installation problem, said plainly
     sys.exit(f"validate.py: {e}; install the packages of deploy/grafana/requirements.txt "
              "(bash deploy/local/install.sh puts them into $IOTFLOW_HOME/venv)")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 SCHEMA = os.path.join(HERE, "dashboard.schema.json")
 DATASOURCES = os.path.join(HERE, "provisioning", "datasources", "iotflow.yml")
-# Written by crates/metrics/tests/metric_list.rs from the registry itself.
-METRIC_LIST = os.path.join(HERE, "metrics.json")
-RULES_DIR = os.path.join(REPO, "deploy", "prometheus", "rules")
-
-# The daily work-time analysis (`iotflow worktime`) pushes these gauges to the Pushgateway
-# (job="iotflow-worktime", label `day`) and writes its results into these MySQL tables. They are
-# a contract for that job (README.md). When its sources are in the tree they are the authority:
-# the metric names are read from WORKTIME_SOURCES, the tables and columns from WORKTIME_DDL, and
-# the lists below are used only when those files are absent.
-WORKTIME_SOURCES = os.path.join(REPO, "jobs", "worktime", "src")
-WORKTIME_DDL = os.path.join(REPO, "schemas", "mysql", "device_work_time.sql")
-WORKTIME_METRICS = {
-    "iotflow_worktime_last_success_timestamp_seconds",
-    "iotflow_worktime_last_run_timestamp_seconds",
-    "iotflow_worktime_duration_seconds",
-    "iotflow_worktime_devices_analysed",
-    "iotflow_worktime_rows_read",
-    "iotflow_worktime_success",
-}
-WORKTIME_LABELS = {"day"}
-WORK_TIME_TABLES = {
-    "device_work_time": {
-        "day", "pboxid", "segments", "working_seconds", "first_reading", "last_reading",
-        "observed_seconds", "utilisation", "day_share", "readings", "threshold", "computed_at",
-    },
-    "device_work_time_runs": {
-        "day", "status", "started_at", "finished_at", "rows_read", "devices", "message",
-    },
-}
-# Labels Prometheus adds when it scrapes.
-TARGET_LABELS = {"job", "instance"}
-
 GRAFANA_BUILTINS = {
     "__rate_interval", "__interval", "__interval_ms", "__range", "__range_s", "__range_ms",
     "__timeFilter", "__timeFrom", "__timeTo", "__unixEpochFilter", "__timeGroup",
@@ -108,75 +77,7 @@ def schema_validator(schema):
     return errors
 
 
-# --------------------------------------------------------------------------- contracts
-
-
-def metric_contract(path=METRIC_LIST):
-    """{series name: label set} of every metric family in metrics.json (from the registry)."""
-    with open(path, encoding="utf-8") as f:
-        families = json.load(f)["metrics"]
-    if len(families) < 10:
-        raise ValueError(f"{path}: only {len(families)} metric families; regenerate it with "
-                         "IOTFLOW_WRITE_METRIC_LIST=1 cargo test -p iotflow-metrics --test metric_list")
-    series = {}
-    for family in families:
-        name, kind = family["name"], family["type"]
-        labels = set(family["labels"]) | TARGET_LABELS
-        if kind == "histogram":
-            series[name + "_bucket"] = labels | {"le"}
-            series[name + "_sum"] = labels
-            series[name + "_count"] = labels
-        elif kind == "summary":
-            series[name] = labels | {"quantile"}
-            series[name + "_sum"] = labels
-            series[name + "_count"] = labels
-        else:
-            series[name] = labels
-    for name in worktime_metrics():
-        series[name] = TARGET_LABELS | WORKTIME_LABELS
-    series["up"] = set(TARGET_LABELS)
-    series["ALERTS"] = None  # alertname, alertstate and each alert's own labels
-    for f in sorted(glob.glob(os.path.join(RULES_DIR, "*.y*ml"))):
-        with open(f, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh) or {}
-        for group in doc.get("groups") or []:
-            for rule in group.get("rules") or []:
-                if "record" in rule:
-                    series[rule["record"]] = None  # labels unknown: any
-    return series
-
-
-def worktime_metrics():
-    """The work-time job's pushed metric names: from its sources when present."""
-    files = sorted(glob.glob(os.path.join(WORKTIME_SOURCES, "**", "*.rs"), recursive=True))
-    if not files:
-        return set(WORKTIME_METRICS)
-    names = set()
-    for f in files:
-        names |= set(re.findall(r'"(iotflow_worktime_[a-z0-9_]+)"', open(f, encoding="utf-8").read()))
-    if not names:
-        raise ValueError(f"{WORKTIME_SOURCES}: no iotflow_worktime_* metric names found")
-    return names
-
-
-def work_time_tables():
-    """{table: columns} the dashboards may read: from the DDL when present."""
-    if not os.path.exists(WORKTIME_DDL):
-        return {t: set(c) for t, c in WORK_TIME_TABLES.items()}
-    text = re.sub(r"--[^\n]*", "", open(WORKTIME_DDL, encoding="utf-8").read())
-    tables = {}
-    for name, body in re.findall(
-            r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?(\w+)`?\s*\((.*?)\)\s*ENGINE",
-            text, re.S | re.I):
-        cols = set()
-        for line in body.split("\n"):
-            m = re.match(r"\s*`?([a-zA-Z_]\w*)`?\s+[A-Za-z]", line)
-            if m and m.group(1).upper() not in ("PRIMARY", "KEY", "UNIQUE", "INDEX", "CONSTRAINT"):
-                cols.add(m.group(1))
-        tables[name] = cols
-    if "device_work_time" not in tables:
-        raise ValueError(f"{WORKTIME_DDL}: no device_work_time table found")
-    return tables
+# --------------------------------------------------------------------------- datasources
 
 
 def provisioned_datasources(path=DATASOURCES):
@@ -192,159 +93,6 @@ def provisioned_datasources(path=DATASOURCES):
                 raise ValueError(f"{path}: datasource {ds.get('name')!r} lacks {key}")
         out[ds["uid"]] = ds["type"]
     return out
-
-
-# --------------------------------------------------------------------------- PromQL
-
-STRING = r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\''
-
-
-def balanced(text):
-    """Brackets balance outside string literals (the SQL check's first test)."""
-    pairs = {")": "(", "]": "[", "}": "{"}
-    stack = []
-    for ch in re.sub(STRING, '""', text):
-        if ch in "([{":
-            stack.append(ch)
-        elif ch in pairs:
-            if not stack or stack.pop() != pairs[ch]:
-                return False
-    return not stack
-
-
-def concrete(expr):
-    """The expression Prometheus receives once Grafana has substituted its variables."""
-    e = expr.replace("$__rate_interval", "1m").replace("$__interval", "1m")
-    e = e.replace("$__range", "1h")
-    return re.sub(r"\$\{?\w+\}?", ".*", e)
-
-
-class Uses:
-    """What one PromQL expression reads: (metric, matcher labels) per selector, and the labels
-    named by by/without, on/ignoring and group_left/group_right."""
-
-    def __init__(self, expr):
-        self.selectors = []
-        self.grouping = []
-        promql_parser.walk(promql_parser.parse(concrete(expr)), self._visit)
-
-    def _visit(self, node):
-        if isinstance(node, promql_parser.VectorSelector):
-            matchers = node.matchers
-            labels = [m.name for m in matchers.matchers]
-            for alternative in matchers.or_matchers or []:
-                labels += [m.name for m in alternative]
-            labels = [label for label in labels if label != "__name__"]
-            name = node.name or next((m.value for m in matchers.matchers if m.name == "__name__"), None)
-            if name:
-                self.selectors.append((name, labels))
-        elif isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
-            self.grouping += list(node.modifier.labels)
-        elif isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None:
-            if node.modifier.matching is not None:
-                self.grouping += list(node.modifier.matching.labels)
-            self.grouping += list(node.modifier.group_labels or [])
-
-    @property
-    def names(self):
-        return {name for name, _ in self.selectors}
-
-
-def promql_problems(expr, contract):
-    """Names and labels an expression uses that the metrics contract does not have."""
-    try:
-        uses = Uses(expr)
-    except ValueError as e:
-        return [f"does not parse as PromQL: {str(e).splitlines()[0] if str(e) else e!r}"]
-    problems = []
-    if not uses.names:
-        problems.append("uses no metric")
-    available = set()
-    for name, labels in uses.selectors:
-        if name not in contract:
-            problems.append(f"unknown metric {name}")
-            continue
-        if contract[name] is None:
-            available = None  # a recording rule: its labels are not known here
-            continue
-        if available is not None:
-            available |= contract[name]
-        for label in labels:
-            if label not in contract[name]:
-                problems.append(f"metric {name} has no label {label!r}")
-    if available is not None:
-        for label in uses.grouping:
-            if label not in available:
-                problems.append(f"grouping label {label!r} is on none of the metrics used")
-    return problems
-
-
-def promql_labels(expr, contract):
-    """The labels the metrics of an expression have (empty if unknown or unparseable)."""
-    try:
-        names = Uses(expr).names
-    except ValueError:
-        return set()
-    labels = set()
-    for name in names:
-        if contract.get(name):
-            labels |= contract[name]
-    return labels
-
-
-def promtool_problems(exprs, promtool):
-    """Parses every expression with `promtool check rules`; returns error text or None."""
-    rules = {"groups": [{"name": "grafana-dashboard-expressions", "rules": [
-        {"record": f"grafana_check:expr_{i}", "expr": concrete(e)} for i, e in enumerate(exprs)]}]}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "exprs.rules.yml")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(rules, f, indent=1)  # JSON is YAML
-        r = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True)
-        if r.returncode != 0:
-            return (r.stdout + r.stderr).strip()
-    return None
-
-
-# --------------------------------------------------------------------------- SQL
-
-SQL_WORDS = {
-    "select", "from", "where", "and", "or", "not", "order", "by", "group", "desc", "asc",
-    "limit", "as", "left", "right", "inner", "join", "on", "union", "all", "distinct", "case",
-    "when", "then", "else", "end", "null", "is", "in", "between", "having", "count", "sum",
-    "avg", "min", "max", "coalesce", "concat", "least", "greatest", "floor", "ceil", "round",
-    "timestamp", "date_format", "unix_timestamp", "from_unixtime", "date", "nullif", "if",
-}
-
-
-def sql_problems(raw, known_tables=None):
-    problems = []
-    if not balanced(raw):
-        return ["unbalanced brackets"]
-    known_tables = work_time_tables() if known_tables is None else known_tables
-    s = re.sub(r"'(?:[^'\\]|\\.)*'", "''", raw)
-    s = re.sub(r"\$\{?\w+\}?(\([^)]*\))?", " ", s)  # variables and macros with their arguments
-    tables = re.findall(r"\b(?:from|join)\s+([a-zA-Z_]\w*)", s, re.I)
-    columns = set()
-    for t in tables:
-        if t not in known_tables:
-            problems.append(f"reads table {t}, not one of {sorted(known_tables)}")
-        else:
-            columns |= known_tables[t]
-    aliases = {a.lower() for a in re.findall(r"\bas\s+([a-zA-Z_]\w*)", s, re.I)}
-    for tok in re.findall(r"(?<![\w.])[a-zA-Z_]\w*(?:\.[a-zA-Z_]\w*)?", s):
-        parts = tok.split(".")
-        if len(parts) == 2:
-            if parts[0].lower() not in aliases:
-                problems.append(f"unknown table alias {parts[0]}")
-            if parts[1] not in columns and parts[1].lower() not in aliases:
-                problems.append(f"unknown column {tok}")
-            continue
-        low = tok.lower()
-        if low in SQL_WORDS or low in aliases or tok in tables or tok in columns:
-            continue
-        problems.append(f"unknown identifier {tok} (not a column of {', '.join(tables)})")
-    return problems
 
 
 # --------------------------------------------------------------------------- dashboards
