@@ -20,7 +20,7 @@ use iotflow_config::Config;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
 use iotflow_kafka::{
     kafka_source, DeadLetterLedger, DeadLetterProducer, DeadLetterSink, ParseOptions,
-    ParseReadings, SourceHandle, SourceOptions, StartFrom,
+    ParseReadings, SourceHandle, SourceOptions,
 };
 use iotflow_metrics::{Metrics, RateLimitedLog};
 use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
@@ -133,21 +133,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         let records = kafka_source(
             scope,
             &c.kafka,
-            SourceOptions {
-                name: "kafka-source".into(),
-                topic: c.kafka.topic.clone(),
-                start: StartFrom::Committed,
-                commit: true,
-                wait_for_catch_up: false,
-                epoch_ms: c.job.epoch_ms,
-                max_poll_records: c.kafka.max_poll_records,
-                idle_exit: (c.job.idle_exit_secs > 0)
-                    .then(|| Duration::from_secs(c.job.idle_exit_secs)),
-                max_pending_rows,
-                finish_after: None,
-                dead_letters: Some(ctx.ledger.clone()),
-                stashed: Some((stashed.clone(), c.job.max_stashed_readings)),
-            },
+            SourceOptions::readings(c, max_pending_rows, ctx.ledger.clone(), stashed.clone()),
             m.source("kafka-source", index),
             Some(probe.clone()),
             pressure.clone(),
@@ -161,20 +147,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         let device_records = kafka_source(
             scope,
             &c.kafka,
-            SourceOptions {
-                name: "broadcast-source".into(),
-                topic: c.kafka.broadcast_topic.clone(),
-                start: StartFrom::Beginning,
-                commit: false,
-                wait_for_catch_up: true,
-                epoch_ms: c.job.epoch_ms,
-                max_poll_records: c.kafka.max_poll_records,
-                idle_exit: None,
-                max_pending_rows: usize::MAX,
-                finish_after: Some(readers),
-                dead_letters: None,
-                stashed: None,
-            },
+            SourceOptions::dimension(c, readers),
             m.source("broadcast-source", index),
             None,
             Rc::new(Cell::new(0)),
