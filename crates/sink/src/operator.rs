@@ -15,6 +15,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
 
 use crate::{backoff, BatchPolicy, BatchWriter, Batcher, RetryPolicy, SinkError};
 
@@ -58,7 +59,7 @@ struct Ack {
 impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64, R> {
     fn sink_batches<W: BatchWriter<Row = R>>(
         self,
-        mut writer: W,
+        writer: W,
         options: SinkOptions,
         runtime: tokio::runtime::Handle,
         metrics: SinkMetrics,
@@ -73,52 +74,17 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
             move |_cap, info| {
                 let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
                 let activator = scope.activator_for(info.address);
-                let (batch_tx, mut batch_rx) =
-                    tokio::sync::mpsc::unbounded_channel::<(u64, Vec<R>)>();
+                let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Vec<R>)>();
                 let (ack_tx, ack_rx) = mpsc::channel::<Ack>();
-                let task_metrics = metrics.clone();
-                let retry = options.retry.clone();
-                let sink = options.sink.clone();
-                runtime.spawn(async move {
-                    // One transient failure logged per 10 s for the whole task, however many
-                    // batches fail; the counters count every one.
-                    let mut log = RateLimitedLog::new(Duration::from_secs(10));
-                    while let Some((id, rows)) = batch_rx.recv().await {
-                        let start = Instant::now();
-                        let mut attempt = 0u32;
-                        let result = loop {
-                            match writer.write(&rows).await {
-                                Ok(()) => break Ok(start.elapsed()),
-                                Err(e @ SinkError::Transient(_)) => {
-                                    task_metrics.transient_errors.inc();
-                                    task_metrics.retries.inc();
-                                    if let Some(suppressed) = log.admit() {
-                                        tracing::warn!(
-                                            %sink,
-                                            attempt,
-                                            suppressed,
-                                            "write failed, retrying: {e}"
-                                        );
-                                    }
-                                    tokio::time::sleep(backoff(&retry, attempt)).await;
-                                    attempt = attempt.saturating_add(1);
-                                }
-                                Err(e) => {
-                                    task_metrics.definite_errors.inc();
-                                    break Err(e);
-                                }
-                            }
-                        };
-                        let failed = result.is_err();
-                        if ack_tx.send(Ack { id, result }).is_err() {
-                            break;
-                        }
-                        let _ = sync_activator.activate();
-                        if failed {
-                            break;
-                        }
-                    }
-                });
+                runtime.spawn(write_batches(
+                    writer,
+                    batch_rx,
+                    ack_tx,
+                    sync_activator,
+                    options.retry.clone(),
+                    options.sink.clone(),
+                    metrics.clone(),
+                ));
 
                 let sink = options.sink.clone();
                 let mut batcher: Batcher<R> =
@@ -208,5 +174,52 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                 }
             },
         )
+    }
+}
+
+/// The writer task: writes each batch (retrying transient errors with backoff, forever) and
+/// acknowledges it, waking the operator; stops after a definite error or when the operator is
+/// gone.
+async fn write_batches<W: BatchWriter>(
+    mut writer: W,
+    mut batches: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<W::Row>)>,
+    acks: mpsc::Sender<Ack>,
+    wake: SyncActivator,
+    retry: RetryPolicy,
+    sink: String,
+    metrics: SinkMetrics,
+) {
+    // One transient failure logged per 10 s for the whole task, however many batches fail;
+    // the counters count every one.
+    let mut log = RateLimitedLog::new(Duration::from_secs(10));
+    while let Some((id, rows)) = batches.recv().await {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        let result = loop {
+            match writer.write(&rows).await {
+                Ok(()) => break Ok(start.elapsed()),
+                Err(e @ SinkError::Transient(_)) => {
+                    metrics.transient_errors.inc();
+                    metrics.retries.inc();
+                    if let Some(suppressed) = log.admit() {
+                        tracing::warn!(%sink, attempt, suppressed, "write failed, retrying: {e}");
+                    }
+                    tokio::time::sleep(backoff(&retry, attempt)).await;
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(e) => {
+                    metrics.definite_errors.inc();
+                    break Err(e);
+                }
+            }
+        };
+        let failed = result.is_err();
+        if acks.send(Ack { id, result }).is_err() {
+            break;
+        }
+        let _ = wake.activate();
+        if failed {
+            break;
+        }
     }
 }

@@ -68,11 +68,11 @@ fn writer(transient_failures: usize, definite_on: Option<u64>, open: bool) -> Me
 
 const MAX_ROWS: usize = 40;
 
-fn options() -> SinkOptions {
+fn options(max_rows: usize) -> SinkOptions {
     SinkOptions {
         sink: "memory".into(),
         batch: BatchPolicy {
-            max_rows: MAX_ROWS,
+            max_rows,
             max_bytes: 1 << 20,
             max_delay: Duration::from_millis(20),
             max_in_flight: 2,
@@ -118,7 +118,7 @@ fn run(
                 .exchange(|r: &u64| *r)
                 .sink_batches(
                     w2,
-                    options(),
+                    options(MAX_ROWS),
                     handle.clone(),
                     iotflow_metrics::detached().sink("memory", "memory-sink", index),
                     Rc::new(Cell::new(0)),
@@ -258,4 +258,79 @@ fn a_definite_error_stops_the_job_on_one_worker() {
 #[test]
 fn a_definite_error_stops_the_job_on_two_workers() {
     a_definite_error_stops_the_job(2);
+}
+
+/// A backlog on every worker: the oldest times complete as their own batches are acknowledged,
+/// long before the backlog is written (as `batching.rs` checks on one worker), and the probe,
+/// which sees every worker, passes them. No exchange here, as in the job (each worker's sinks
+/// take its own readings in time order): the buffer is cut in arrival order, so rows of an old
+/// time that arrive from another worker behind a local backlog wait for that backlog.
+fn the_oldest_times_complete_while_a_backlog_is_written(workers: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let w = writer(0, None, true);
+    let batches = w.batches.clone();
+    let fatal: Fatal = Arc::new(Mutex::new(None));
+    let (epochs, per_epoch, max_rows) = (40u64, 100u64, 10usize);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let mut input = InputHandleVec::new();
+        let probe = ProbeHandle::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            scope
+                .input_from(&mut input)
+                .sink_batches(
+                    w.clone(),
+                    options(max_rows),
+                    handle.clone(),
+                    iotflow_metrics::detached().sink("memory", "memory-sink", index),
+                    Rc::new(Cell::new(0)),
+                    fatal.clone(),
+                )
+                .probe_with(&probe);
+        });
+        for epoch in 1..=epochs {
+            input.advance_to(epoch);
+            for k in 0..per_epoch {
+                input.send(row(epoch, index, k));
+            }
+        }
+        input.advance_to(epochs + 1);
+        let start = Instant::now();
+        while probe.less_equal(&3) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            assert!(start.elapsed() < Duration::from_secs(30), "probe stuck");
+        }
+        let written: usize = w.batches.lock().unwrap().iter().map(Vec::len).sum();
+        while probe.less_equal(&epochs) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            assert!(start.elapsed() < Duration::from_secs(60), "probe stuck");
+        }
+        written
+    })
+    .expect("timely workers");
+    let total = workers * (epochs * per_epoch) as usize;
+    for written in guards.join().into_iter().map(|r| r.expect("worker")) {
+        assert!(
+            written < total / 4,
+            "epochs 1..=3 completed only after {written} of {total} rows were written"
+        );
+    }
+    let all: usize = batches.lock().unwrap().iter().map(Vec::len).sum();
+    assert_eq!(all, total);
+    assert!(batches.lock().unwrap().iter().all(|b| b.len() <= max_rows));
+}
+
+#[test]
+fn the_oldest_times_complete_while_a_backlog_is_written_on_one_worker() {
+    the_oldest_times_complete_while_a_backlog_is_written(1);
+}
+
+#[test]
+fn the_oldest_times_complete_while_a_backlog_is_written_on_two_workers() {
+    the_oldest_times_complete_while_a_backlog_is_written(2);
 }
