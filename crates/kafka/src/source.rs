@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use iotflow_config::KafkaConfig;
+use iotflow_config::{Config, KafkaConfig};
 use iotflow_metrics::SourceMetrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
@@ -86,6 +86,57 @@ pub struct SourceOptions {
     /// from the sinks' rows so that a stalled sink pauses the source as soon as it holds its
     /// own limit.
     pub stashed: Option<(Backpressure, usize)>,
+}
+
+impl SourceOptions {
+    /// The readings source (`kafka-source` on `kafka.topic`): starts from the committed
+    /// offsets and commits what the probe shows complete; finishes after `job.idle_exit_secs`
+    /// without a record (never when 0). It pauses while the worker's sinks hold more than
+    /// `max_pending_rows`, or while `stashed` counts more than `job.max_stashed_readings`
+    /// records held outside the sinks; `dead_letters` is the ledger written into its commits.
+    pub fn readings(
+        config: &Config,
+        max_pending_rows: usize,
+        dead_letters: Arc<DeadLetterLedger>,
+        stashed: Backpressure,
+    ) -> SourceOptions {
+        SourceOptions {
+            name: "kafka-source".into(),
+            topic: config.kafka.topic.clone(),
+            start: StartFrom::Committed,
+            commit: true,
+            wait_for_catch_up: false,
+            epoch_ms: config.job.epoch_ms,
+            max_poll_records: config.kafka.max_poll_records,
+            idle_exit: (config.job.idle_exit_secs > 0)
+                .then(|| Duration::from_secs(config.job.idle_exit_secs)),
+            max_pending_rows,
+            finish_after: None,
+            dead_letters: Some(dead_letters),
+            stashed: Some((stashed, config.job.max_stashed_readings)),
+        }
+    }
+
+    /// The device dimension source (`broadcast-source` on `kafka.broadcast_topic`): replayed
+    /// from the beginning, complete before time moves (the first epoch waits for the catch-up),
+    /// never committed, never paused; it finishes once `finish_after` (the readers' probe) is
+    /// done.
+    pub fn dimension(config: &Config, finish_after: ProbeHandle<u64>) -> SourceOptions {
+        SourceOptions {
+            name: "broadcast-source".into(),
+            topic: config.kafka.broadcast_topic.clone(),
+            start: StartFrom::Beginning,
+            commit: false,
+            wait_for_catch_up: true,
+            epoch_ms: config.job.epoch_ms,
+            max_poll_records: config.kafka.max_poll_records,
+            idle_exit: None,
+            max_pending_rows: usize::MAX,
+            finish_after: Some(finish_after),
+            dead_letters: None,
+            stashed: None,
+        }
+    }
 }
 
 /// Where a source that loads a whole topic before time moves stands on one partition.
@@ -669,7 +720,49 @@ pub fn kafka_source<'scope>(
 
 #[cfg(test)]
 mod tests {
-    use super::CatchUp;
+    use super::*;
+
+    #[test]
+    fn the_readings_and_dimension_options_come_from_the_config() {
+        let mut config = Config::default();
+        config.kafka.topic = "readings".into();
+        config.kafka.broadcast_topic = "devices".into();
+        config.kafka.max_poll_records = 77;
+        config.job.epoch_ms = 250;
+        config.job.max_stashed_readings = 1234;
+        let ledger = Arc::new(DeadLetterLedger::with_partitions("dlq", 2));
+        let stashed: Backpressure = Rc::new(Cell::new(0));
+        let r = SourceOptions::readings(&config, 999, ledger.clone(), stashed.clone());
+        assert_eq!(
+            (r.name.as_str(), r.topic.as_str()),
+            ("kafka-source", "readings")
+        );
+        assert_eq!(r.start, StartFrom::Committed);
+        assert!(r.commit && !r.wait_for_catch_up);
+        assert_eq!(
+            (r.epoch_ms, r.max_poll_records, r.max_pending_rows),
+            (250, 77, 999)
+        );
+        assert_eq!(r.idle_exit, None, "idle_exit_secs 0: never");
+        assert!(r.finish_after.is_none());
+        assert!(r.dead_letters.is_some_and(|l| Arc::ptr_eq(&l, &ledger)));
+        let (cell, limit) = r.stashed.expect("stash budget");
+        assert!(Rc::ptr_eq(&cell, &stashed) && limit == 1234);
+        config.job.idle_exit_secs = 30;
+        let r = SourceOptions::readings(&config, 1, ledger, stashed);
+        assert_eq!(r.idle_exit, Some(Duration::from_secs(30)));
+
+        let d = SourceOptions::dimension(&config, ProbeHandle::new());
+        assert_eq!(
+            (d.name.as_str(), d.topic.as_str()),
+            ("broadcast-source", "devices")
+        );
+        assert_eq!(d.start, StartFrom::Beginning);
+        assert!(!d.commit && d.wait_for_catch_up);
+        assert_eq!((d.epoch_ms, d.max_poll_records), (250, 77));
+        assert_eq!((d.idle_exit, d.max_pending_rows), (None, usize::MAX));
+        assert!(d.finish_after.is_some() && d.dead_letters.is_none() && d.stashed.is_none());
+    }
 
     #[test]
     fn a_partition_emptied_by_retention_is_loaded_at_once() {

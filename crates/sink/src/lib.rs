@@ -16,6 +16,7 @@
 //! thread and hands batches to a task on the process's tokio runtime, which acknowledges them
 //! back through a channel and wakes the operator.
 
+mod batcher;
 mod connector;
 mod operator;
 mod policy;
@@ -23,6 +24,7 @@ mod reject;
 mod row;
 mod split;
 
+pub use batcher::{Batch, Batcher, Sent};
 pub use connector::Connector;
 pub use operator::{Fatal, SinkBatches, SinkOptions};
 pub use policy::{backoff, BatchPolicy, RetryPolicy};

@@ -1,19 +1,23 @@
 //! `.sink_batches(writer, options)`: the timely shell around a [`BatchWriter`].
+//!
+//! The bookkeeping (what is buffered at which time, when a batch is cut, which times are
+//! complete) is the [`Batcher`]'s; this file moves rows in, batches out to a writer task on the
+//! tokio runtime, acknowledgements back, and keeps one capability at [`Batcher::hold`].
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use iotflow_metrics::SinkMetrics;
+use iotflow_metrics::{RateLimitedLog, SinkMetrics};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
 
-use crate::{backoff, BatchPolicy, BatchWriter, RetryPolicy, SinkError};
+use crate::{backoff, BatchPolicy, BatchWriter, Batcher, RetryPolicy, SinkError};
 
 /// The job's first definite error, if any: the job loop stops when it is set.
 pub type Fatal = Arc<Mutex<Option<String>>>;
@@ -55,7 +59,7 @@ struct Ack {
 impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64, R> {
     fn sink_batches<W: BatchWriter<Row = R>>(
         self,
-        mut writer: W,
+        writer: W,
         options: SinkOptions,
         runtime: tokio::runtime::Handle,
         metrics: SinkMetrics,
@@ -70,91 +74,49 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
             move |_cap, info| {
                 let sync_activator = scope.worker().sync_activator_for(info.address.to_vec());
                 let activator = scope.activator_for(info.address);
-                let (batch_tx, mut batch_rx) =
-                    tokio::sync::mpsc::unbounded_channel::<(u64, Vec<R>)>();
+                let (batch_tx, batch_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Vec<R>)>();
                 let (ack_tx, ack_rx) = mpsc::channel::<Ack>();
-                let task_metrics = metrics.clone();
-                let retry = options.retry.clone();
-                let sink = options.sink.clone();
-                runtime.spawn(async move {
-                while let Some((id, rows)) = batch_rx.recv().await {
-                    let start = Instant::now();
-                    let mut attempt = 0u32;
-                    let mut last_log: Option<Instant> = None;
-                    let result = loop {
-                        match writer.write(&rows).await {
-                            Ok(()) => break Ok(start.elapsed()),
-                            Err(e @ SinkError::Transient(_)) => {
-                                task_metrics.transient_errors.inc();
-                                task_metrics.retries.inc();
-                                if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                                    tracing::warn!(%sink, attempt, "write failed, retrying: {e}");
-                                    last_log = Some(Instant::now());
-                                }
-                                tokio::time::sleep(backoff(&retry, attempt)).await;
-                                attempt = attempt.saturating_add(1);
-                            }
-                            Err(e) => {
-                                task_metrics.definite_errors.inc();
-                                break Err(e);
-                            }
-                        }
-                    };
-                    let failed = result.is_err();
-                    if ack_tx.send(Ack { id, result }).is_err() {
-                        break;
-                    }
-                    let _ = sync_activator.activate();
-                    if failed {
-                        break;
-                    }
-                }
-            });
+                runtime.spawn(write_batches(
+                    writer,
+                    batch_rx,
+                    ack_tx,
+                    sync_activator,
+                    options.retry.clone(),
+                    options.sink.clone(),
+                    metrics.clone(),
+                ));
 
-                let policy = options.batch.clone();
                 let sink = options.sink.clone();
-                // Capabilities per time, with the number of sent batches holding rows of it.
-                let mut caps: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
-                let mut buffer: Vec<R> = Vec::new();
-                let mut buffer_bytes = 0usize;
-                // The buffer's rows as runs of one time each, in buffer order: a batch cut from
-                // the front holds the capabilities of its own rows' times and no others, so
-                // the oldest times complete as their batches are acknowledged, also while a
-                // backlog keeps the buffer from ever emptying.
-                let mut runs = Runs::default();
-                let mut buffer_started = Instant::now();
-                // Sent batches: their times, Kafka timestamps and row counts.
-                let mut in_flight: HashMap<u64, (Vec<u64>, Vec<i64>, usize)> = HashMap::new();
-                let mut next_id = 0u64;
-                let mut failed = false;
+                let mut batcher: Batcher<R> =
+                    Batcher::new(options.batch.clone(), W::row_size, W::kafka_ts_ms);
+                // One capability, at the least time with a row not yet durable.
+                let mut cap: Option<Capability<u64>> = None;
                 move |(input, frontier), _output| {
                     for ack in ack_rx.try_iter() {
-                        let Some((times, stamps, rows)) = in_flight.remove(&ack.id) else {
-                            continue;
-                        };
-                        metrics.in_flight.dec();
                         match ack.result {
                             Ok(took) => {
-                                pressure.set(pressure.get().saturating_sub(rows));
-                                metrics.rows_written.inc_by(rows as u64);
+                                let Some(sent) = batcher.acknowledge(ack.id) else {
+                                    continue;
+                                };
+                                metrics.in_flight.dec();
+                                pressure.set(pressure.get().saturating_sub(sent.rows));
+                                metrics.rows_written.inc_by(sent.rows as u64);
                                 metrics.batch_seconds.observe(took.as_secs_f64());
                                 let now_ms = std::time::SystemTime::now()
                                     .duration_since(std::time::UNIX_EPOCH)
                                     .map(|d| d.as_millis() as i64)
                                     .unwrap_or(0);
-                                for ts in stamps {
+                                for ts in sent.stamps {
                                     metrics
                                         .e2e_seconds
                                         .observe((now_ms - ts).max(0) as f64 / 1000.0);
                                 }
-                                for t in times {
-                                    if let Some(entry) = caps.get_mut(&t) {
-                                        entry.1 -= 1;
-                                    }
-                                }
                             }
                             Err(e) => {
-                                failed = true;
+                                if batcher.fail(ack.id).is_none() {
+                                    continue;
+                                }
+                                metrics.in_flight.dec();
                                 let message = format!("{sink} sink: {e}");
                                 tracing::error!("{message}");
                                 fatal.lock().expect("fatal lock").get_or_insert(message);
@@ -162,26 +124,22 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                         }
                     }
 
-                    input.for_each(|cap, data| {
-                        let Some(t) = cap.least().copied() else {
+                    input.for_each(|stamp, data| {
+                        let Some(t) = stamp.least().copied() else {
                             return;
                         };
                         if data.is_empty() {
                             return;
                         }
-                        caps.entry(t)
-                            .or_insert_with(|| (cap.retain_least(0).expect("non-empty stamp"), 0));
-                        runs.push(t, data.len());
-                        if buffer.is_empty() {
-                            buffer_started = Instant::now();
+                        // Every held time is at or after the capability: a new, earlier time
+                        // brings its own.
+                        if cap.as_ref().is_none_or(|c| t < *c.time()) {
+                            cap = Some(stamp.retain_least(0).expect("non-empty stamp"));
                         }
                         pressure.set(pressure.get() + data.len());
-                        for row in data.drain(..) {
-                            buffer_bytes += W::row_size(&row);
-                            buffer.push(row);
-                        }
+                        batcher.push(t, data.drain(..), Instant::now());
                     });
-                    if failed {
+                    if batcher.failed() {
                         // A writer that vanished without saying why (it panicked).
                         if matches!(ack_rx.try_recv(), Err(mpsc::TryRecvError::Disconnected)) {
                             fatal
@@ -189,47 +147,28 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
                                 .expect("fatal lock")
                                 .get_or_insert(format!("{sink} sink: writer task stopped"));
                         }
-                        // Hold every capability: nothing after the failure may be committed.
+                        // Hold the capability: nothing after the failure may be committed.
                         return;
                     }
 
-                    let closing = frontier.is_empty();
-                    while !buffer.is_empty()
-                        && in_flight.len() < policy.max_in_flight
-                        && (buffer.len() >= policy.max_rows
-                            || buffer_bytes >= policy.max_bytes
-                            || buffer_started.elapsed() >= policy.max_delay
-                            || closing)
-                    {
-                        let take = buffer.len().min(policy.max_rows);
-                        let rest = buffer.split_off(take);
-                        let rows = std::mem::replace(&mut buffer, rest);
-                        buffer_bytes = buffer.iter().map(W::row_size).sum();
-                        // The batch holds the times of its own rows only.
-                        let times = runs.take_front(take);
-                        for t in &times {
-                            caps.get_mut(t).expect("capability of a buffered time").1 += 1;
-                        }
-                        let stamps: Vec<i64> = rows.iter().filter_map(W::kafka_ts_ms).collect();
-                        next_id += 1;
-                        in_flight.insert(next_id, (times, stamps, rows.len()));
+                    let now = Instant::now();
+                    while let Some(batch) = batcher.next_batch(now, frontier.is_empty()) {
                         metrics.in_flight.inc();
-                        if batch_tx.send((next_id, rows)).is_err() {
+                        if batch_tx.send((batch.id, batch.rows)).is_err() {
                             // The writer stopped after a definite error; its acknowledgement
                             // carries the reason and is read at the next activation.
-                            failed = true;
+                            batcher.halt();
                             activator.activate();
                             return;
                         }
                     }
 
-                    metrics.held.set(
-                        (buffer.len() + in_flight.values().map(|(_, _, n)| *n).sum::<usize>())
-                            as i64,
-                    );
-                    caps.retain(|t, (_, n)| *n > 0 || runs.holds(*t) || frontier.less_equal(t));
-                    if !buffer.is_empty() {
-                        let wait = policy.max_delay.saturating_sub(buffer_started.elapsed());
+                    metrics.held.set(batcher.held_rows() as i64);
+                    match (batcher.hold(), cap.as_mut()) {
+                        (Some(t), Some(c)) => c.downgrade(&t),
+                        _ => cap = None,
+                    }
+                    if let Some(wait) = batcher.wait(now) {
                         activator.activate_after(wait.max(Duration::from_millis(1)));
                     }
                 }
@@ -238,78 +177,49 @@ impl<'scope, R: Send + 'static> SinkBatches<'scope, R> for StreamVec<'scope, u64
     }
 }
 
-/// The times of a sink's buffered rows, as runs of consecutive rows at one time (rows arrive in
-/// containers of one time each, so runs are long and this stays small).
-#[derive(Debug, Default)]
-struct Runs {
-    runs: VecDeque<(u64, usize)>,
-    /// Buffered rows per time.
-    rows: BTreeMap<u64, usize>,
-}
-
-impl Runs {
-    /// `n` rows at time `t` were appended to the buffer.
-    fn push(&mut self, t: u64, n: usize) {
-        match self.runs.back_mut() {
-            Some((last, count)) if *last == t => *count += n,
-            _ => self.runs.push_back((t, n)),
-        }
-        *self.rows.entry(t).or_default() += n;
-    }
-
-    /// The first `n` rows of the buffer were cut into a batch: the distinct times among them.
-    fn take_front(&mut self, mut n: usize) -> Vec<u64> {
-        let mut times = Vec::new();
-        while n > 0 {
-            let Some((t, count)) = self.runs.front_mut() else {
-                break;
-            };
-            let t = *t;
-            let taken = n.min(*count);
-            *count -= taken;
-            n -= taken;
-            if *count == 0 {
-                self.runs.pop_front();
-            }
-            if let std::collections::btree_map::Entry::Occupied(mut e) = self.rows.entry(t) {
-                *e.get_mut() -= taken;
-                if *e.get() == 0 {
-                    e.remove();
+/// The writer task: writes each batch (retrying transient errors with backoff, forever) and
+/// acknowledges it, waking the operator; stops after a definite error or when the operator is
+/// gone.
+async fn write_batches<W: BatchWriter>(
+    mut writer: W,
+    mut batches: tokio::sync::mpsc::UnboundedReceiver<(u64, Vec<W::Row>)>,
+    acks: mpsc::Sender<Ack>,
+    wake: SyncActivator,
+    retry: RetryPolicy,
+    sink: String,
+    metrics: SinkMetrics,
+) {
+    // One transient failure logged per 10 s for the whole task, however many batches fail;
+    // the counters count every one.
+    let mut log = RateLimitedLog::new(Duration::from_secs(10));
+    while let Some((id, rows)) = batches.recv().await {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        let result = loop {
+            match writer.write(&rows).await {
+                Ok(()) => break Ok(start.elapsed()),
+                Err(e @ SinkError::Transient(_)) => {
+                    metrics.transient_errors.inc();
+                    metrics.retries.inc();
+                    if let Some(suppressed) = log.admit() {
+                        tracing::warn!(%sink, attempt, suppressed, "write failed, retrying: {e}");
+                    }
+                    tokio::time::sleep(backoff(&retry, attempt)).await;
+                    attempt = attempt.saturating_add(1);
+                }
+                Err(e) => {
+                    metrics.definite_errors.inc();
+                    break Err(e);
                 }
             }
-            if !times.contains(&t) {
-                times.push(t);
-            }
+        };
+        let failed = result.is_err();
+        if acks.send(Ack { id, result }).is_err() {
+            break;
         }
-        times
-    }
-
-    /// Whether rows at time `t` are still buffered.
-    fn holds(&self, t: u64) -> bool {
-        self.rows.contains_key(&t)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Runs;
-
-    #[test]
-    fn a_batch_cut_from_the_front_holds_only_its_own_times() {
-        let mut runs = Runs::default();
-        runs.push(1, 3);
-        runs.push(1, 2);
-        runs.push(2, 4);
-        runs.push(1, 1); // a late container of an earlier time
-        runs.push(3, 5);
-        assert_eq!(runs.take_front(4), vec![1]);
-        assert!(runs.holds(1) && runs.holds(2) && runs.holds(3));
-        assert_eq!(runs.take_front(3), vec![1, 2]);
-        assert!(runs.holds(1), "the late row at 1 is still buffered");
-        assert_eq!(runs.take_front(3), vec![2, 1]);
-        assert!(!runs.holds(1) && !runs.holds(2));
-        assert_eq!(runs.take_front(10), vec![3]);
-        assert!(!runs.holds(3));
-        assert_eq!(runs.take_front(1), Vec::<u64>::new());
+        let _ = wake.activate();
+        if failed {
+            break;
+        }
     }
 }

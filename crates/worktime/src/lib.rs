@@ -27,6 +27,8 @@
 //! [`reference`] is an independent formulation (per pair of consecutive readings) that the
 //! tests hold both against.
 
+pub mod live;
+
 use chrono::NaiveDate;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};

@@ -16,12 +16,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use differential_dataflow::Hashable;
 use iotflow_config::Config;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
 use iotflow_kafka::{
     kafka_source, DeadLetterLedger, DeadLetterProducer, DeadLetterSink, ParseOptions,
-    ParseReadings, SourceHandle, SourceOptions, StartFrom,
+    ParseReadings, SourceHandle, SourceOptions,
 };
 use iotflow_metrics::{Metrics, RateLimitedLog};
 use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
@@ -29,8 +28,7 @@ use iotflow_sink::{Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOp
 use iotflow_sink_clickhouse::ClickhouseWriter;
 use iotflow_sink_elasticsearch::ElasticsearchWriter;
 use iotflow_sink_mysql::{MysqlWriter, Row};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use iotflow_worktime::live::LiveWorkTime;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concatenate, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
@@ -61,7 +59,7 @@ pub struct JobContext {
     /// Which dead letters are already in the dead-letter topic (read back at start).
     pub ledger: Arc<DeadLetterLedger>,
     /// The live work-time view (when `worktime.live` is on).
-    pub live: Option<Arc<std::sync::Mutex<crate::live::LiveBoard>>>,
+    pub live: Option<Arc<std::sync::Mutex<iotflow_worktime::live::LiveBoard>>>,
 }
 
 /// What the Elasticsearch sinks of a process share.
@@ -135,21 +133,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         let records = kafka_source(
             scope,
             &c.kafka,
-            SourceOptions {
-                name: "kafka-source".into(),
-                topic: c.kafka.topic.clone(),
-                start: StartFrom::Committed,
-                commit: true,
-                wait_for_catch_up: false,
-                epoch_ms: c.job.epoch_ms,
-                max_poll_records: c.kafka.max_poll_records,
-                idle_exit: (c.job.idle_exit_secs > 0)
-                    .then(|| Duration::from_secs(c.job.idle_exit_secs)),
-                max_pending_rows,
-                finish_after: None,
-                dead_letters: Some(ctx.ledger.clone()),
-                stashed: Some((stashed.clone(), c.job.max_stashed_readings)),
-            },
+            SourceOptions::readings(c, max_pending_rows, ctx.ledger.clone(), stashed.clone()),
             m.source("kafka-source", index),
             Some(probe.clone()),
             pressure.clone(),
@@ -163,20 +147,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         let device_records = kafka_source(
             scope,
             &c.kafka,
-            SourceOptions {
-                name: "broadcast-source".into(),
-                topic: c.kafka.broadcast_topic.clone(),
-                start: StartFrom::Beginning,
-                commit: false,
-                wait_for_catch_up: true,
-                epoch_ms: c.job.epoch_ms,
-                max_poll_records: c.kafka.max_poll_records,
-                idle_exit: None,
-                max_pending_rows: usize::MAX,
-                finish_after: Some(readers),
-                dead_letters: None,
-                stashed: None,
-            },
+            SourceOptions::dimension(c, readers),
             m.source("broadcast-source", index),
             None,
             Rc::new(Cell::new(0)),
@@ -231,34 +202,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             readings.enrich_with_pressure(&dimension, m.enrich("enrich", index), stashed.clone());
 
         if let Some(board) = &ctx.live {
-            // Work time, live: one worker per device (readings exchanged by device id).
-            // Timely delivers different times in any order: readings wait until their time is
-            // complete and are taken time by time, so a device's readings are taken in the
-            // order its partition delivered them.
-            let board = board.clone();
-            let mut stash: std::collections::BTreeMap<u64, Vec<crate::live::LivePoint>> =
-                Default::default();
-            enriched.clone().map(|e| crate::live::live_point(&e)).sink(
-                Exchange::new(|p: &crate::live::LivePoint| p.0.hashed()),
-                "worktime-live",
-                move |(input, frontier)| {
-                    input.for_each(|stamp, data| {
-                        if let Some(t) = stamp.least().copied() {
-                            stash.entry(t).or_default().append(data);
-                        }
-                    });
-                    while let Some(entry) = stash.first_entry() {
-                        if frontier.less_equal(entry.key()) {
-                            break;
-                        }
-                        let points = entry.remove();
-                        let mut board = board.lock().expect("live board lock");
-                        for point in points {
-                            board.push(point);
-                        }
-                    }
-                },
-            );
+            enriched.clone().live_work_time(board.clone());
         }
 
         // Each sink's refused rows: to the dead letters, counted per sink and worker.

@@ -5,7 +5,6 @@
 //! [`dataflow`] is the graph, top to bottom; [`run`] sets up the process around it.
 
 pub mod dataflow;
-pub mod live;
 mod run;
 
 pub use run::{run, ClusterArgs};

@@ -177,10 +177,10 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
             )?,
             max_gap_ms: (config.worktime.max_gap_secs as i64).saturating_mul(1000),
         };
-        let board = Arc::new(Mutex::new(crate::live::LiveBoard::new(rules)));
+        let board = Arc::new(Mutex::new(iotflow_worktime::live::LiveBoard::new(rules)));
         metrics.add_route(
             "/worktime/live",
-            crate::live::route(board.clone(), config.zone()?),
+            iotflow_worktime::live::route(board.clone(), config.zone()?),
         );
         Some(board)
     } else {
