@@ -181,6 +181,24 @@ mod tests {
             .contains("security_exception: unable to authenticate user [u]"));
     }
 
+    #[tokio::test]
+    async fn a_request_without_answer_is_transient_and_its_url_stays_out() {
+        // Nothing listens on the discard port of loopback: the connection is refused.
+        let e = reqwest::Client::new()
+            .get("http://127.0.0.1:9/_bulk?token=secret")
+            .send()
+            .await
+            .unwrap_err();
+        let classified = classify("bulk-indexing 1 documents into Elasticsearch", &e);
+        assert!(classified.is_transient(), "{classified}");
+        let text = classified.to_string();
+        assert!(
+            !text.contains("secret") && !text.contains("127.0.0.1:9"),
+            "{text}"
+        );
+        assert!(text.contains("bulk-indexing 1 documents"), "{text}");
+    }
+
     #[test]
     fn other_client_errors_are_definite() {
         for status in [400, 409, 413] {
