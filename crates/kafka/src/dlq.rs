@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use iotflow_config::KafkaConfig;
-use iotflow_metrics::{IntCounter, IntGauge};
+use iotflow_metrics::{IntCounter, IntGauge, RateLimitedLog};
 use iotflow_model::DeadLetter;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{
@@ -200,7 +200,7 @@ impl DeadLetterSink {
                 let mut letters_by_seq: HashMap<usize, (u64, DeadLetter)> = HashMap::new();
                 let mut to_send: VecDeque<usize> = VecDeque::new();
                 let mut per_time: BTreeMap<u64, (Capability<u64>, usize)> = BTreeMap::new();
-                let mut last_warn: Option<Instant> = None;
+                let mut deferred_log = RateLimitedLog::new(Duration::from_secs(10));
                 move |(input, frontier), _output| {
                     input.for_each(|cap, data| {
                         let Some(t) = cap.least().copied() else { return };
@@ -227,10 +227,8 @@ impl DeadLetterSink {
                             .payload(&l.payload[..])
                             .headers(headers);
                         if let Err((e, _)) = producer.send(record) {
-                            if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                                tracing::warn!(%topic, "dead-letter send deferred: {e}");
-                                last_warn = Some(Instant::now());
-                            }
+                            deferred_log
+                                .warn(|| format!("dead-letter send to {topic} deferred: {e}"));
                             to_send.push_front(s);
                             break;
                         }

@@ -7,12 +7,23 @@
 //! rows arrived in (an insert deduplication token, where the server has one, only catches a
 //! retry of the *same* batch; after a restart batches are composed differently). See
 //! `docs/clickhouse.md` for which queries see exact counts on which version.
+//!
+//! The job calls [`prepare`] once and builds each worker's [`ClickhouseWriter`] from the
+//! returned [`ClickhouseConnector`] (`iotflow_sink::Connector`). The writer takes
+//! [`FlatRow`](iotflow_sink::FlatRow)s and encodes each batch into [`Row`]s.
 
+mod connector;
+mod encoder;
+mod health;
+mod retry;
 mod row;
 mod writer;
 
 pub use clickhouse::Client;
+pub use connector::ClickhouseConnector;
+pub use encoder::{by_day, create_table_ddl, dedup_token, DEDUP_WINDOW, IOT_DATA_DDL};
+pub use health::{prepare, Capabilities, CONNECT_TIMEOUT};
+pub use iotflow_config::ClickhouseConfig;
+pub use retry::{classify, is_row_error, ROW_ERROR_CODES, TRANSIENT_CODES};
 pub use row::Row;
-pub use writer::{
-    dedup_token, prepare, Capabilities, ClickhouseWriter, Prepared, DEDUP_WINDOW, IOT_DATA_DDL,
-};
+pub use writer::ClickhouseWriter;

@@ -1,4 +1,8 @@
+//! The ClickHouse row: [`FlatRow`] as RowBinary wants it (scaled integers, split times).
+
+use iotflow_model::columns::{to_scale, DECIMAL_SCALE};
 use iotflow_model::{Decimal, Enriched};
+use iotflow_sink::FlatRow;
 use serde::Serialize;
 
 /// One row of the ClickHouse `iot_data` table, in column order (RowBinary is positional).
@@ -44,48 +48,23 @@ pub struct Row {
     pub kafka_ms: Option<u16>,
 }
 
-impl Row {
-    /// The row as JSON, for a dead letter: times as `yyyy-MM-dd HH:mm:ss.fff`, decimals as
-    /// exact strings.
-    pub fn document(&self) -> String {
-        let time = |s: u32, ms: u16| {
-            chrono::DateTime::from_timestamp(i64::from(s), u32::from(ms) * 1_000_000)
-                .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-        };
-        let dec = |v: i128| Decimal::from_i128_with_scale(v, 8).normalize().to_string();
-        serde_json::json!({
-            "event_time": time(self.event_time, self.event_ms),
-            "pboxid": self.pboxid,
-            "metric": dec(self.metric),
-            "latitude": dec(i128::from(self.latitude)),
-            "longitude": dec(i128::from(self.longitude)),
-            "company": self.company,
-            "site": self.site,
-            "line": self.line,
-            "device_name": self.device_name,
-            "model": self.model,
-            "device_status": self.device_status,
-            "work_threshold": self.work_threshold.map(dec),
-            "src_partition": self.src_partition,
-            "src_offset": self.src_offset,
-            "kafka_ts": self.kafka_ts.and_then(|s| time(s, self.kafka_ms.unwrap_or(0))),
-        })
-        .to_string()
-    }
-}
-
-/// `d × 10^8`, rounded half away from zero at the 8th decimal (as the columns store it).
+/// `d × 10^8`, rounded half away from zero at the 8th decimal (as the columns store it,
+/// [`to_scale`]).
 pub(crate) fn scaled(d: Decimal) -> i128 {
-    let mut d = d.round_dp_with_strategy(8, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-    d.rescale(8);
+    let mut d = to_scale(d);
+    d.rescale(DECIMAL_SCALE);
     d.mantissa()
 }
 
-impl From<&Enriched> for Row {
-    fn from(e: &Enriched) -> Row {
-        let r = &e.reading;
-        let d = e.device.as_ref();
+/// A Kafka timestamp before the epoch has no `DateTime` value: it is stored as NULL.
+pub(crate) fn kafka_ts_ms(row: &FlatRow) -> Option<i64> {
+    row.kafka_ts_ms.filter(|ms| *ms >= 0)
+}
+
+impl From<&FlatRow> for Row {
+    fn from(r: &FlatRow) -> Row {
         let t = r.event_time.and_utc();
+        let kafka = kafka_ts_ms(r);
         Row {
             // The parser accepts years 1970..=2099, inside u32 seconds.
             event_time: t.timestamp().clamp(0, u32::MAX as i64) as u32,
@@ -94,24 +73,24 @@ impl From<&Enriched> for Row {
             metric: scaled(r.metric),
             latitude: scaled(r.latitude) as i64,
             longitude: scaled(r.longitude) as i64,
-            company: d.and_then(|d| d.company.clone()),
-            site: d.and_then(|d| d.site.clone()),
-            line: d.and_then(|d| d.line.clone()),
-            device_name: d.and_then(|d| d.device_name.clone()),
-            model: d.and_then(|d| d.model.clone()),
-            device_status: d.and_then(|d| d.status.clone()),
-            work_threshold: d.and_then(|d| d.work_threshold).map(scaled),
-            src_partition: r.source.partition,
-            src_offset: r.source.offset,
-            kafka_ts: r
-                .kafka_ts_ms
-                .filter(|ms| *ms >= 0)
-                .map(|ms| (ms / 1000).min(u32::MAX as i64) as u32),
-            kafka_ms: r
-                .kafka_ts_ms
-                .filter(|ms| *ms >= 0)
-                .map(|ms| (ms % 1000) as u16),
+            company: r.company.clone(),
+            site: r.site.clone(),
+            line: r.line.clone(),
+            device_name: r.device_name.clone(),
+            model: r.model.clone(),
+            device_status: r.device_status.clone(),
+            work_threshold: r.work_threshold.map(scaled),
+            src_partition: r.src_partition,
+            src_offset: r.src_offset,
+            kafka_ts: kafka.map(|ms| (ms / 1000).min(u32::MAX as i64) as u32),
+            kafka_ms: kafka.map(|ms| (ms % 1000) as u16),
         }
+    }
+}
+
+impl From<&Enriched> for Row {
+    fn from(e: &Enriched) -> Row {
+        Row::from(&FlatRow::from(e))
     }
 }
 

@@ -6,22 +6,42 @@
 
 use std::time::{Duration, Instant};
 
-use iotflow_sink::BatchWriter;
-use iotflow_sink_clickhouse::{prepare, ClickhouseWriter, Row};
+use iotflow_model::{Decimal, NaiveDateTime};
+use iotflow_sink::{BatchWriter, FlatRow};
+use iotflow_sink_clickhouse::{prepare, ClickhouseConfig, ClickhouseWriter};
 
 fn url() -> String {
     std::env::var("IOTFLOW_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
-fn rows(n: i64) -> Vec<Row> {
+/// The wall time `secs` (read as UTC) plus `ms` milliseconds.
+fn at(secs: i64, ms: i64) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str("1970-01-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
+        + Duration::from_millis((secs * 1000 + ms) as u64)
+}
+
+/// A decimal from its value × 10^8 (as the columns store it).
+fn scaled(v: i128) -> Decimal {
+    Decimal::from_i128_with_scale(v, 8)
+}
+
+/// The sink's section of the config, on database `db`.
+fn config(db: &str) -> ClickhouseConfig {
+    ClickhouseConfig {
+        url: url(),
+        database: db.into(),
+        ..ClickhouseConfig::default()
+    }
+}
+
+fn rows(n: i64) -> Vec<FlatRow> {
     (0..n)
-        .map(|i| Row {
-            event_time: 1_744_329_600 + i as u32,
-            event_ms: 125,
+        .map(|i| FlatRow {
+            event_time: at(1_744_329_600 + i, 125),
             pboxid: format!("box-{}", i % 7),
-            metric: 1_234_567_890_123 + i as i128,
-            latitude: 3_123_041_600,
-            longitude: 12_147_370_001,
+            metric: scaled(1_234_567_890_123 + i as i128),
+            latitude: scaled(3_123_041_600),
+            longitude: scaled(12_147_370_001),
             company: Some("ACME".into()),
             site: None,
             line: None,
@@ -31,8 +51,7 @@ fn rows(n: i64) -> Vec<Row> {
             work_threshold: None,
             src_partition: 0,
             src_offset: i,
-            kafka_ts: None,
-            kafka_ms: None,
+            kafka_ts_ms: None,
         })
         .collect()
 }
@@ -92,17 +111,7 @@ async fn an_unknown_table_is_transient_and_the_write_succeeds_once_it_exists() {
     assert!(e.is_transient(), "{e}");
     assert!(e.to_string().contains("Code: 60"), "{e}");
 
-    prepare(
-        &url(),
-        "default",
-        "",
-        &db,
-        "iot_data",
-        true,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    prepare(&config(&db), 1).await.unwrap();
     writer.write(&batch).await.unwrap();
     assert_eq!(count_final(&client, "iot_data").await, 20);
     drop_database(&client, &db).await;
@@ -116,24 +125,15 @@ async fn an_unknown_table_is_transient_and_the_write_succeeds_once_it_exists() {
 #[tokio::test]
 async fn an_insert_slower_than_the_timeout_is_abandoned_as_transient() {
     let (client, db) = database("slow_insert").await;
-    let prepared = prepare(
-        &url(),
-        "default",
-        "",
-        &db,
-        "iot_data",
-        true,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let prepared = prepare(&config(&db), 1).await.unwrap();
     client
         .query("CREATE MATERIALIZED VIEW slow ENGINE = Memory AS SELECT src_offset, sleep(3) AS slept FROM iot_data")
         .execute()
         .await
         .unwrap();
     let limit = Duration::from_millis(500);
-    let mut writer = ClickhouseWriter::new(prepared.client.clone(), "iot_data").with_timeout(limit);
+    let mut writer =
+        ClickhouseWriter::new(prepared.client().clone(), "iot_data").with_timeout(limit);
     let batch = rows(30);
     let started = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(20), writer.write(&batch))

@@ -4,33 +4,52 @@
 
 use std::time::Duration;
 
-use iotflow_sink::BatchWriter;
-use iotflow_sink_clickhouse::{prepare, Capabilities, ClickhouseWriter, Row};
+use iotflow_model::{Decimal, NaiveDateTime};
+use iotflow_sink::{BatchWriter, FlatRow};
+use iotflow_sink_clickhouse::{prepare, Capabilities, ClickhouseConfig, ClickhouseWriter};
 
 fn url() -> String {
     std::env::var("IOTFLOW_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
-fn rows(n: i64) -> Vec<Row> {
+/// The wall time `secs` (read as UTC) plus `ms` milliseconds.
+fn at(secs: i64, ms: i64) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str("1970-01-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap()
+        + Duration::from_millis((secs * 1000 + ms) as u64)
+}
+
+/// A decimal from its value × 10^8 (as the columns store it).
+fn scaled(v: i128) -> Decimal {
+    Decimal::from_i128_with_scale(v, 8)
+}
+
+/// The sink's section of the config, on database `db`.
+fn config(db: &str) -> ClickhouseConfig {
+    ClickhouseConfig {
+        url: url(),
+        database: db.into(),
+        ..ClickhouseConfig::default()
+    }
+}
+
+fn rows(n: i64) -> Vec<FlatRow> {
     (0..n)
-        .map(|i| Row {
-            event_time: 1_744_329_600 + i as u32,
-            event_ms: (i % 1000) as u16,
+        .map(|i| FlatRow {
+            event_time: at(1_744_329_600 + i, i % 1000),
             pboxid: format!("box-{}", i % 7),
-            metric: 1_234_567_890_123 + i as i128,
-            latitude: 3_123_041_600,
-            longitude: 12_147_370_001,
+            metric: scaled(1_234_567_890_123 + i as i128),
+            latitude: scaled(3_123_041_600),
+            longitude: scaled(12_147_370_001),
             company: Some("ACME".into()),
             site: None,
             line: None,
             device_name: None,
             model: None,
             device_status: None,
-            work_threshold: Some(5_000_000_000),
+            work_threshold: Some(scaled(5_000_000_000)),
             src_partition: (i % 3) as i32,
             src_offset: i,
-            kafka_ts: Some(1_744_329_600),
-            kafka_ms: Some(7),
+            kafka_ts_ms: Some(1_744_329_600_007),
         })
         .collect()
 }
@@ -57,22 +76,15 @@ async fn database(name: &str) -> (clickhouse::Client, String) {
 #[tokio::test]
 async fn dedup_tokens_follow_the_servers_version() {
     let (client, db) = database("tokens").await;
-    let prepared = prepare(
-        &url(),
-        "default",
-        "",
-        &db,
-        "iot_data",
-        true,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    assert_eq!(prepared.capabilities, Capabilities::of(&prepared.version));
+    let prepared = prepare(&config(&db), 1).await.unwrap();
+    assert_eq!(
+        prepared.capabilities(),
+        Capabilities::of(prepared.version())
+    );
     let batch = rows(500);
     let mut writer =
-        ClickhouseWriter::new(prepared.client.clone(), "iot_data").with_dedup_tokens(true);
-    if prepared.capabilities.dedup_tokens {
+        ClickhouseWriter::new(prepared.client().clone(), "iot_data").with_dedup_tokens(true);
+    if prepared.capabilities().dedup_tokens {
         // The same batch twice (a retry whose first answer was lost): the server drops the
         // second block, so even a plain count() is exact.
         writer.write(&batch).await.unwrap();
@@ -89,7 +101,7 @@ async fn dedup_tokens_follow_the_servers_version() {
         let e = writer.write(&batch).await.unwrap_err();
         assert!(!e.is_transient(), "{e}");
         assert!(e.to_string().contains("insert_deduplication_token"), "{e}");
-        let mut plain = ClickhouseWriter::new(prepared.client.clone(), "iot_data");
+        let mut plain = ClickhouseWriter::new(prepared.client().clone(), "iot_data");
         plain.write(&batch).await.unwrap();
         plain.write(&batch).await.unwrap();
         let (all, exact): (u64, u64) = (

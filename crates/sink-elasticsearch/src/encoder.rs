@@ -8,6 +8,9 @@
 
 use std::fmt::Write as _;
 
+use iotflow_sink::TEXT_COLUMNS;
+
+use crate::row::{doc_id, index_name};
 use crate::Row;
 
 /// The bulk body for `rows`, each into its daily index `{index_prefix}-YYYY.MM.DD`, with
@@ -23,11 +26,25 @@ pub fn encode_bulk<'a>(rows: impl IntoIterator<Item = &'a Row>, index_prefix: &s
 /// Appends one row's action and source lines to `out`.
 pub fn encode_row(row: &Row, index_prefix: &str, out: &mut String) {
     out.push_str(r#"{"index":{"_index":"#);
-    push_json_str(out, &row.index_name(index_prefix));
+    push_json_str(out, &index_name(row, index_prefix));
     out.push_str(r#","_id":"#);
-    push_json_str(out, &row.doc_id());
+    push_json_str(out, &doc_id(row));
     out.push_str("}}\n");
+    encode_source(row, out);
+    out.push('\n');
+}
 
+/// The document as Elasticsearch stores it (the source line of [`encode_row`], without its
+/// newline): also the payload of its dead letter when the cluster refuses it, so the dead
+/// letter shows exactly what was refused.
+pub fn source_document(row: &Row) -> String {
+    let mut out = String::new();
+    encode_source(row, &mut out);
+    out
+}
+
+/// Appends one row's source object (no newline) to `out`.
+fn encode_source(row: &Row, out: &mut String) {
     // Writing to a String cannot fail: each `let _ =` below drops an always-Ok result.
     let _ = write!(
         out,
@@ -40,14 +57,7 @@ pub fn encode_row(row: &Row, index_prefix: &str, out: &mut String) {
         r#","metric":{},"location":{{"lat":{},"lon":{}}}"#,
         row.metric, row.latitude, row.longitude
     );
-    for (name, value) in [
-        ("company", &row.company),
-        ("site", &row.site),
-        ("line", &row.line),
-        ("device_name", &row.device_name),
-        ("model", &row.model),
-        ("device_status", &row.device_status),
-    ] {
+    for (name, value) in TEXT_COLUMNS.iter().zip(row.texts()) {
         if let Some(value) = value {
             let _ = write!(out, r#","{name}":"#);
             push_json_str(out, value);
@@ -64,7 +74,7 @@ pub fn encode_row(row: &Row, index_prefix: &str, out: &mut String) {
     if let Some(ts) = row.kafka_ts_ms {
         let _ = write!(out, r#","kafka_ts":{ts}"#);
     }
-    out.push_str("}\n");
+    out.push('}');
 }
 
 /// `s` as a JSON string literal: quotes, backslashes and control characters escaped, other
@@ -126,6 +136,11 @@ mod tests {
             "\n",
         );
         assert_eq!(String::from_utf8(body).unwrap(), expected);
+        assert_eq!(
+            source_document(&full),
+            expected.lines().nth(3).unwrap(),
+            "the dead letter's document is the source line"
+        );
     }
 
     #[test]

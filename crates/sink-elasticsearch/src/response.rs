@@ -9,6 +9,8 @@
 use iotflow_sink::SinkError;
 use serde_json::Value;
 
+use crate::retry::{classify_item, cluster_error};
+
 /// What became of one action of a bulk request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ItemOutcome {
@@ -20,76 +22,9 @@ pub enum ItemOutcome {
     /// ...): the document itself is wrong; it goes to the dead letters.
     Rejected(String),
     /// The item was refused for a reason about the cluster or the index, not the document
-    /// ([`cluster_error`]): every document of that index would be refused alike, so the whole
+    /// ([`cluster_error`](crate::retry::cluster_error)): every document of that index would be refused alike, so the whole
     /// write fails with this error (transient or definite) instead of dead-lettering them.
     Sink(SinkError),
-}
-
-/// An item error that is about the cluster or the target index rather than the document, as
-/// the error the whole write should fail with; `None` for document-level errors.
-///
-/// * Transient (the sink stalls and retries, losing nothing, until the cluster is fixed):
-///   `cluster_block_exception` (flood-stage disk watermark, read-only or write blocks, a
-///   cluster without a master or still recovering), and the cluster's shard limit
-///   (`... maximum shards open` / `maximum normal shards open`, when a new daily index cannot
-///   be created): both are cleared on the cluster (disk freed, block lifted, old indices
-///   deleted by retention or the limit raised) with no change to the job.
-/// * Definite (the job stops and says what to fix): `security_exception` and any other 401 or
-///   403 (the user lacks index privileges), `index_not_found_exception` and any other 404 (the
-///   cluster does not auto-create the daily index: `action.auto_create_index` excludes it),
-///   `index_closed_exception`, and an alias without a write index. Nothing in the cluster
-///   undoes these by itself; they need a deliberate decision, and every later document of the
-///   index would hit them too.
-///
-/// `status` is the item's HTTP status, `kind` and `reason` the error's `type` and `reason`,
-/// `index` the item's `_index`, `text` the full description kept in the message.
-pub fn cluster_error(
-    status: u16,
-    kind: &str,
-    reason: &str,
-    index: &str,
-    text: &str,
-) -> Option<SinkError> {
-    let transient = |hint: &str| {
-        Some(SinkError::Transient(format!(
-            "Elasticsearch refused documents for index `{index}` for a reason about the cluster, not the documents ({hint}); retrying until it clears: {text}"
-        )))
-    };
-    let definite = |hint: &str| {
-        Some(SinkError::Definite(format!(
-            "Elasticsearch refused documents for index `{index}` for a reason about the cluster, not the documents ({hint}): {text}"
-        )))
-    };
-    if kind == "cluster_block_exception" {
-        return transient("the index or cluster is blocked: disk watermark, read-only or write block, or no master");
-    }
-    if reason.contains("shards open") && reason.contains("this action would add") {
-        return transient("the cluster is at its shard limit, cluster.max_shards_per_node: free shards or raise it");
-    }
-    if kind == "security_exception" || status == 401 || status == 403 {
-        return definite("grant the user the create_doc/index privilege on the index pattern");
-    }
-    if kind == "index_not_found_exception" || status == 404 {
-        return definite("the index does not exist and the cluster does not create it: allow action.auto_create_index for the prefix, or create the daily indices ahead");
-    }
-    if kind == "index_closed_exception" {
-        return definite("the index is closed: open it, or stop sending its days");
-    }
-    if reason.contains("no write index is defined for alias") {
-        return definite("the alias has no write index: set is_write_index on one of its indices");
-    }
-    None
-}
-
-/// Classifies one item by its HTTP status alone; `reason` is kept for the retry or reject
-/// message. [`parse_bulk_response`] asks [`cluster_error`] first, so 401, 403 and 404 items
-/// and cluster-level errors never get here from a response.
-pub fn classify_item(status: u16, reason: String) -> ItemOutcome {
-    match status {
-        200..=299 => ItemOutcome::Stored,
-        429 | 500..=599 => ItemOutcome::Retry(reason),
-        _ => ItemOutcome::Rejected(reason),
-    }
 }
 
 /// Parses a bulk response body into one outcome per action, in request order. Fails when the
@@ -198,22 +133,6 @@ mod tests {
                 "status 400: mapper_parsing_exception: failed to parse field [metric] of type [double] (caused by number_format_exception: For input string: \"abc\")".into()
             )
         );
-    }
-
-    #[test]
-    fn other_client_errors_are_definite() {
-        for status in [400, 409, 413] {
-            assert!(matches!(
-                classify_item(status, String::new()),
-                ItemOutcome::Rejected(_)
-            ));
-        }
-        for status in [429, 500, 502, 503, 504] {
-            assert!(matches!(
-                classify_item(status, String::new()),
-                ItemOutcome::Retry(_)
-            ));
-        }
     }
 
     #[test]

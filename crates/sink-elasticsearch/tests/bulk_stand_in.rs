@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use iotflow_es_stand_in::{handle, IndexFault, StandIn};
 use iotflow_model::{Decimal, NaiveDateTime};
-use iotflow_sink::{BatchWriter, RetryPolicy, SinkError};
+use iotflow_sink::{BatchWriter, RejectRecorder, Rejected, Rejects, RetryPolicy, SinkError};
 use iotflow_sink_elasticsearch::{
-    prepare, Auth, Connection, ElasticsearchWriter, Rejected, Rejects, Row, IOT_DATA_TEMPLATE,
+    doc_id, index_name, prepare, Auth, Connection, ElasticsearchConfig, ElasticsearchWriter, Row,
 };
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -67,28 +67,49 @@ fn minutes(m: i64) -> std::time::Duration {
 
 type Collected = Arc<Mutex<Vec<Rejected>>>;
 
+/// The sink's section of the config for a cluster at `url`, with `auth` and `timeout`.
+fn config(url: &str, auth: Auth, timeout: Duration) -> ElasticsearchConfig {
+    let mut c = ElasticsearchConfig {
+        url: url.into(),
+        index_prefix: PREFIX.into(),
+        install_template: true,
+        request_timeout_ms: timeout.as_millis() as u64,
+        ..ElasticsearchConfig::default()
+    };
+    match auth {
+        Auth::None => {}
+        Auth::Basic { user, password } => (c.user, c.password) = (user, password),
+        Auth::ApiKey(key) => c.api_key = key,
+    }
+    c
+}
+
 async fn connect(server: &StandIn, auth: Auth, timeout: Duration) -> Result<Connection, SinkError> {
-    prepare(&server.url, auth, PREFIX, Some(IOT_DATA_TEMPLATE), timeout).await
+    prepare(&config(&server.url, auth, timeout), 1)
+        .await
+        .map(|c| c.connection().clone())
+}
+
+/// A recorder handing refused documents to `rejects`.
+fn recorder(rejects: Rejects) -> RejectRecorder {
+    RejectRecorder::none("elasticsearch").to(rejects)
 }
 
 fn make_writer(connection: Connection) -> (ElasticsearchWriter, Collected) {
     let rejected: Collected = Arc::default();
     let sink = rejected.clone();
-    let writer = ElasticsearchWriter::new(
-        connection,
-        PREFIX,
-        Arc::new(move |r| {
+    let writer = ElasticsearchWriter::new(connection, PREFIX)
+        .with_rejects(recorder(Arc::new(move |r| {
             sink.lock().unwrap().push(r);
             Box::pin(async { Ok(()) })
-        }),
-    )
-    .with_item_retry(
-        4,
-        RetryPolicy {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-        },
-    );
+        })))
+        .with_item_retry(
+            4,
+            RetryPolicy {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(5),
+            },
+        );
     (writer, rejected)
 }
 
@@ -154,7 +175,7 @@ async fn thousand_rows_land_in_daily_indices_and_rewrites_overwrite() {
     );
     assert_eq!(per_index["iot-data-2025.04.10"], 24, "22:00..23:55");
     for row in &rows {
-        let (text, doc) = &s.docs[&(row.index_name(PREFIX), row.doc_id())];
+        let (text, doc) = &s.docs[&(index_name(row, PREFIX), doc_id(row))];
         assert_eq!(doc["pboxid"], row.pboxid.as_str());
         assert_eq!(doc["src_offset"], row.src_offset);
         assert!(
@@ -226,8 +247,8 @@ async fn a_retried_batch_records_its_rejections_once() {
     let rows = rows(20);
     {
         let mut s = server.state();
-        s.reject_ids.insert(rows[2].doc_id());
-        s.reject_ids.insert(rows[9].doc_id());
+        s.reject_ids.insert(doc_id(&rows[2]));
+        s.reject_ids.insert(doc_id(&rows[9]));
         // The first pass rejects two documents and throttles the rest past the attempts.
         s.items_429 = 10_000;
     }
@@ -313,7 +334,7 @@ async fn a_rejection_that_cannot_be_recorded_makes_the_write_transient() {
             }
         })
     });
-    let mut writer = ElasticsearchWriter::new(connection, PREFIX, rejects);
+    let mut writer = ElasticsearchWriter::new(connection, PREFIX).with_rejects(recorder(rejects));
     let mut rows = rows(10);
     rows[3].longitude = Decimal::from_str("-190").unwrap();
     let e = writer.write(&rows).await.unwrap_err();
@@ -352,15 +373,9 @@ async fn unreachable_cluster_is_transient() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let e = prepare(
-        &url,
-        Auth::None,
-        PREFIX,
-        Some(IOT_DATA_TEMPLATE),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap_err();
+    let e = prepare(&config(&url, Auth::None, Duration::from_secs(2)), 1)
+        .await
+        .unwrap_err();
     assert!(e.is_transient(), "{e}");
 }
 
@@ -600,7 +615,7 @@ async fn a_bad_document_beside_a_blocked_index_is_dead_lettered_once_the_block_i
     {
         let mut s = server.state();
         // rows[1] is on the 10th, rows[24..] on the 11th.
-        s.reject_ids.insert(rows[1].doc_id());
+        s.reject_ids.insert(doc_id(&rows[1]));
         s.index_faults
             .insert("iot-data-2025.04.11".into(), IndexFault::WriteBlock);
     }

@@ -10,9 +10,9 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use iotflow_metrics::IntCounter;
+use iotflow_metrics::{IntCounter, RateLimitedLog};
 
 use crate::SinkError;
 
@@ -49,8 +49,7 @@ pub struct RejectRecorder {
     rejects: Option<Rejects>,
     counter: Option<IntCounter>,
     recorded: HashSet<(i32, i64)>,
-    last_log: Option<Instant>,
-    unlogged: u64,
+    log: RateLimitedLog,
 }
 
 impl std::fmt::Debug for RejectRecorder {
@@ -71,8 +70,7 @@ impl RejectRecorder {
             rejects: None,
             counter: None,
             recorded: HashSet::new(),
-            last_log: None,
-            unlogged: 0,
+            log: RateLimitedLog::new(Duration::from_secs(10)),
         }
     }
 
@@ -100,22 +98,15 @@ impl RejectRecorder {
                 rejected.target, rejected.src_partition, rejected.src_offset, rejected.reason
             )));
         };
-        if self
-            .last_log
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-        {
+        if let Some(not_logged_before) = self.log.admit() {
             tracing::warn!(
                 sink = self.sink,
                 partition = rejected.src_partition,
                 offset = rejected.src_offset,
                 reason = %rejected.reason,
-                not_logged_before = self.unlogged,
+                not_logged_before,
                 "the store refused a row: sending it to the dead letters"
             );
-            self.last_log = Some(Instant::now());
-            self.unlogged = 0;
-        } else {
-            self.unlogged += 1;
         }
         let (partition, offset) = key;
         rejects(rejected).await.map_err(|e| {

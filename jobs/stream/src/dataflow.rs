@@ -24,9 +24,9 @@ use iotflow_kafka::{
 };
 use iotflow_metrics::{Metrics, RateLimitedLog};
 use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
-use iotflow_sink::{Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOptions};
-use iotflow_sink_clickhouse::ClickhouseWriter;
-use iotflow_sink_elasticsearch::ElasticsearchWriter;
+use iotflow_sink::{Connector, Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOptions};
+use iotflow_sink_clickhouse::ClickhouseConnector;
+use iotflow_sink_elasticsearch::ElasticsearchConnector;
 use iotflow_sink_mysql::{MysqlWriter, Row};
 use iotflow_worktime::live::LiveWorkTime;
 use timely::dataflow::operators::vec::Map;
@@ -49,24 +49,16 @@ pub struct JobContext {
     pub runtime: tokio::runtime::Handle,
     /// MySQL connections (when the MySQL sink is enabled).
     pub mysql: Option<mysql_async::Pool>,
-    /// ClickHouse client, and whether the server takes insert deduplication tokens (when the
-    /// ClickHouse sink is enabled).
-    pub clickhouse: Option<(iotflow_sink_clickhouse::Client, bool)>,
-    /// Elasticsearch connection (when the Elasticsearch sink is enabled).
-    pub elasticsearch: Option<ElasticsearchContext>,
+    /// The checked ClickHouse sink (when it is enabled).
+    pub clickhouse: Option<ClickhouseConnector>,
+    /// The checked Elasticsearch sink (when it is enabled).
+    pub elasticsearch: Option<ElasticsearchConnector>,
     /// Where rows a store refused go (when any sink is enabled).
     pub dead_letters: Option<DeadLetterProducer>,
     /// Which dead letters are already in the dead-letter topic (read back at start).
     pub ledger: Arc<DeadLetterLedger>,
     /// The live work-time view (when `worktime.live` is on).
     pub live: Option<Arc<std::sync::Mutex<iotflow_worktime::live::LiveBoard>>>,
-}
-
-/// What the Elasticsearch sinks of a process share.
-#[derive(Clone, Debug)]
-pub struct ElasticsearchContext {
-    /// The checked connection.
-    pub connection: iotflow_sink_elasticsearch::Connection,
 }
 
 /// The `rejects` callback of a sink's writer: each row the store refused becomes a dead letter
@@ -240,72 +232,37 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 ),
             );
         }
-        if let Some((client, dedup_tokens)) = &ctx.clickhouse {
+        if let Some(ch) = &ctx.clickhouse {
+            let sink_metrics = m.sink(ch.name(), "clickhouse-sink", index);
             done.push(
                 enriched
                     .clone()
-                    .map(|e| iotflow_sink_clickhouse::Row::from(&e))
+                    .map(|e| ClickhouseConnector::row(&e))
                     .sink_batches(
-                        ClickhouseWriter::new(client.clone(), &c.clickhouse.table)
-                            .with_dedup_tokens(*dedup_tokens)
-                            .with_timeout(Duration::from_millis(c.clickhouse.write_timeout_ms))
-                            .with_rejects(recorder("clickhouse", "ClickHouse", "clickhouse-sink")),
-                        SinkOptions {
-                            sink: "clickhouse".into(),
-                            batch: (&c.clickhouse.batch).into(),
-                            retry: (&c.clickhouse.retry).into(),
-                        },
+                        ch.writer(
+                            recorder(ch.name(), ch.store(), "clickhouse-sink"),
+                            &sink_metrics,
+                        ),
+                        ch.options(),
                         ctx.runtime.clone(),
-                        m.sink("clickhouse", "clickhouse-sink", index),
+                        sink_metrics,
                         pressure.clone(),
                         ctx.fatal.clone(),
                     ),
             );
         }
         if let Some(es) = &ctx.elasticsearch {
-            let sink_metrics = m.sink("elasticsearch", "elasticsearch-sink", index);
-            let writer = ElasticsearchWriter::new(
-                es.connection.clone(),
-                &c.elasticsearch.index_prefix,
-                sink_rejects(
-                    "elasticsearch",
-                    "Elasticsearch",
-                    ctx.dead_letters
-                        .as_ref()
-                        .expect("a dead-letter producer when a sink is enabled")
-                        .counting(m.dlq("elasticsearch-sink", index)),
-                    c.kafka.topic.clone(),
-                    m.recent_dead_letters(),
-                ),
-            )
-            .with_item_retry(
-                c.elasticsearch.item_attempts,
-                iotflow_sink::RetryPolicy {
-                    initial: Duration::from_millis(c.elasticsearch.retry.initial_backoff_ms),
-                    max: Duration::from_millis(
-                        c.elasticsearch
-                            .retry
-                            .max_backoff_ms
-                            .min(2_000)
-                            .max(c.elasticsearch.retry.initial_backoff_ms),
-                    ),
-                },
-            )
-            .with_counters(
-                sink_metrics.items_rejected.clone(),
-                sink_metrics.items_retried.clone(),
-            );
+            let sink_metrics = m.sink(es.name(), "elasticsearch-sink", index);
             done.push(
                 enriched
                     .clone()
-                    .map(|e| iotflow_sink_elasticsearch::Row::from(&e))
+                    .map(|e| ElasticsearchConnector::row(&e))
                     .sink_batches(
-                        writer,
-                        SinkOptions {
-                            sink: "elasticsearch".into(),
-                            batch: (&c.elasticsearch.batch).into(),
-                            retry: (&c.elasticsearch.retry).into(),
-                        },
+                        es.writer(
+                            recorder(es.name(), es.store(), "elasticsearch-sink"),
+                            &sink_metrics,
+                        ),
+                        es.options(),
                         ctx.runtime.clone(),
                         sink_metrics,
                         pressure.clone(),

@@ -11,7 +11,7 @@ use iotflow_kafka::SourceHandle;
 use iotflow_metrics::Metrics;
 use iotflow_worktime::Rules;
 
-use crate::dataflow::{build, ElasticsearchContext, JobContext};
+use crate::dataflow::{build, JobContext};
 
 /// Timely's cluster flags (`-w -n -p -h`).
 #[derive(Clone, Debug)]
@@ -100,48 +100,27 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
     };
 
     let clickhouse = if config.clickhouse.enabled {
-        let ch = &config.clickhouse;
-        let prepared = runtime
-            .block_on(iotflow_sink_clickhouse::prepare(
-                &ch.url,
-                &ch.user,
-                &ch.password,
-                &ch.database,
-                &ch.table,
-                ch.create_table,
-                Duration::from_secs(10),
-            ))
-            .map_err(anyhow::Error::msg)
-            .context("ClickHouse sink pre-flight check failed")?;
-        Some((prepared.client, prepared.capabilities.dedup_tokens))
+        Some(
+            runtime
+                .block_on(iotflow_sink_clickhouse::prepare(
+                    &config.clickhouse,
+                    cluster.workers,
+                ))
+                .context("ClickHouse sink pre-flight check failed")?,
+        )
     } else {
         None
     };
 
     let elasticsearch = if config.elasticsearch.enabled {
-        let es = &config.elasticsearch;
-        let auth = if !es.api_key.is_empty() {
-            iotflow_sink_elasticsearch::Auth::ApiKey(es.api_key.clone())
-        } else if !es.user.is_empty() {
-            iotflow_sink_elasticsearch::Auth::Basic {
-                user: es.user.clone(),
-                password: es.password.clone(),
-            }
-        } else {
-            iotflow_sink_elasticsearch::Auth::None
-        };
-        let connection = runtime
-            .block_on(iotflow_sink_elasticsearch::prepare(
-                &es.url,
-                auth,
-                &es.index_prefix,
-                es.install_template
-                    .then_some(iotflow_sink_elasticsearch::IOT_DATA_TEMPLATE),
-                Duration::from_millis(es.request_timeout_ms),
-            ))
-            .map_err(anyhow::Error::msg)
-            .context("Elasticsearch sink pre-flight check failed")?;
-        Some(ElasticsearchContext { connection })
+        Some(
+            runtime
+                .block_on(iotflow_sink_elasticsearch::prepare(
+                    &config.elasticsearch,
+                    cluster.workers,
+                ))
+                .context("Elasticsearch sink pre-flight check failed")?,
+        )
     } else {
         None
     };

@@ -28,18 +28,14 @@ impl Bench {
         let db = self.clickhouse_database("ch_raw")?;
         let url = self.args.clickhouse_url.clone();
         let took = self.rt.block_on(async {
-            let prepared = iotflow_sink_clickhouse::prepare(
-                &url,
-                CLICKHOUSE_USER,
-                "",
-                &db,
-                "iot_data",
-                true,
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(anyhow::Error::msg)?;
-            let client = prepared.client;
+            let config = iotflow_sink_clickhouse::ClickhouseConfig {
+                url,
+                user: CLICKHOUSE_USER.into(),
+                database: db.clone(),
+                ..Default::default()
+            };
+            let prepared = iotflow_sink_clickhouse::prepare(&config, 1).await?;
+            let client = prepared.client().clone();
             let start = Instant::now();
             for batch in rows.chunks(CLICKHOUSE_BATCH_ROWS) {
                 let mut insert = client.insert::<ClickhouseRow>("iot_data").await?;
