@@ -656,7 +656,7 @@ impl Bench {
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             brokers: a.brokers.clone(),
-            mysql: iotflow_sink_mysql::redact(&a.mysql_url),
+            mysql: iotflow_mysql::redact(&a.mysql_url),
             readings: a.readings,
             devices: a.devices,
             partitions: a.partitions,
@@ -706,7 +706,7 @@ impl Bench {
             let mut conn = pool.get_conn().await.with_context(|| {
                 format!(
                     "connecting to MariaDB at {} (bash deploy/local/start.sh)",
-                    iotflow_sink_mysql::redact(&url)
+                    iotflow_mysql::redact(&url)
                 )
             })?;
             conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
