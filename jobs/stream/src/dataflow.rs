@@ -25,10 +25,10 @@ use iotflow_kafka::{
 };
 use iotflow_metrics::{Metrics, RateLimitedLog};
 use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
-use iotflow_sink::{Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOptions};
+use iotflow_sink::{Connector, Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOptions};
 use iotflow_sink_clickhouse::ClickhouseWriter;
 use iotflow_sink_elasticsearch::ElasticsearchWriter;
-use iotflow_sink_mysql::{MysqlWriter, Row};
+use iotflow_sink_mysql::MysqlConnector;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
@@ -49,8 +49,8 @@ pub struct JobContext {
     pub fatal: Fatal,
     /// The tokio runtime sinks write on.
     pub runtime: tokio::runtime::Handle,
-    /// MySQL connections (when the MySQL sink is enabled).
-    pub mysql: Option<mysql_async::Pool>,
+    /// The checked MySQL sink (when it is enabled).
+    pub mysql: Option<MysqlConnector>,
     /// ClickHouse client, and whether the server takes insert deduplication tokens (when the
     /// ClickHouse sink is enabled).
     pub clickhouse: Option<(iotflow_sink_clickhouse::Client, bool)>,
@@ -277,23 +277,20 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
                 None => recorder,
             }
         };
-        if let Some(pool) = &ctx.mysql {
-            let timeout = Duration::from_millis(c.mysql.write_timeout_ms);
+        if let Some(connector) = &ctx.mysql {
+            let metrics = m.sink("mysql", "mysql-sink", index);
             done.push(
-                enriched.clone().map(|e| Row::from(&e)).sink_batches(
-                    MysqlWriter::new(pool.clone(), &c.mysql.table)
-                        .with_timeout(timeout)
-                        .with_rejects(recorder("mysql", "MySQL", "mysql-sink")),
-                    SinkOptions {
-                        sink: "mysql".into(),
-                        batch: (&c.mysql.batch).into(),
-                        retry: (&c.mysql.retry).into(),
-                    },
-                    ctx.runtime.clone(),
-                    m.sink("mysql", "mysql-sink", index),
-                    pressure.clone(),
-                    ctx.fatal.clone(),
-                ),
+                enriched
+                    .clone()
+                    .map(|e| MysqlConnector::row(&e))
+                    .sink_batches(
+                        connector.writer(recorder("mysql", "MySQL", "mysql-sink"), &metrics),
+                        connector.options(),
+                        ctx.runtime.clone(),
+                        metrics,
+                        pressure.clone(),
+                        ctx.fatal.clone(),
+                    ),
             );
         }
         if let Some((client, dedup_tokens)) = &ctx.clickhouse {
