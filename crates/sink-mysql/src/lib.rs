@@ -1,6 +1,6 @@
 //! The MySQL / MariaDB sink for enriched readings.
 //!
-//! * [`row`]: the stored row, the shared [`iotflow_sink::FlatRow`] with its texts cut;
+//! * [`row`](mod@row): the stored row, the shared [`iotflow_sink::FlatRow`] with its texts cut;
 //! * [`encoder`]: rows into one multi-row `INSERT ... ON DUPLICATE KEY UPDATE` (idempotent on
 //!   the source coordinates `(src_partition, src_offset, event_time)`);
 //! * [`retry`]: which errors are retried, which stop the job, which are a row's fault;
