@@ -566,7 +566,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_caps() {
+    fn waits_between_failed_rounds_grow_and_cap() {
         // Full jitter: every wait lies in its window, 100 ms doubling, capped at 5 s.
         let mut f = 0;
         for window in [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000] {
