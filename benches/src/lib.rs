@@ -108,7 +108,7 @@ pub fn rows(readings: &[Reading], devices: &[DeviceInfo]) -> Vec<Row> {
     readings
         .iter()
         .map(|r| {
-            Row::from(&Enriched {
+            iotflow_sink_mysql::row(&Enriched {
                 reading: r.clone(),
                 device: by_id.get(r.pboxid.as_str()).map(|d| (*d).clone()),
             })

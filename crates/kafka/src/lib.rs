@@ -18,7 +18,7 @@ mod source;
 pub use client::{client_config, KafkaError};
 pub use dlq::{DeadLetterProducer, DeadLetterSink, DLQ_HEADERS};
 pub use ledger::DeadLetterLedger;
-pub use parse::{dead_letter, ParseOptions, ParseReadings};
+pub use parse::{dead_letter, device_changes, ParseOptions, ParseReadings};
 pub use source::{
     epoch_of, kafka_source, Backpressure, KafkaRecord, SourceHandle, SourceOptions, StartFrom,
 };

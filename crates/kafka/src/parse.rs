@@ -8,12 +8,37 @@ use std::time::Duration;
 
 use iotflow_metrics::{ParseMetrics, RateLimitedLog};
 use iotflow_model::{
-    check_window, parse_reading, DeadLetter, ParseError, ParseLimits, Reading, SourceRef, Zone,
+    check_window, parse_device_record, parse_reading, DeadLetter, DeviceChange, ParseError,
+    ParseLimits, Reading, SourceRef, Zone,
 };
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::OkErr;
 use timely::dataflow::StreamVec;
 
 use crate::KafkaRecord;
+
+/// Parses the broadcast topic's device records into changes of the device dimension. A
+/// record that is not a device record is skipped with a warning (at most one every 5 s) that
+/// names it by `topic`/partition/offset: the dimension is the publisher's, and one bad record
+/// of it must not stop the readings.
+pub fn device_changes<'scope>(
+    records: StreamVec<'scope, u64, KafkaRecord>,
+    topic: String,
+) -> StreamVec<'scope, u64, DeviceChange> {
+    let mut log = RateLimitedLog::new(Duration::from_secs(5));
+    records.flat_map(move |r| -> Option<DeviceChange> {
+        parse_device_record(r.key.as_deref(), r.payload.as_deref())
+            .map_err(|e| {
+                log.warn(|| {
+                    format!(
+                        "ignored device record {topic}/{}/{}: {e}",
+                        r.partition, r.offset
+                    )
+                })
+            })
+            .ok()
+    })
+}
 
 /// What the parser needs to know.
 #[derive(Clone, Debug)]
@@ -26,6 +51,20 @@ pub struct ParseOptions {
     pub limits: ParseLimits,
     /// Payload bytes kept in a dead letter.
     pub dlq_max_payload_bytes: usize,
+}
+
+impl ParseOptions {
+    /// The options of the readings topic of `config`.
+    pub fn readings(
+        config: &iotflow_config::Config,
+    ) -> Result<ParseOptions, iotflow_config::ConfigError> {
+        Ok(ParseOptions {
+            topic: config.kafka.topic.clone(),
+            zone: config.zone()?,
+            limits: config.parse_limits(),
+            dlq_max_payload_bytes: config.kafka.dlq_max_payload_bytes,
+        })
+    }
 }
 
 /// Splits Kafka records into parsed readings and dead letters.

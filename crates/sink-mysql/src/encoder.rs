@@ -24,8 +24,9 @@
 //!
 //! * String literals are escaped with backslashes, as MariaDB and MySQL read them in the default
 //!   `sql_mode`. A session with `NO_BACKSLASH_ESCAPES` would read the backslashes literally (and
-//!   `\'` would end a literal): the pool built by [`crate::writer::prepare`] takes that mode out
-//!   of every session it opens or resets, and [`sql_mode_is_compatible`] checks the result.
+//!   `\'` would end a literal): the pool built by [`crate::health::prepare`] takes that mode out
+//!   of every session it opens or resets ([`iotflow_mysql::SESSION_SQL_MODE`]), and
+//!   [`iotflow_mysql::sql_mode_is_compatible`] checks the result.
 //! * The connection character set is `utf8mb4` (mysql_async asks for `utf8mb4_general_ci` in its
 //!   handshake). Backslash escaping is only safe in charsets where no multi-byte character
 //!   contains the byte `0x5c`, which holds for UTF-8 but not for GBK, Big5 or SJIS.
@@ -56,78 +57,14 @@ use std::fmt::Write as _;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use rust_decimal::{Decimal, RoundingStrategy};
 
+pub use iotflow_mysql::quote_identifier;
+
 use crate::partitions::{FIRST_PARTITIONABLE_DAY, LAST_PARTITIONABLE_DAY};
+use crate::Row;
 
-/// One row of the `iot_data` table, as the sink writes it.
-///
-/// Field order is the column order of [`COLUMNS`]; see `schemas/mysql/iot_data.sql` for the
-/// column types.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    /// Reading time as local wall time in the configured time zone (`DATETIME(3)`).
-    pub event_time: NaiveDateTime,
-    /// Device (power box) identifier, at most 64 characters.
-    pub pboxid: String,
-    /// Measured value (`DECIMAL(24,8)`).
-    pub metric: Decimal,
-    /// Latitude in degrees (`DECIMAL(11,8)`).
-    pub latitude: Decimal,
-    /// Longitude in degrees (`DECIMAL(11,8)`).
-    pub longitude: Decimal,
-    /// Owning company, from the device dimension.
-    pub company: Option<String>,
-    /// Site of the device, from the device dimension.
-    pub site: Option<String>,
-    /// Production line of the device, from the device dimension.
-    pub line: Option<String>,
-    /// Human-readable device name, from the device dimension.
-    pub device_name: Option<String>,
-    /// Device model, from the device dimension.
-    pub model: Option<String>,
-    /// Device status derived from the metric (at most 32 characters).
-    pub device_status: Option<String>,
-    /// Threshold above which the device counts as working (`DECIMAL(24,8)`).
-    pub work_threshold: Option<Decimal>,
-    /// Kafka partition the reading came from (part of the idempotency key).
-    pub src_partition: i32,
-    /// Kafka offset of the reading (part of the idempotency key).
-    pub src_offset: i64,
-    /// Kafka message timestamp in milliseconds since the Unix epoch, if the message had one.
-    pub kafka_ts_ms: Option<i64>,
-}
-
-impl Row {
-    /// The optional text columns, in column order.
-    pub fn texts(&self) -> [&Option<String>; 6] {
-        [
-            &self.company,
-            &self.site,
-            &self.line,
-            &self.device_name,
-            &self.model,
-            &self.device_status,
-        ]
-    }
-}
-
-/// Columns written by [`encode_insert`], in order. `ingested_at` is left to its default.
-pub const COLUMNS: [&str; 15] = [
-    "event_time",
-    "pboxid",
-    "metric",
-    "latitude",
-    "longitude",
-    "company",
-    "site",
-    "line",
-    "device_name",
-    "model",
-    "device_status",
-    "work_threshold",
-    "src_partition",
-    "src_offset",
-    "kafka_ts",
-];
+/// Columns written by [`encode_insert`], in order (the shared row's columns). `ingested_at`
+/// is left to its default.
+pub use iotflow_sink::COLUMNS;
 
 // The column rules are the model's (one rule set for the parser and every sink; the schema
 // files are their source of truth).
@@ -186,7 +123,8 @@ pub fn max_rows_for_packet(max_allowed_packet: usize) -> usize {
 ///
 /// ```
 /// use chrono::NaiveDate;
-/// use iotflow_sink_mysql::encoder::{encode_insert, Row};
+/// use iotflow_sink_mysql::encoder::encode_insert;
+/// use iotflow_sink_mysql::Row;
 /// use rust_decimal::Decimal;
 ///
 /// let row = Row {
@@ -266,18 +204,6 @@ pub fn days(rows: &[Row]) -> BTreeSet<NaiveDate> {
     rows.iter().map(|row| row.event_time.date()).collect()
 }
 
-/// Append `name` as a backtick-quoted identifier, doubling any backtick inside it.
-pub fn quote_identifier(name: &str, out: &mut String) {
-    out.push('`');
-    for (i, part) in name.split('`').enumerate() {
-        if i > 0 {
-            out.push_str("``");
-        }
-        out.push_str(part);
-    }
-    out.push('`');
-}
-
 /// Append `value` as a single-quoted string literal, escaped for the default `sql_mode`.
 ///
 /// Escapes the same bytes as `mysql_real_escape_string`: NUL, `\n`, `\r`, `\\`, `'`, `"` and
@@ -338,20 +264,6 @@ pub fn push_datetime(value: NaiveDateTime, out: &mut String) {
 pub fn kafka_ts_to_datetime(ms: i64) -> Option<NaiveDateTime> {
     let ts = chrono::DateTime::from_timestamp_millis(ms)?.naive_utc();
     datetime_in_range(ts).then_some(ts)
-}
-
-/// Whether a session with this `@@sql_mode` reads string literals the way
-/// [`push_str_literal`] writes them (that is, without `NO_BACKSLASH_ESCAPES`).
-///
-/// This is a check, not the protection: [`crate::writer::prepare`] runs
-/// [`crate::writer::SESSION_SQL_MODE`] on every connection of the sink's pool (when it is opened
-/// and after every reset), so the mode holds on each connection the sink writes through, not
-/// only on the first one; `prepare` then calls this on its first connection and refuses to
-/// start if the server kept the mode anyway.
-pub fn sql_mode_is_compatible(sql_mode: &str) -> bool {
-    !sql_mode
-        .split(',')
-        .any(|mode| mode.trim().eq_ignore_ascii_case("NO_BACKSLASH_ESCAPES"))
 }
 
 /// Why a row cannot be stored in `iot_data` as it is.
@@ -507,15 +419,6 @@ mod tests {
     fn leaves_unicode_and_other_controls_alone() {
         assert_eq!(literal("温度 ✓ 🔥\t%_`"), "'温度 ✓ 🔥\t%_`'");
         assert_eq!(literal("é'é"), "'é\\'é'");
-    }
-
-    #[test]
-    fn quotes_identifiers() {
-        let mut out = String::new();
-        quote_identifier("iot_data", &mut out);
-        out.push(' ');
-        quote_identifier("we`ird", &mut out);
-        assert_eq!(out, "`iot_data` `we``ird`");
     }
 
     #[test]
@@ -750,15 +653,5 @@ mod tests {
             validate_row(&r),
             Err(RowError::EventTimeOutOfRange(_))
         ));
-    }
-
-    #[test]
-    fn sql_mode_check_spots_no_backslash_escapes() {
-        assert!(sql_mode_is_compatible(""));
-        assert!(sql_mode_is_compatible(
-            "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION"
-        ));
-        assert!(!sql_mode_is_compatible("ANSI_QUOTES,NO_BACKSLASH_ESCAPES"));
-        assert!(!sql_mode_is_compatible("no_backslash_escapes"));
     }
 }

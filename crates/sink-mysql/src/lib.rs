@@ -1,13 +1,22 @@
 //! The MySQL / MariaDB sink for enriched readings.
 //!
+//! * [`row`](mod@row): the stored row, the shared [`iotflow_sink::FlatRow`] with its texts cut;
 //! * [`encoder`]: rows into one multi-row `INSERT ... ON DUPLICATE KEY UPDATE` (idempotent on
-//!   the source coordinates `(src_partition, src_offset, event_time)`).
-//! * [`partitions`]: every day a batch touches gets its own `pYYYYMMDD` partition first.
-//! * [`writer`]: the [`iotflow_sink::BatchWriter`] tying both to a connection pool, plus the
-//!   start-up check ([`writer::prepare`]).
+//!   the source coordinates `(src_partition, src_offset, event_time)`);
+//! * [`retry`]: which errors are retried, which stop the job, which are a row's fault;
+//! * [`health`]: the start-up check ([`prepare`]);
+//! * [`partitions`]: every day a batch touches gets its own `pYYYYMMDD` partition first;
+//! * [`writer`]: the [`iotflow_sink::BatchWriter`] tying them to a connection pool;
+//! * [`connector`]: [`MysqlConnector`], what the job gets from [`prepare`].
+pub mod connector;
 pub mod encoder;
+pub mod health;
 pub mod partitions;
+pub mod retry;
+pub mod row;
 pub mod writer;
 
-pub use encoder::Row;
-pub use writer::{prepare, redact, MysqlWriter, IOT_DATA_DDL};
+pub use connector::MysqlConnector;
+pub use health::{prepare, prepare_opts, IOT_DATA_DDL};
+pub use row::{row, Row};
+pub use writer::MysqlWriter;

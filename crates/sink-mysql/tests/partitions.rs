@@ -15,8 +15,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveDateTime};
-use iotflow_sink_mysql::encoder::{self, encode_insert, Row};
+use iotflow_sink_mysql::encoder::{self, encode_insert};
 use iotflow_sink_mysql::partitions::{PartitionError, PartitionManager, UpperBound};
+use iotflow_sink_mysql::Row;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use rand::rngs::StdRng;
@@ -422,7 +423,10 @@ async fn encoder_round_trips_sql_metacharacters_and_exact_decimals() {
             .await
             .unwrap()
             .unwrap();
-        assert!(encoder::sql_mode_is_compatible(&sql_mode), "{sql_mode}");
+        assert!(
+            iotflow_mysql::sql_mode_is_compatible(&sql_mode),
+            "{sql_mode}"
+        );
 
         let t0 = day(2025, 4, 10).and_hms_milli_opt(0, 0, 0, 1).unwrap();
         let decimals = [

@@ -26,9 +26,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::NaiveDate;
+use iotflow_config::MysqlConfig;
 use iotflow_sink::BatchWriter;
-use iotflow_sink_mysql::writer::{prepare, prepare_opts, MysqlWriter};
-use iotflow_sink_mysql::Row;
+use iotflow_sink_mysql::{prepare, prepare_opts, MysqlWriter, Row};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 use rust_decimal::Decimal;
@@ -128,10 +128,16 @@ async fn prepare_errors_never_show_a_percent_encoded_password() {
         base.tcp_port(),
         base.db_name().unwrap_or("iotflow")
     );
-    let error = prepare(&url, "iot_data", false, 2, Duration::from_secs(10))
+    let config = MysqlConfig {
+        url,
+        create_table: false,
+        ..MysqlConfig::default()
+    };
+    let error = prepare(&config, 0)
         .await
         .map(drop)
-        .expect_err("a wrong password must fail the start");
+        .expect_err("a wrong password must fail the start")
+        .to_string();
     assert!(
         error.contains("Access denied"),
         "expected the server's refusal of the password, got: {error}"
@@ -183,7 +189,7 @@ async fn mysql_sink_stores_backslashes_and_quotes_exactly_under_no_backslash_esc
         assert_eq!(literal.as_deref(), Some(r"a\nb"));
         probe.disconnect().await.ok();
 
-        let pool = prepare_opts(hostile, "iot_data", true, 3, Duration::from_secs(10))
+        let pool = prepare_opts(hostile, "iot_data", true, 3)
             .await
             .expect("prepare fixes the session mode instead of refusing the server");
 
@@ -277,7 +283,7 @@ async fn mysql_sink_stores_backslashes_and_quotes_exactly_under_no_backslash_esc
 #[tokio::test]
 async fn prepare_still_creates_the_table_from_its_script() {
     with_scratch_db(|opts| async move {
-        let pool = prepare_opts(opts.clone(), "readings_x", true, 1, Duration::from_secs(10))
+        let pool = prepare_opts(opts.clone(), "readings_x", true, 1)
             .await
             .expect("prepare");
         let mut conn = pool.get_conn().await.unwrap();
@@ -291,7 +297,7 @@ async fn prepare_still_creates_the_table_from_its_script() {
         assert_eq!(partitions.as_deref(), Some("pmax"));
         drop(conn);
         // And again: the script only creates what is missing.
-        prepare_opts(opts, "readings_x", true, 1, Duration::from_secs(10))
+        prepare_opts(opts, "readings_x", true, 1)
             .await
             .expect("prepare twice")
             .disconnect()

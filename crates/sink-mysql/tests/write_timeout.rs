@@ -10,9 +10,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
+use iotflow_config::MysqlConfig;
 use iotflow_sink::BatchWriter;
-use iotflow_sink_mysql::encoder::Row;
-use iotflow_sink_mysql::{prepare, MysqlWriter};
+use iotflow_sink_mysql::{prepare, MysqlWriter, Row};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use rust_decimal::Decimal;
@@ -85,9 +85,12 @@ async fn a_write_blocked_by_a_table_lock_times_out_as_transient_and_the_retry_su
     let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
 
     let test = async move {
-        let pool = prepare(&url, "iot_data", true, 4, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let config = MysqlConfig {
+            url: url.clone(),
+            ..MysqlConfig::default()
+        };
+        // One worker: a pool of 4 connections.
+        let pool = prepare(&config, 1).await.unwrap().pool().clone();
         let batch = rows(50);
         let limit = Duration::from_millis(500);
         let mut writer = MysqlWriter::new(pool.clone(), "iot_data").with_timeout(limit);

@@ -25,7 +25,7 @@ mod row;
 mod split;
 
 pub use batcher::{Batch, Batcher, Sent};
-pub use connector::Connector;
+pub use connector::{Connector, RejectsFor, SinkEnv, SinkTo};
 pub use operator::{Fatal, SinkBatches, SinkOptions};
 pub use policy::{backoff, BatchPolicy, RetryPolicy};
 pub use reject::{RejectFuture, RejectRecorder, Rejected, Rejects};

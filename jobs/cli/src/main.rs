@@ -268,9 +268,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .enable_all()
                     .build()?
                     .block_on(async {
-                        let pool =
-                            iotflow_publisher::connect(&url, std::time::Duration::from_secs(10))
-                                .await?;
+                        let pool = iotflow_mysql::connect(&url, std::time::Duration::from_secs(10))
+                            .await?;
                         iotflow_publisher::create_schema(&pool).await?;
                         iotflow_publisher::upsert_devices(&pool, &records).await?;
                         pool.disconnect().await?;

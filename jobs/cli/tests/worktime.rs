@@ -319,7 +319,7 @@ fn the_schedule_catches_up_missed_days_and_stops_on_sigterm() {
     let f = Fixture::new("worktime-schedule", 1);
     // An empty iot_data: days with no readings are analysed too (no device, a succeeded run).
     runtime().block_on(async {
-        let pool = iotflow_publisher::connect(&f.db_url, Duration::from_secs(10))
+        let pool = iotflow_mysql::connect(&f.db_url, Duration::from_secs(10))
             .await
             .unwrap();
         let mut conn = pool.get_conn().await.unwrap();

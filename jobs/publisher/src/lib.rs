@@ -26,70 +26,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use iotflow_config::Config;
-use iotflow_metrics::{Metrics, PublisherMetrics};
+use iotflow_metrics::{Metrics, PublisherMetrics, RateLimitedLog};
 use iotflow_model::{Decimal, DeviceInfo};
-use iotflow_sink_mysql::redact;
+use iotflow_mysql::{connect, split_script};
+use iotflow_sink::{backoff, RetryPolicy};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use mysql_async::{Conn, Pool};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 /// The schema the publisher works on: `device_info`, `device_info_changes` and the triggers.
 pub const DEVICE_INFO_DDL: &str = include_str!("../../../schemas/mysql/device_info.sql");
-
-/// The statements of a script written for the mysql client with `DELIMITER $$` sections:
-/// comments and `DELIMITER` lines dropped, split at the delimiter in force.
-pub fn split_script(script: &str) -> Vec<String> {
-    let mut statements = Vec::new();
-    let mut delimiter = ";".to_string();
-    let mut current = String::new();
-    for line in script.lines() {
-        let trimmed = line.trim();
-        if let Some(d) = trimmed.strip_prefix("DELIMITER ") {
-            delimiter = d.trim().to_string();
-            continue;
-        }
-        if trimmed.starts_with("--") || trimmed.is_empty() {
-            continue;
-        }
-        if trimmed == delimiter || trimmed.ends_with(&delimiter) {
-            current.push_str(trimmed.strip_suffix(&delimiter).unwrap_or(""));
-            if !current.trim().is_empty() {
-                statements.push(current.trim().to_string());
-            }
-            current.clear();
-        } else {
-            current.push_str(line);
-            current.push('\n');
-        }
-    }
-    if !current.trim().is_empty() {
-        statements.push(current.trim().to_string());
-    }
-    statements
-}
-
-/// A pool on `url`, checked with one connection.
-pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
-    let shown = redact(url);
-    let opts = Opts::from_url(url).with_context(|| format!("invalid MySQL URL {shown}"))?;
-    if opts.db_name().is_none() {
-        bail!("MySQL URL {shown} names no database (mysql://user:pass@host:port/DATABASE)");
-    }
-    let opts = OptsBuilder::from_opts(opts)
-        .pool_opts(
-            PoolOpts::default().with_constraints(PoolConstraints::new(1, 4).expect("1 <= 4")),
-        )
-        .stmt_cache_size(0);
-    let pool = Pool::new(opts);
-    let conn = tokio::time::timeout(timeout, pool.get_conn())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("cannot connect to MySQL at {shown}: no answer within {timeout:?}")
-        })?
-        .with_context(|| format!("cannot connect to MySQL at {shown}"))?;
-    drop(conn);
-    Ok(pool)
-}
 
 /// Creates the tables and triggers when missing.
 pub async fn create_schema(pool: &Pool) -> anyhow::Result<()> {
@@ -487,18 +433,18 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
 
     let poll = Duration::from_millis(p.poll_interval_ms);
     let mut failures = 0u32;
-    let mut last_warn: Option<Instant> = None;
+    let mut log = RateLimitedLog::new(Duration::from_secs(10));
     'leader: while !stop.load(Ordering::SeqCst) {
         let mut lead = match Leadership::acquire(&pool, &stop).await {
             Ok(Some(l)) => l,
             Ok(None) => break,
             Err(e) => {
-                warn(
-                    &mut last_warn,
+                failed(
+                    &mut log,
                     &publisher,
-                    &format!("cannot take the publisher lock: {e:#}"),
+                    format!("cannot take the publisher lock: {e:#}"),
                 );
-                tokio::time::sleep(backoff(&mut failures)).await;
+                tokio::time::sleep(next_backoff(&mut failures)).await;
                 continue;
             }
         };
@@ -518,12 +464,12 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                     break;
                 }
                 Err(e) => {
-                    warn(
-                        &mut last_warn,
+                    failed(
+                        &mut log,
                         &publisher,
-                        &format!("snapshot failed, retrying: {e:#}"),
+                        format!("snapshot failed, retrying: {e:#}"),
                     );
-                    tokio::time::sleep(backoff(&mut failures)).await;
+                    tokio::time::sleep(next_backoff(&mut failures)).await;
                     publisher.renew();
                 }
             }
@@ -550,12 +496,12 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                 }
                 Ok(_) => failures = 0,
                 Err(e) => {
-                    warn(
-                        &mut last_warn,
+                    failed(
+                        &mut log,
                         &publisher,
-                        &format!("publishing changes failed, retrying: {e:#}"),
+                        format!("publishing changes failed, retrying: {e:#}"),
                     );
-                    tokio::time::sleep(backoff(&mut failures)).await;
+                    tokio::time::sleep(next_backoff(&mut failures)).await;
                     publisher.renew();
                 }
             }
@@ -567,17 +513,24 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn warn(last: &mut Option<Instant>, publisher: &Publisher, message: &str) {
-    publisher.metrics.errors.inc();
-    if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-        tracing::warn!("{message}");
-        *last = Some(Instant::now());
+/// Backoff between failed rounds: from 100 ms, doubling to 5 s, with full jitter
+/// ([`iotflow_sink::backoff`]).
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
     }
 }
 
-/// 100 ms doubling to 5 s.
-fn backoff(failures: &mut u32) -> Duration {
-    let d = Duration::from_millis(100u64 << (*failures).min(6)).min(Duration::from_secs(5));
+/// A failed round: counted every time, logged at most every 10 s.
+fn failed(log: &mut RateLimitedLog, publisher: &Publisher, message: String) {
+    publisher.metrics.errors.inc();
+    log.warn(|| message);
+}
+
+/// The wait before the next attempt after `failures` failures in a row; counts this one.
+fn next_backoff(failures: &mut u32) -> Duration {
+    let d = backoff(&retry_policy(), *failures);
     *failures = failures.saturating_add(1);
     d
 }
@@ -606,34 +559,20 @@ mod tests {
 
     #[test]
     fn the_schema_script_splits_into_its_statements() {
+        // The splitter is iotflow_mysql's (tested there); this is the publisher's own script.
         let s = split_script(DEVICE_INFO_DDL);
         assert_eq!(s.len(), 5, "{s:#?}");
         assert!(s[0].starts_with("CREATE TABLE IF NOT EXISTS device_info ("));
-        assert!(s[2].starts_with("CREATE TRIGGER IF NOT EXISTS device_info_after_insert"));
-        assert!(s[3].contains("IF NEW.pboxid <> OLD.pboxid THEN"));
-        assert!(s[3].trim_end().ends_with("END"), "{}", s[3]);
-        assert!(s
-            .iter()
-            .all(|x| !x.contains("DELIMITER") && !x.contains("$$")));
     }
 
     #[test]
-    fn urls_in_messages_hide_the_password() {
-        assert_eq!(
-            redact("mysql://u:secret@h:3306/db"),
-            "mysql://u:***@h:3306/db"
-        );
-        assert_eq!(redact("mysql://h/db"), "mysql://h/db");
-        // mysql_async decodes `p%40ss%3A%2F%25word` to `p@ss:/%word`: neither may show.
-        let shown = redact("mysql://u:p%40ss%3A%2F%25word@h:3306/db");
-        assert_eq!(shown, "mysql://u:***@h:3306/db");
-    }
-
-    #[test]
-    fn backoff_grows_and_caps() {
+    fn waits_between_failed_rounds_grow_and_cap() {
+        // Full jitter: every wait lies in its window, 100 ms doubling, capped at 5 s.
         let mut f = 0;
-        let seq: Vec<_> = (0..9).map(|_| backoff(&mut f).as_millis()).collect();
-        assert_eq!(seq[..4], [100, 200, 400, 800]);
-        assert_eq!(*seq.last().unwrap(), 5000);
+        for window in [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000] {
+            let d = next_backoff(&mut f).as_millis();
+            assert!((1..=window).contains(&d), "{d} ms outside 1..={window}");
+        }
+        assert_eq!(f, 9);
     }
 }

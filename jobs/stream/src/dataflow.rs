@@ -9,272 +9,102 @@
 //! iot-broadcast ──broadcast-source──device-upsert──broadcast──arrange ──────────┴─ probe ─▶ commits
 //! ```
 //!
-//! Each enabled sink is optional; the probe sees every one of them.
+//! Each enabled sink is optional; the probe sees every one of them. Operators and sinks are
+//! built by their crates; this file only wires them.
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
 
-use iotflow_config::Config;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
-use iotflow_kafka::{
-    kafka_source, DeadLetterLedger, DeadLetterProducer, DeadLetterSink, ParseOptions,
-    ParseReadings, SourceHandle, SourceOptions,
-};
-use iotflow_metrics::{Metrics, RateLimitedLog};
-use iotflow_model::{parse_device_record, DeadLetter, DeviceChange, SourceRef};
-use iotflow_sink::{Connector, Fatal, RejectRecorder, Rejected, Rejects, SinkBatches, SinkOptions};
-use iotflow_sink_clickhouse::ClickhouseConnector;
-use iotflow_sink_elasticsearch::ElasticsearchConnector;
-use iotflow_sink_mysql::{MysqlWriter, Row};
+use iotflow_kafka::SourceOptions;
+use iotflow_kafka::{device_changes, kafka_source, DeadLetterSink, ParseOptions, ParseReadings};
+use iotflow_sink::{SinkEnv, SinkTo};
 use iotflow_worktime::live::LiveWorkTime;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concatenate, Inspect, Probe};
+use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
-/// What every worker of a process shares.
-#[derive(Clone)]
-pub struct JobContext {
-    /// The configuration.
-    pub config: Config,
-    /// The process's metrics.
-    pub metrics: Arc<Metrics>,
-    /// Drain/stop coordination.
-    pub lifecycle: Arc<SourceHandle>,
-    /// The first definite sink error.
-    pub fatal: Fatal,
-    /// The tokio runtime sinks write on.
-    pub runtime: tokio::runtime::Handle,
-    /// MySQL connections (when the MySQL sink is enabled).
-    pub mysql: Option<mysql_async::Pool>,
-    /// The checked ClickHouse sink (when it is enabled).
-    pub clickhouse: Option<ClickhouseConnector>,
-    /// The checked Elasticsearch sink (when it is enabled).
-    pub elasticsearch: Option<ElasticsearchConnector>,
-    /// Where rows a store refused go (when any sink is enabled).
-    pub dead_letters: Option<DeadLetterProducer>,
-    /// Which dead letters are already in the dead-letter topic (read back at start).
-    pub ledger: Arc<DeadLetterLedger>,
-    /// The live work-time view (when `worktime.live` is on).
-    pub live: Option<Arc<std::sync::Mutex<iotflow_worktime::live::LiveBoard>>>,
-}
-
-/// The `rejects` callback of a sink's writer: each row the store refused becomes a dead letter
-/// (the row as the sink would have stored it as payload, the server's reason in the headers,
-/// reason code `{sink}_rejected`), and the write waits for the broker's acknowledgement.
-fn sink_rejects(
-    sink: &'static str,
-    store: &'static str,
-    dead_letters: DeadLetterProducer,
-    topic: String,
-    recent: iotflow_metrics::RecentDeadLetters,
-) -> Rejects {
-    let code = format!("{sink}_rejected");
-    Arc::new(move |r: Rejected| {
-        let dead_letters = dead_letters.clone();
-        recent.note(
-            &code,
-            &r.reason,
-            &format!("{topic}/{}/{}", r.src_partition, r.src_offset),
-        );
-        let letter = DeadLetter {
-            payload: r.document.into_bytes(),
-            truncated: false,
-            reason: format!("{store} refused the row for {}: {}", r.target, r.reason),
-            reason_code: code.clone(),
-            topic: topic.clone(),
-            source: SourceRef {
-                partition: r.src_partition,
-                offset: r.src_offset,
-            },
-            kafka_ts_ms: r.kafka_ts_ms,
-        };
-        Box::pin(async move { dead_letters.send(&letter).await })
-    })
-}
+use crate::{rejects, JobContext};
 
 /// Builds the graph on `worker`; the returned probe is done when the job has finished.
 pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandle<u64>> {
-    let index = worker.index();
-    let c = &ctx.config;
-    let m = &ctx.metrics;
+    let (c, m, w) = (&ctx.config, &ctx.metrics, worker.index());
     let probe = ProbeHandle::new();
-    let pressure = Rc::new(Cell::new(0usize));
-    let zone = c.zone()?;
-    // Rows each enabled sink may hold before the source pauses (a row held by two sinks
-    // counts twice).
-    let hold = |b: &iotflow_config::BatchConfig| b.max_rows * (b.max_in_flight + 1) * 2;
-    let max_pending_rows = [
-        ctx.mysql.as_ref().map(|_| hold(&c.mysql.batch)),
-        ctx.clickhouse.as_ref().map(|_| hold(&c.clickhouse.batch)),
-        ctx.elasticsearch
-            .as_ref()
-            .map(|_| hold(&c.elasticsearch.batch)),
-    ]
-    .into_iter()
-    .flatten()
-    .sum::<usize>()
-    .max(hold(&c.mysql.batch));
-    // Readings waiting for the dimension (an epoch's worth normally) and dead letters awaiting
-    // the broker: a budget of their own.
+    let sinks = SinkEnv {
+        worker: w,
+        runtime: ctx.runtime.clone(),
+        metrics: m.clone(),
+        pressure: Rc::new(Cell::new(0)),
+        fatal: ctx.fatal.clone(),
+        rejects: (ctx.dead_letters.clone())
+            .map(|dl| rejects::to_dead_letters(dl, c.kafka.topic.clone(), m.clone(), w)),
+    };
+    // Readings waiting for the dimension and dead letters awaiting the broker: a budget of
+    // their own, apart from the sinks' (`held_rows`).
     let stashed = Rc::new(Cell::new(0usize));
+    let parse = ParseOptions::readings(c)?;
     worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<()> {
-        // Readings: committed offsets, commit when the probe says so.
         let records = kafka_source(
             scope,
             &c.kafka,
-            SourceOptions::readings(c, max_pending_rows, ctx.ledger.clone(), stashed.clone()),
-            m.source("kafka-source", index),
+            SourceOptions::readings(c, ctx.held_rows(), ctx.ledger.clone(), stashed.clone()),
+            m.source("kafka-source", w),
             Some(probe.clone()),
-            pressure.clone(),
+            sinks.pressure.clone(),
             ctx.lifecycle.clone(),
         )?;
-        // Done once every reader of the cluster has finished: then the dimension may stop.
+        // The dimension may stop once every reader of the cluster has finished.
         let readers = ProbeHandle::new();
         let records = records.probe_with(&readers);
-
-        // Device dimension: replayed from the beginning, complete before time moves.
-        let device_records = kafka_source(
+        let devices = kafka_source(
             scope,
             &c.kafka,
             SourceOptions::dimension(c, readers),
-            m.source("broadcast-source", index),
+            m.source("broadcast-source", w),
             None,
             Rc::new(Cell::new(0)),
             ctx.lifecycle.clone(),
         )?;
-        let broadcast_topic = c.kafka.broadcast_topic.clone();
-        let mut log = RateLimitedLog::new(Duration::from_secs(5));
-        let changes = device_records.flat_map(move |r| -> Option<DeviceChange> {
-            match parse_device_record(r.key.as_deref(), r.payload.as_deref()) {
-                Ok(change) => Some(change),
-                Err(e) => {
-                    log.warn(|| {
-                        format!(
-                            "ignored device record {broadcast_topic}/{}/{}: {e}",
-                            r.partition, r.offset
-                        )
-                    });
-                    None
-                }
-            }
-        });
+        let changes = device_changes(devices, c.kafka.broadcast_topic.clone());
         let dimension = replicate_dimension(device_updates(changes));
 
-        let (readings, dead_letters) = records.parse_readings(
-            ParseOptions {
-                topic: c.kafka.topic.clone(),
-                zone,
-                limits: c.parse_limits(),
-                dlq_max_payload_bytes: c.kafka.dlq_max_payload_bytes,
-            },
-            m.parse("parse", index),
+        let (readings, letters) = records.parse_readings(parse, m.parse("parse", w));
+        let letters = rejects::noted(letters, m.recent_dead_letters());
+        let (dlq_metrics, dlq_held) = (
+            m.dlq("dead-letter-sink", w),
+            m.buffered("dead-letter-sink", w),
         );
-        // The web UI shows the latest reasons.
-        let recent = m.recent_dead_letters();
-        let dead_letters = dead_letters.inspect(move |l| {
-            recent.note(
-                &l.reason_code,
-                &l.reason,
-                &format!("{}/{}/{}", l.topic, l.source.partition, l.source.offset),
-            )
-        });
-        let mut done = vec![DeadLetterSink::build(
-            dead_letters,
+        let dlq = DeadLetterSink::build(
+            letters,
             &c.kafka,
             ctx.ledger.clone(),
-            m.dlq("dead-letter-sink", index),
+            dlq_metrics,
             stashed.clone(),
-            m.buffered("dead-letter-sink", index),
-        )?];
+            dlq_held,
+        )?;
 
-        let enriched =
-            readings.enrich_with_pressure(&dimension, m.enrich("enrich", index), stashed.clone());
-
+        let enriched = readings.enrich_with_pressure(&dimension, m.enrich("enrich", w), stashed);
         if let Some(board) = &ctx.live {
             enriched.clone().live_work_time(board.clone());
         }
-
-        // Each sink's refused rows: to the dead letters, counted per sink and worker.
-        let recorder = |sink: &'static str, store: &'static str, operator: &str| {
-            let recorder = RejectRecorder::none(sink);
-            match &ctx.dead_letters {
-                Some(dl) => recorder
-                    .to(sink_rejects(
-                        sink,
-                        store,
-                        dl.counting(m.dlq(operator, index)),
-                        c.kafka.topic.clone(),
-                        m.recent_dead_letters(),
-                    ))
-                    .counting(m.sink(sink, operator, index).items_rejected),
-                None => recorder,
-            }
-        };
-        if let Some(pool) = &ctx.mysql {
-            let timeout = Duration::from_millis(c.mysql.write_timeout_ms);
-            done.push(
-                enriched.clone().map(|e| Row::from(&e)).sink_batches(
-                    MysqlWriter::new(pool.clone(), &c.mysql.table)
-                        .with_timeout(timeout)
-                        .with_rejects(recorder("mysql", "MySQL", "mysql-sink")),
-                    SinkOptions {
-                        sink: "mysql".into(),
-                        batch: (&c.mysql.batch).into(),
-                        retry: (&c.mysql.retry).into(),
-                    },
-                    ctx.runtime.clone(),
-                    m.sink("mysql", "mysql-sink", index),
-                    pressure.clone(),
-                    ctx.fatal.clone(),
-                ),
-            );
+        let mut stored = Vec::new();
+        if let Some(s) = &ctx.mysql {
+            stored.push(enriched.clone().sink_to(s, &sinks));
         }
-        if let Some(ch) = &ctx.clickhouse {
-            let sink_metrics = m.sink(ch.name(), "clickhouse-sink", index);
-            done.push(
-                enriched
-                    .clone()
-                    .map(|e| ClickhouseConnector::row(&e))
-                    .sink_batches(
-                        ch.writer(
-                            recorder(ch.name(), ch.store(), "clickhouse-sink"),
-                            &sink_metrics,
-                        ),
-                        ch.options(),
-                        ctx.runtime.clone(),
-                        sink_metrics,
-                        pressure.clone(),
-                        ctx.fatal.clone(),
-                    ),
-            );
+        if let Some(s) = &ctx.clickhouse {
+            stored.push(enriched.clone().sink_to(s, &sinks));
         }
-        if let Some(es) = &ctx.elasticsearch {
-            let sink_metrics = m.sink(es.name(), "elasticsearch-sink", index);
-            done.push(
-                enriched
-                    .clone()
-                    .map(|e| ElasticsearchConnector::row(&e))
-                    .sink_batches(
-                        es.writer(
-                            recorder(es.name(), es.store(), "elasticsearch-sink"),
-                            &sink_metrics,
-                        ),
-                        es.options(),
-                        ctx.runtime.clone(),
-                        sink_metrics,
-                        pressure.clone(),
-                        ctx.fatal.clone(),
-                    ),
-            );
+        if let Some(s) = &ctx.elasticsearch {
+            stored.push(enriched.clone().sink_to(s, &sinks));
         }
-        if done.len() == 1 {
-            // No sink enabled: the probe still needs to see enrichment complete.
-            done.push(enriched.map(|_| ()));
+        if stored.is_empty() {
+            // No sink enabled: the probe still waits for enrichment.
+            stored.push(enriched.map(|_| ()));
         }
-        scope.concatenate(done).probe_with(&probe);
+        scope
+            .concatenate(stored.into_iter().chain([dlq]))
+            .probe_with(&probe);
         Ok(())
     })?;
     Ok(probe)

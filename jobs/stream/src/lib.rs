@@ -4,7 +4,10 @@
 //!
 //! [`dataflow`] is the graph, top to bottom; [`run`] sets up the process around it.
 
+mod context;
 pub mod dataflow;
+mod rejects;
 mod run;
 
+pub use context::JobContext;
 pub use run::{run, ClusterArgs};

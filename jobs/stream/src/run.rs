@@ -11,7 +11,8 @@ use iotflow_kafka::SourceHandle;
 use iotflow_metrics::Metrics;
 use iotflow_worktime::Rules;
 
-use crate::dataflow::{build, JobContext};
+use crate::dataflow::build;
+use crate::JobContext;
 
 /// Timely's cluster flags (`-w -n -p -h`).
 #[derive(Clone, Debug)]
@@ -83,18 +84,10 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
     }
 
     let mysql = if config.mysql.enabled {
-        let connections = cluster.workers * 2 + 2;
-        let pool = runtime
-            .block_on(iotflow_sink_mysql::prepare(
-                &config.mysql.url,
-                &config.mysql.table,
-                config.mysql.create_table,
-                connections,
-                Duration::from_secs(10),
-            ))
-            .map_err(anyhow::Error::msg)
+        let connector = runtime
+            .block_on(iotflow_sink_mysql::prepare(&config.mysql, cluster.workers))
             .context("MySQL sink pre-flight check failed")?;
-        Some(pool)
+        Some(connector)
     } else {
         None
     };

@@ -270,7 +270,7 @@ fn compute(
 /// Creates the result tables when missing.
 pub async fn create_tables(pool: &Pool) -> anyhow::Result<()> {
     let mut conn = pool.get_conn().await?;
-    for statement in iotflow_publisher::split_script(DEVICE_WORK_TIME_DDL) {
+    for statement in iotflow_mysql::split_script(DEVICE_WORK_TIME_DDL) {
         conn.query_drop(&statement)
             .await
             .context("creating device_work_time")?;
@@ -386,7 +386,7 @@ pub fn run_days(
         .build()?;
     let url = mysql_url(config).to_string();
     let pool = runtime
-        .block_on(iotflow_publisher::connect(&url, Duration::from_secs(10)))
+        .block_on(iotflow_mysql::connect(&url, Duration::from_secs(10)))
         .context("work-time pre-flight check failed")?;
     runtime.block_on(create_tables(&pool))?;
     let mut out = Vec::new();
@@ -578,7 +578,7 @@ pub fn run_schedule(
         .enable_all()
         .build()?;
     let pool = runtime
-        .block_on(iotflow_publisher::connect(
+        .block_on(iotflow_mysql::connect(
             mysql_url(config),
             Duration::from_secs(10),
         ))

@@ -312,7 +312,7 @@ impl Bench {
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             brokers: a.brokers.clone(),
-            mysql: iotflow_sink_mysql::redact(&a.mysql_url),
+            mysql: iotflow_mysql::redact(&a.mysql_url),
             readings: a.readings,
             devices: a.devices,
             partitions: a.partitions,

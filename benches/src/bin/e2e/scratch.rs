@@ -49,7 +49,7 @@ impl Bench {
             let mut conn = pool.get_conn().await.with_context(|| {
                 format!(
                     "connecting to MariaDB at {} (bash deploy/local/start.sh)",
-                    iotflow_sink_mysql::redact(&url)
+                    iotflow_mysql::redact(&url)
                 )
             })?;
             conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))

@@ -532,7 +532,7 @@ pub fn publisher(f: &Fixture, port: u16, stderr: Stdio) -> Child {
 /// Creates `device_info` and its outbox in the fixture's database and fills it with `devices`.
 pub fn seed_device_info(f: &Fixture, devices: &[iotflow_model::DeviceInfo]) {
     runtime().block_on(async {
-        let pool = iotflow_publisher::connect(&f.db_url, Duration::from_secs(10))
+        let pool = iotflow_mysql::connect(&f.db_url, Duration::from_secs(10))
             .await
             .unwrap();
         iotflow_publisher::create_schema(&pool).await.unwrap();

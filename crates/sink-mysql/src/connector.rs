@@ -1,0 +1,67 @@
+//! What the MySQL sink hands the job.
+
+use std::time::Duration;
+
+use iotflow_config::MysqlConfig;
+use iotflow_metrics::SinkMetrics;
+use iotflow_model::Enriched;
+use iotflow_sink::{Connector, RejectRecorder, SinkOptions};
+use mysql_async::Pool;
+
+use crate::{MysqlWriter, Row};
+
+/// A checked MySQL sink ([`crate::prepare`]): the `[mysql]` section and the pool every
+/// worker's writer takes its connections from. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct MysqlConnector {
+    config: MysqlConfig,
+    pool: Pool,
+}
+
+impl MysqlConnector {
+    /// A connector writing to `config.table` through `pool` (normally built by
+    /// [`crate::prepare`], which also checks the server).
+    pub fn new(config: MysqlConfig, pool: Pool) -> Self {
+        MysqlConnector { config, pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The `[mysql]` section the connector was prepared from.
+    pub fn config(&self) -> &MysqlConfig {
+        &self.config
+    }
+}
+
+impl Connector for MysqlConnector {
+    type Writer = MysqlWriter;
+
+    fn name(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn store(&self) -> &'static str {
+        "MySQL"
+    }
+
+    fn row(enriched: &Enriched) -> Row {
+        crate::row::row(enriched)
+    }
+
+    fn options(&self) -> SinkOptions {
+        SinkOptions {
+            sink: self.name().into(),
+            batch: (&self.config.batch).into(),
+            retry: (&self.config.retry).into(),
+        }
+    }
+
+    fn writer(&self, rejects: RejectRecorder, _metrics: &SinkMetrics) -> MysqlWriter {
+        MysqlWriter::new(self.pool.clone(), &self.config.table)
+            .with_timeout(Duration::from_millis(self.config.write_timeout_ms))
+            .with_rejects(rejects)
+    }
+}
