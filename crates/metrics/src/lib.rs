@@ -5,6 +5,7 @@
 //! `partition` or `reason` where they apply, all bounded sets); never a device id. Operators
 //! resolve their label sets once when they are built, so the hot path is one atomic add.
 
+pub mod http;
 mod log;
 mod server;
 
@@ -15,6 +16,7 @@ use prometheus::{
     TextEncoder,
 };
 
+pub use http::{process_address, AddressError};
 pub use log::RateLimitedLog;
 pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 pub use server::{serve, serve_with, MetricsServer, ServerOptions};
@@ -139,6 +141,35 @@ fn histogram(
     h
 }
 
+/// The version of this build (the workspace version).
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit of this build (`git rev-parse --short HEAD` when it was built), or "unknown".
+pub const BUILD_COMMIT: &str = env!("IOTFLOW_GIT_COMMIT");
+
+/// Registers what every Prometheus-instrumented service exposes besides its own metrics: the
+/// process collector (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_threads`, ...; Linux only) and `iotflow_build_info{version,
+/// commit}` = 1. [`Metrics::new`] calls it; registries of their own (the worktime push) too.
+pub fn register_service_telemetry(r: &Registry) {
+    #[cfg(target_os = "linux")]
+    r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
+    .expect("unique metric");
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "iotflow_build_info",
+            "The iotflow build this process runs (always 1; see the labels).",
+        ),
+        &["version", "commit"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(info.clone())).expect("unique metric");
+    info.with_label_values(&[BUILD_VERSION, BUILD_COMMIT])
+        .set(1);
+}
+
 /// Latency buckets from 1 ms to 60 s, dense between 50 ms and 1 s where live end-to-end
 /// latency sits (one epoch plus one batch delay plus the write).
 fn latency_buckets() -> Vec<f64> {
@@ -168,6 +199,7 @@ impl Metrics {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
         );
+        register_service_telemetry(&r);
         Metrics {
             messages_received: counter(&r, "iotflow_kafka_messages_received_total", "Kafka messages read from the readings topic.", &[]),
             parse_success: counter(&r, "iotflow_parse_success_total", "Readings that parsed and validated.", &[]),
@@ -492,5 +524,25 @@ mod tests {
         assert!(text.contains(r#"reason="invalid_json""#));
         assert!(text.contains(r#"iotflow_kafka_consumer_lag{job_id="abc",job_name="job",operator="kafka-source",partition="4",worker="1"} 17"#));
         assert!(text.contains("iotflow_sink_batch_write_seconds_bucket"));
+    }
+
+    #[test]
+    fn every_registry_carries_process_and_build_telemetry() {
+        let text = Metrics::new("job", "abc").render();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_threads",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        let info =
+            format!(r#"iotflow_build_info{{commit="{BUILD_COMMIT}",version="{BUILD_VERSION}"}} 1"#);
+        assert!(text.contains(&info), "{text}");
+        assert!(!BUILD_COMMIT.is_empty());
     }
 }
