@@ -5,6 +5,7 @@
 //! `partition` or `reason` where they apply, all bounded sets); never a device id. Operators
 //! resolve their label sets once when they are built, so the hot path is one atomic add.
 
+pub mod exposition;
 pub mod http;
 mod log;
 mod server;
@@ -16,6 +17,7 @@ use prometheus::{
     TextEncoder,
 };
 
+pub use exposition::Exposition;
 pub use http::{process_address, AddressError};
 pub use log::RateLimitedLog;
 pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
