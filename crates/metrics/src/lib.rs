@@ -12,15 +12,12 @@ mod server;
 
 use std::sync::Arc;
 
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, TextEncoder};
 
 pub use exposition::Exposition;
 pub use http::{process_address, AddressError};
 pub use log::RateLimitedLog;
-pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
+pub use prometheus::{Gauge, GaugeVec, Histogram, IntCounter, IntGauge, Opts, Registry};
 pub use server::{serve, serve_with, MetricsServer, ServerOptions};
 
 /// The built-in web UI (one self-contained page: no external script or style).
@@ -172,6 +169,16 @@ pub fn register_service_telemetry(r: &Registry) {
         .set(1);
 }
 
+/// The Prometheus text exposition of `registry` (what `/metrics` serves and what is pushed to
+/// the Pushgateway).
+pub fn encode_text(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding");
+    String::from_utf8(buf).expect("utf-8 exposition")
+}
+
 /// Latency buckets from 1 ms to 60 s, dense between 50 ms and 1 s where live end-to-end
 /// latency sits (one epoch plus one batch delay plus the write).
 fn latency_buckets() -> Vec<f64> {
@@ -267,11 +274,7 @@ impl Metrics {
 
     /// The current exposition text.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
-        String::from_utf8(buf).expect("utf-8 exposition")
+        encode_text(&self.registry)
     }
 
     fn base<'a>(&'a self, operator: &'a str, worker: &'a str) -> [&'a str; 4] {
