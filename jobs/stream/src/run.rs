@@ -270,8 +270,6 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn metrics_port_moves_with_the_process() {
         assert_eq!(
