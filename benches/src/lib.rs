@@ -5,7 +5,7 @@
 //!   from the device simulator, at each stage of the pipeline.
 //! * [`BaselineReading`]: the "serde parse alone" baseline the real parser is compared with.
 //! * [`prom`]: the job's counters and histograms from its `/metrics` text (parsed by the
-//!   `prometheus-parse` crate), and `histogram_quantile` as Prometheus computes it.
+//!   project's one parser, `iotflow_metrics::Exposition`), and `histogram_quantile` as Prometheus computes it.
 //! * [`job`]: `iotflow run` as a child process, followed through its `/metrics` (reqwest).
 //! * [`report`]: the harness's results as data, and their markdown tables rendered once.
 //!

@@ -1,35 +1,20 @@
 //! Reading the job's `/metrics` text: counters summed over their label sets, histograms merged
 //! bucket by bucket, and quantiles interpolated the way Prometheus' `histogram_quantile` does.
 //!
-//! The text format itself is parsed by the `prometheus-parse` crate; this module only adds up
-//! what the harness needs from it.
+//! The text format itself is parsed by `iotflow_metrics::Exposition` (the project's one
+//! parser); this module only adds up what the harness needs from it.
 
-use prometheus_parse::{Scrape, Value};
+use iotflow_metrics::Exposition;
 
-/// The samples of a `/metrics` text (unparseable lines are skipped, as Prometheus would reject
-/// the scrape; the job's own exposition has none).
-fn scrape(text: &str) -> Scrape {
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("reading from a string")
-}
-
-/// The sum of every sample of `name` over all label sets (0 when there is none). Only counters,
-/// gauges and untyped samples count: a histogram's own name has no single value (its
-/// `_count` and `_sum` series do).
+/// The sum of every sample of `name` over all label sets (0 when there is none). A
+/// histogram's own name has no samples (its `_bucket`, `_count` and `_sum` series do).
 ///
 /// ```
 /// let text = "# TYPE x_total counter\nx_total{worker=\"0\"} 3\nx_total{worker=\"1\"} 4\nx_totals 9\n";
 /// assert_eq!(iotflow_benches::prom::sum(text, "x_total"), 7.0);
 /// ```
 pub fn sum(text: &str, name: &str) -> f64 {
-    scrape(text)
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .map(|s| match s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            Value::Histogram(_) | Value::Summary(_) => 0.0,
-        })
-        .sum()
+    Exposition::parse(text).sum(name, &[]).unwrap_or(0.0)
 }
 
 /// The cumulative buckets `(le, count)` of histogram `name`, summed over all other labels and
@@ -37,28 +22,14 @@ pub fn sum(text: &str, name: &str) -> f64 {
 pub fn histogram(text: &str, name: &str) -> Vec<(f64, f64)> {
     let bucket = format!("{name}_bucket");
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    let mut add = |le: f64, value: f64| match buckets.iter_mut().find(|(b, _)| *b == le) {
-        Some((_, count)) => *count += value,
-        None => buckets.push((le, value)),
-    };
-    for sample in scrape(text).samples {
-        match &sample.value {
-            Value::Histogram(counts) if sample.metric == name => {
-                for c in counts {
-                    add(c.less_than, c.count);
-                }
-            }
-            // Without a `# TYPE name histogram` line the buckets come as untyped samples.
-            Value::Untyped(v) if sample.metric == bucket => {
-                if let Some(le) = sample
-                    .labels
-                    .get("le")
-                    .and_then(|le| le.parse::<f64>().ok())
-                {
-                    add(le, *v);
-                }
-            }
-            _ => {}
+    for sample in Exposition::parse(text).samples {
+        let le = sample.label("le").and_then(|le| le.parse::<f64>().ok());
+        let Some(le) = le.filter(|_| sample.name == bucket) else {
+            continue;
+        };
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, count)) => *count += sample.value,
+            None => buckets.push((le, sample.value)),
         }
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -5,18 +5,19 @@
 //! `partition` or `reason` where they apply, all bounded sets); never a device id. Operators
 //! resolve their label sets once when they are built, so the hot path is one atomic add.
 
+pub mod exposition;
+pub mod http;
 mod log;
 mod server;
 
 use std::sync::Arc;
 
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, TextEncoder};
 
+pub use exposition::Exposition;
+pub use http::{process_address, AddressError};
 pub use log::RateLimitedLog;
-pub use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
+pub use prometheus::{Gauge, GaugeVec, Histogram, IntCounter, IntGauge, Opts, Registry};
 pub use server::{serve, serve_with, MetricsServer, ServerOptions};
 
 /// The built-in web UI (one self-contained page: no external script or style).
@@ -139,6 +140,45 @@ fn histogram(
     h
 }
 
+/// The version of this build (the workspace version).
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit of this build (`git rev-parse --short HEAD` when it was built), or "unknown".
+pub const BUILD_COMMIT: &str = env!("IOTFLOW_GIT_COMMIT");
+
+/// Registers what every Prometheus-instrumented service exposes besides its own metrics: the
+/// process collector (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_threads`, ...; Linux only) and `iotflow_build_info{version,
+/// commit}` = 1. [`Metrics::new`] calls it; registries of their own (the worktime push) too.
+pub fn register_service_telemetry(r: &Registry) {
+    #[cfg(target_os = "linux")]
+    r.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))
+    .expect("unique metric");
+    let info = IntGaugeVec::new(
+        Opts::new(
+            "iotflow_build_info",
+            "The iotflow build this process runs (always 1; see the labels).",
+        ),
+        &["version", "commit"],
+    )
+    .expect("valid metric");
+    r.register(Box::new(info.clone())).expect("unique metric");
+    info.with_label_values(&[BUILD_VERSION, BUILD_COMMIT])
+        .set(1);
+}
+
+/// The Prometheus text exposition of `registry` (what `/metrics` serves and what is pushed to
+/// the Pushgateway).
+pub fn encode_text(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding");
+    String::from_utf8(buf).expect("utf-8 exposition")
+}
+
 /// Latency buckets from 1 ms to 60 s, dense between 50 ms and 1 s where live end-to-end
 /// latency sits (one epoch plus one batch delay plus the write).
 fn latency_buckets() -> Vec<f64> {
@@ -168,6 +208,7 @@ impl Metrics {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
         );
+        register_service_telemetry(&r);
         Metrics {
             messages_received: counter(&r, "iotflow_kafka_messages_received_total", "Kafka messages read from the readings topic.", &[]),
             parse_success: counter(&r, "iotflow_parse_success_total", "Readings that parsed and validated.", &[]),
@@ -233,11 +274,7 @@ impl Metrics {
 
     /// The current exposition text.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
-        String::from_utf8(buf).expect("utf-8 exposition")
+        encode_text(&self.registry)
     }
 
     fn base<'a>(&'a self, operator: &'a str, worker: &'a str) -> [&'a str; 4] {
@@ -492,5 +529,25 @@ mod tests {
         assert!(text.contains(r#"reason="invalid_json""#));
         assert!(text.contains(r#"iotflow_kafka_consumer_lag{job_id="abc",job_name="job",operator="kafka-source",partition="4",worker="1"} 17"#));
         assert!(text.contains("iotflow_sink_batch_write_seconds_bucket"));
+    }
+
+    #[test]
+    fn every_registry_carries_process_and_build_telemetry() {
+        let text = Metrics::new("job", "abc").render();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_threads",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        let info =
+            format!(r#"iotflow_build_info{{commit="{BUILD_COMMIT}",version="{BUILD_VERSION}"}} 1"#);
+        assert!(text.contains(&info), "{text}");
+        assert!(!BUILD_COMMIT.is_empty());
     }
 }

@@ -3,17 +3,17 @@
 //! twice an interval apart, and prints one line per process: job, uptime, throughput, consumer
 //! lag, sink state; or DOWN with the reason when an endpoint does not answer.
 //!
-//! Plain `std::net::TcpStream` HTTP and a minimal parser of the Prometheus text format: the
-//! endpoints are iotflow's own (`crates/metrics/src/server.rs`), so no HTTP stack is needed.
+//! HTTP through reqwest (blocking), the text format through iotflow's one parser
+//! (`iotflow_metrics::exposition`), the table through comfy-table.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use iotflow_config::Config;
+use iotflow_metrics::Exposition;
 use serde_json::{json, Value};
 
 /// `iotflow status` arguments.
@@ -152,14 +152,10 @@ pub fn normalize_endpoint(e: &str) -> anyhow::Result<String> {
 /// Where process `process` of a job with `metrics.listen = listen` serves /metrics (port +
 /// process, as `iotflow run` does); a wildcard listen address is read on loopback.
 pub fn process_endpoint(listen: &str, process: usize) -> anyhow::Result<String> {
+    let listen = iotflow_metrics::process_address(listen, process)?;
     let (host, port) = listen
         .rsplit_once(':')
         .with_context(|| format!("listen address `{listen}` must be host:port"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("listen address `{listen}`: bad port"))?;
-    let port = u16::try_from(usize::from(port) + process)
-        .with_context(|| format!("listen address `{listen}` + {process}: port out of range"))?;
     let host = match host {
         "" | "0.0.0.0" => "127.0.0.1",
         "[::]" => "[::1]",
@@ -208,247 +204,57 @@ pub fn parse_file_sd(text: &str) -> anyhow::Result<Vec<Target>> {
 // ---------------------------------------------------------------------------------------------
 // Scraping
 
-/// GET `path` on `endpoint` (plain HTTP); the body of a 200 response, or why not.
+/// GET `path` on `endpoint` (plain HTTP, reqwest); the body of a 200 response, or why not.
 pub fn http_get(endpoint: &str, path: &str, timeout: Duration) -> Result<String, String> {
-    let addrs: Vec<_> = endpoint
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {endpoint}: {e}"))?
-        .collect();
-    let mut last = format!("{endpoint} resolves to no address");
-    let mut stream = None;
-    for a in &addrs {
-        match TcpStream::connect_timeout(a, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = describe_io(&e, timeout),
-        }
-    }
-    let mut stream = stream.ok_or(last)?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| describe_io(&e, timeout))?;
-    // HTTP/1.0: the server answers with a plain body and closes the connection.
-    let host = endpoint;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+    let client = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(format!("http://{endpoint}{path}"))
+        .header(reqwest::header::ACCEPT, "text/plain")
+        .send()
+        .map_err(|e| describe(&e, timeout))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        return Err(format!(
+            "HTTP {} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or_default()
         )
-        .map_err(|e| describe_io(&e, timeout))?;
-    let mut raw = Vec::new();
-    stream
-        .take(256 << 20)
-        .read_to_end(&mut raw)
-        .map_err(|e| describe_io(&e, timeout))?;
-    parse_http_response(&raw)
+        .trim_end()
+        .to_string());
+    }
+    response.text().map_err(|e| describe(&e, timeout))
 }
 
-fn describe_io(e: &std::io::Error, timeout: Duration) -> String {
+/// Why a request failed, in the words the status table uses.
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     use std::io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => "connection refused".into(),
-        TimedOut | WouldBlock => format!("no answer within {timeout:?}"),
-        ConnectionReset => "connection reset".into(),
-        _ => e.to_string(),
+    if e.is_timeout() {
+        return format!("no answer within {timeout:?}");
     }
-}
-
-/// The body of a raw HTTP response if its status is 200 (chunked bodies decoded).
-pub fn parse_http_response(raw: &[u8]) -> Result<String, String> {
-    if raw.is_empty() {
-        return Err("empty response (not an HTTP server?)".into());
-    }
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("malformed HTTP response (no end of headers)")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let body = &raw[split + 4..];
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/") {
-        return Err("not an HTTP response".into());
-    }
-    let code = parts.next().unwrap_or_default();
-    if code != "200" {
-        return Err(format!("HTTP {}", status_line[version.len()..].trim()));
-    }
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding")
-                && v.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body).ok_or("malformed chunked body")?
-    } else {
-        body.to_vec()
-    };
-    String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Prometheus text format, minimally
-
-/// One sample: `name{labels} value`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    /// Metric name (with `_bucket`, `_sum`, `_count` suffixes as written).
-    pub name: String,
-    /// Labels in the order written.
-    pub labels: Vec<(String, String)>,
-    /// Value.
-    pub value: f64,
-}
-
-impl Sample {
-    /// The value of label `name`.
-    pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn matches(&self, filter: &[(&str, &str)]) -> bool {
-        filter.iter().all(|(k, v)| self.label(k) == Some(v))
-    }
-}
-
-/// A parsed exposition.
-#[derive(Clone, Debug, Default)]
-pub struct Exposition {
-    /// Every sample, in order.
-    pub samples: Vec<Sample>,
-}
-
-impl Exposition {
-    /// Parses the text format; comment lines and lines it cannot read are skipped.
-    pub fn parse(text: &str) -> Exposition {
-        Exposition {
-            samples: text.lines().filter_map(parse_sample).collect(),
-        }
-    }
-
-    /// Whether any sample of `name` is present.
-    pub fn has(&self, name: &str) -> bool {
-        self.samples.iter().any(|s| s.name == name)
-    }
-
-    /// Sum of the samples of `name` matching every `label = value` of `filter`; `None` when
-    /// none matches.
-    pub fn sum(&self, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
-        self.samples
-            .iter()
-            .filter(|s| s.name == name && s.matches(filter))
-            .map(|s| s.value)
-            .reduce(|a, b| a + b)
-    }
-
-    /// Like [`Exposition::sum`], grouped by the value of label `by`.
-    pub fn sum_by(&self, name: &str, by: &str, filter: &[(&str, &str)]) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        for s in self
-            .samples
-            .iter()
-            .filter(|s| s.name == name && s.matches(filter))
-        {
-            *out.entry(s.label(by).unwrap_or_default().to_string())
-                .or_insert(0.0) += s.value;
-        }
-        out
-    }
-
-    /// The first sample of `name`.
-    pub fn first(&self, name: &str) -> Option<&Sample> {
-        self.samples.iter().find(|s| s.name == name)
-    }
-}
-
-/// Parses one line `name{a="x",b="y"} value [timestamp]`; `None` for comments, blank lines and
-/// anything malformed.
-pub fn parse_sample(line: &str) -> Option<Sample> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .unwrap_or(line.len());
-    let name = &line[..name_end];
-    if name.is_empty()
-        || name.starts_with(|c: char| c.is_ascii_digit())
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
-        return None;
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(r) = rest.strip_prefix('{') {
-        rest = r;
-        loop {
-            rest = rest.trim_start_matches([' ', ',']);
-            if let Some(r) = rest.strip_prefix('}') {
-                rest = r;
-                break;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ConnectionRefused => return "connection refused".into(),
+                TimedOut | WouldBlock => return format!("no answer within {timeout:?}"),
+                ConnectionReset => return "connection reset".into(),
+                _ => {}
             }
-            let eq = rest.find('=')?;
-            let key = rest[..eq].trim().to_string();
-            rest = rest[eq + 1..].trim_start().strip_prefix('"')?;
-            let mut value = String::new();
-            let mut chars = rest.char_indices();
-            let end = loop {
-                let (i, c) = chars.next()?;
-                match c {
-                    '"' => break i,
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    c => value.push(c),
-                }
-            };
-            labels.push((key, value));
-            rest = &rest[end + 1..];
         }
+        source = s.source();
     }
-    let value = rest.split_whitespace().next()?;
-    Some(Sample {
-        name: name.to_string(),
-        labels,
-        value: parse_value(value)?,
-    })
-}
-
-fn parse_value(v: &str) -> Option<f64> {
-    match v {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        v => v.parse().ok(),
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
     }
+    text
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -941,20 +747,21 @@ pub fn render_table(statuses: &[ProcessStatus]) -> String {
             state,
         ]);
     }
-    let columns = rows[0].len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
+    let mut header = rows.remove(0).into_iter();
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.by_ref().collect::<Vec<_>>());
+    for row in rows {
+        table.add_row(row);
+    }
+    // Two spaces between columns, none before the first: lines start with STATUS.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
     let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
-            }
-        }
+    for line in table.lines() {
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -999,38 +806,6 @@ iotflow_sink_batch_write_seconds_bucket{job_id="00ab",job_name="plant-a",operato
         Target {
             endpoint: "127.0.0.1:9249".into(),
             labels: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn parses_samples_with_labels_escapes_and_specials() {
-        let s =
-            parse_sample(r#"m_total{a="x",b="q\"uo,te}",c="back\\slash\nnl"} 12.5 1700000000000"#)
-                .unwrap();
-        assert_eq!(s.name, "m_total");
-        assert_eq!(s.label("a"), Some("x"));
-        assert_eq!(s.label("b"), Some("q\"uo,te}"));
-        assert_eq!(s.label("c"), Some("back\\slash\nnl"));
-        assert_eq!(s.value, 12.5);
-        let s = parse_sample("up 1").unwrap();
-        assert_eq!((s.name.as_str(), s.labels.len(), s.value), ("up", 0, 1.0));
-        assert_eq!(
-            parse_sample(r#"h_bucket{le="+Inf"} +Inf"#).unwrap().value,
-            f64::INFINITY
-        );
-        assert!(parse_sample(r#"g{} NaN"#).unwrap().value.is_nan());
-        assert_eq!(parse_sample("g{a=\"1\",} -3e2").unwrap().value, -300.0);
-        for bad in [
-            "# HELP x y",
-            "",
-            "   ",
-            "x{a=\"1\"",
-            "x{a=1} 2",
-            "x",
-            "x{a=\"1\"} abc",
-            "9x 1",
-        ] {
-            assert_eq!(parse_sample(bad), None, "{bad:?}");
         }
     }
 
@@ -1223,24 +998,39 @@ iotflow_sink_batch_write_seconds_bucket{job_id="00ab",job_name="plant-a",operato
         );
     }
 
+    /// A peer that answers every connection with `raw` and closes (not an HTTP server: it
+    /// plays canned bytes, including ones no HTTP server would send).
+    fn canned(raw: &'static [u8]) -> String {
+        let listener = iotflow_metrics::http::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                let mut head = [0u8; 4096];
+                let _ = std::io::Read::read(&mut s, &mut head);
+                let _ = s.write_all(raw);
+            }
+        });
+        endpoint
+    }
+
     #[test]
     fn http_responses() {
+        let get = |raw| http_get(&canned(raw), "/metrics", Duration::from_secs(5));
         assert_eq!(
-            parse_http_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
+            get(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"),
             Ok("abc".into())
         );
         assert_eq!(
-            parse_http_response(b"HTTP/1.1 404 Not Found\r\n\r\nnope"),
+            get(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope"),
             Err("HTTP 404 Not Found".into())
         );
         assert_eq!(
-            parse_http_response(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"
-            ),
+            get(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n"),
             Ok("abcde".into())
         );
-        assert!(parse_http_response(b"").is_err());
-        assert!(parse_http_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(get(b"").is_err());
+        assert!(get(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -120,17 +119,9 @@ impl Drop for Prometheus {
     }
 }
 
-/// GET `path` from 127.0.0.1:`port` (HTTP/1.0, so the body is neither chunked nor kept alive):
-/// status code and body.
+/// GET `path` from 127.0.0.1:`port`: status code and body.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
+    common::http_get(port, path, Duration::from_secs(30))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -213,11 +204,9 @@ fn old_system_queries_work_on_a_real_prometheus() {
     });
 
     let text = scrape_running(port, &mut job.0);
-    let job_id = text
-        .lines()
-        .find(|l| l.starts_with("iotflow_process_start_time_seconds{"))
-        .and_then(|l| l.split("job_id=\"").nth(1))
-        .and_then(|r| r.split('"').next())
+    let job_id = iotflow_metrics::Exposition::parse(&text)
+        .first("iotflow_process_start_time_seconds")
+        .and_then(|s| s.label("job_id"))
         .expect("job_id label")
         .to_string();
     let name = f.name.clone();

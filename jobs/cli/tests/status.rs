@@ -58,13 +58,12 @@ fn json(out: &Output) -> Value {
 }
 
 fn label_of(text: &str, metric: &str, label: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(metric))
-        .unwrap_or_else(|| panic!("{metric} missing from /metrics"));
-    let key = format!("{label}=\"");
-    let start = line.find(&key).unwrap() + key.len();
-    line[start..].split('"').next().unwrap().to_string()
+    iotflow_metrics::Exposition::parse(text)
+        .first(metric)
+        .unwrap_or_else(|| panic!("{metric} missing from /metrics"))
+        .label(label)
+        .unwrap_or_else(|| panic!("{metric} has no label {label}"))
+        .to_string()
 }
 
 #[test]

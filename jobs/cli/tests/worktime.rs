@@ -116,16 +116,14 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
     let live: Vec<serde_json::Value> = ["2025-04-10", "2025-04-11"]
         .iter()
         .map(|day| {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-            write!(
-                s,
-                "GET /worktime/live?day={day} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            let (code, body) = http_get(
+                port,
+                &format!("/worktime/live?day={day}"),
+                Duration::from_secs(30),
             )
-            .unwrap();
-            let mut body = String::new();
-            s.read_to_string(&mut body).unwrap();
-            serde_json::from_str(body.split_once("\r\n\r\n").unwrap().1).unwrap()
+            .expect("the live work-time page answers");
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str(&body).unwrap()
         })
         .collect();
     let (ok, stderr) = finish(job, Duration::from_secs(120));

@@ -45,17 +45,6 @@ impl ClusterArgs {
     }
 }
 
-fn metrics_address(listen: &str, process: usize) -> anyhow::Result<String> {
-    let (host, port) = listen
-        .rsplit_once(':')
-        .with_context(|| format!("metrics.listen `{listen}` must be host:port"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("metrics.listen `{listen}`: bad port"))?;
-    let port = if port == 0 { 0 } else { port + process as u16 };
-    Ok(format!("{host}:{port}"))
-}
-
 /// Runs the streaming job until it finishes (idle exit, SIGTERM) or fails.
 pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
     let job_id = if config.job.id.is_empty() {
@@ -78,7 +67,8 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         .context("starting the I/O runtime")?;
     let metrics = Arc::new(Metrics::new(&config.job.name, &job_id));
     if !config.metrics.listen.is_empty() {
-        let addr = metrics_address(&config.metrics.listen, cluster.process)?;
+        let addr = iotflow_metrics::process_address(&config.metrics.listen, cluster.process)
+            .context("metrics.listen")?;
         let server = iotflow_metrics::serve(&addr, metrics.clone())?;
         tracing::info!("metrics at http://{}/metrics", server.addr);
     }
@@ -252,15 +242,16 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn metrics_port_moves_with_the_process() {
         assert_eq!(
-            metrics_address("127.0.0.1:9249", 2).unwrap(),
+            iotflow_metrics::process_address("127.0.0.1:9249", 2).unwrap(),
             "127.0.0.1:9251"
         );
-        assert_eq!(metrics_address("127.0.0.1:0", 2).unwrap(), "127.0.0.1:0");
-        assert!(metrics_address("nope", 0).is_err());
+        assert_eq!(
+            iotflow_metrics::process_address("127.0.0.1:0", 2).unwrap(),
+            "127.0.0.1:0"
+        );
+        assert!(iotflow_metrics::process_address("nope", 0).is_err());
     }
 }

@@ -441,14 +441,20 @@ pub fn run_days(
 }
 
 /// The Pushgateway exposition of a run. On success every metric (PUT replaces the group); on
-/// failure only the failure metrics, sent with POST so `last_success` survives.
+/// failure only the failure metrics, sent with POST so `last_success` survives. Registry gauges
+/// encoded by prometheus' `TextEncoder`, with the process and build telemetry every iotflow
+/// service exposes (`iotflow_metrics::register_service_telemetry`).
 pub fn exposition(summary: &DaySummary, success: bool, now: f64) -> String {
+    use iotflow_metrics::{GaugeVec, Opts, Registry};
     let day = summary.day.map(|d| d.to_string()).unwrap_or_default();
-    let mut s = String::new();
-    let mut metric = |name: &str, help: &str, value: f64| {
-        s.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{day=\"{day}\"}} {value}\n"
-        ));
+    let registry = Registry::new();
+    iotflow_metrics::register_service_telemetry(&registry);
+    let metric = |name: &str, help: &str, value: f64| {
+        let gauge = GaugeVec::new(Opts::new(name, help), &["day"]).expect("valid metric");
+        registry
+            .register(Box::new(gauge.clone()))
+            .expect("unique metric");
+        gauge.with_label_values(&[day.as_str()]).set(value);
     };
     metric(
         "iotflow_worktime_success",
@@ -482,7 +488,7 @@ pub fn exposition(summary: &DaySummary, success: bool, now: f64) -> String {
             summary.seconds,
         );
     }
-    s
+    iotflow_metrics::encode_text(&registry)
 }
 
 /// Pushes the run's metrics to the Pushgateway (group `job="iotflow-worktime"`). A push that
@@ -676,5 +682,14 @@ mod tests {
         assert!(
             exposition(&s, true, 1.0).contains("iotflow_worktime_last_success_timestamp_seconds")
         );
+        // The telemetry of every iotflow service rides along with each push.
+        for text in [failed, exposition(&s, true, 1.0)] {
+            assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+            assert!(text.contains("iotflow_build_info{"), "{text}");
+            assert!(
+                text.contains("# TYPE iotflow_worktime_success gauge"),
+                "{text}"
+            );
+        }
     }
 }

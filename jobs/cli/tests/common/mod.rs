@@ -255,25 +255,42 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// GET /metrics.
-pub fn scrape(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+/// GET `path` from 127.0.0.1:`port` through reqwest: status code and body, or `None` when
+/// nothing answers within `timeout`.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .no_proxy()
+        .build()
         .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+    let response = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.text().ok()?))
 }
 
-/// Sum of a metric's samples whose label set contains every `label="value"` in `filter`.
+/// GET /metrics.
+pub fn scrape(port: u16) -> Option<String> {
+    http_get(port, "/metrics", Duration::from_secs(30)).map(|(_, body)| body)
+}
+
+/// Sum of a metric's samples whose label set contains every `label="value"` in `filter`
+/// (read with iotflow's one exposition parser, `iotflow_metrics::exposition`).
 pub fn metric_sum(text: &str, name: &str, filter: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| filter.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-        .sum()
+    let filter: Vec<(&str, &str)> = filter
+        .iter()
+        .map(|f| {
+            let (k, v) = f
+                .split_once('=')
+                .unwrap_or_else(|| panic!("filter {f:?} is not label=\"value\""));
+            (k, v.trim_matches('"'))
+        })
+        .collect();
+    iotflow_metrics::Exposition::parse(text)
+        .sum(name, &filter)
+        .unwrap_or(0.0)
 }
 
 /// Waits for a child to exit; returns (success, stderr).

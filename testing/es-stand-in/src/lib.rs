@@ -1,5 +1,5 @@
-//! A **stand-in** for Elasticsearch, not Elasticsearch: a small HTTP/1.1 server for tests and
-//! benchmarks of iotflow's Elasticsearch sink.
+//! A **stand-in** for Elasticsearch, not Elasticsearch: a small HTTP/1.1 server (hyper, iotflow's
+//! one server stack) for tests and benchmarks of iotflow's Elasticsearch sink.
 //!
 //! No Elasticsearch-compatible server can be installed on the machine iotflow is developed and
 //! tested on, so the sink is exercised against this server instead. It implements the three
@@ -25,8 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the stand-in stores and the faults it is told to inject.
@@ -123,45 +127,37 @@ pub struct StandIn {
 impl StandIn {
     /// Starts serving on a free loopback port, on the current tokio runtime.
     pub async fn start() -> StandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(connection(socket, shared.clone()));
-            }
-        });
-        StandIn { url, state }
+        let listener = iotflow_metrics::http::bind("127.0.0.1:0").expect("bind a loopback port");
+        let listener = TcpListener::from_std(listener).expect("tokio listener");
+        let (stand_in, shared) = StandIn::new(&listener);
+        tokio::spawn(accept(listener, shared));
+        stand_in
     }
 
-    /// Starts serving on a free loopback port on a runtime of its own, in a background thread,
-    /// for callers without a tokio runtime (integration tests, benchmarks). Serves until the
-    /// process exits.
+    /// Starts serving on a free loopback port on a runtime of its own, in a background thread
+    /// named `es-stand-in`, for callers without a tokio runtime (integration tests,
+    /// benchmarks). Serves until the process exits.
     pub fn spawn() -> StandIn {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
-        let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
+        let (runtime, listener) =
+            iotflow_metrics::http::listen("127.0.0.1:0").expect("bind a loopback port");
+        let (stand_in, shared) = StandIn::new(&listener);
         std::thread::Builder::new()
             .name("es-stand-in".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("stand-in runtime");
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("tokio listener");
-                    while let Ok((socket, _)) = listener.accept().await {
-                        tokio::spawn(connection(socket, shared.clone()));
-                    }
-                });
-            })
+            .spawn(move || runtime.block_on(accept(listener, shared)))
             .expect("stand-in thread");
-        StandIn { url, state }
+        stand_in
+    }
+
+    fn new(listener: &TcpListener) -> (StandIn, Arc<Mutex<State>>) {
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let state = Arc::new(Mutex::new(State::default()));
+        (
+            StandIn {
+                url,
+                state: state.clone(),
+            },
+            state,
+        )
     }
 
     /// Documents stored, over all indices.
@@ -175,69 +171,50 @@ impl StandIn {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+async fn accept(listener: TcpListener, state: Arc<Mutex<State>>) {
+    while let Ok((socket, _)) = listener.accept().await {
+        tokio::spawn(connection(socket, state.clone()));
+    }
 }
 
-/// Serves HTTP/1.1 requests (keep-alive) on one connection.
-async fn connection(mut socket: TcpStream, state: Arc<Mutex<State>>) {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let head_end = loop {
-            if let Some(p) = find(&buf, b"\r\n\r\n") {
-                break p;
+/// Serves HTTP/1.1 requests (keep-alive) on one connection, with hyper.
+async fn connection(socket: TcpStream, state: Arc<Mutex<State>>) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            let method = request.method().as_str().to_string();
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| request.uri().path().to_string(), |p| p.to_string());
+            let headers: HashMap<String, String> = request
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_ascii_lowercase(),
+                        String::from_utf8_lossy(v.as_bytes()).trim().to_string(),
+                    )
+                })
+                .collect();
+            let body = request.into_body().collect().await?.to_bytes();
+            let (status, response, delay) = handle(&state, &method, &path, &headers, &body);
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
             }
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next().unwrap_or("").split(' ');
-        let method = request_line.next().unwrap_or("").to_string();
-        let path = request_line.next().unwrap_or("").to_string();
-        let headers: HashMap<String, String> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .get("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + 4 + length {
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+            let mut response = Response::new(Full::new(Bytes::from(response.to_string())));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            Ok::<_, hyper::Error>(response)
         }
-        let body = buf[head_end + 4..head_end + 4 + length].to_vec();
-        buf.drain(..head_end + 4 + length);
-
-        let (status, response, delay) = handle(&state, &method, &path, &headers, &body);
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
-        }
-        let reason = match status {
-            200 => "OK",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "Not Found",
-            406 => "Not Acceptable",
-            503 => "Service Unavailable",
-            _ => "Other",
-        };
-        let response = response.to_string();
-        let message = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{response}",
-            response.len()
-        );
-        if socket.write_all(message.as_bytes()).await.is_err() {
-            return;
-        }
-    }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(socket), service)
+        .await;
 }
 
 fn error(status: u16, kind: &str, reason: &str) -> (u16, Value) {
