@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use iotflow_config::{Config, KafkaConfig};
-use iotflow_metrics::SourceMetrics;
+use iotflow_metrics::{RateLimitedLog, SourceMetrics};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -508,8 +508,7 @@ pub fn kafka_source<'scope>(
             // The newest offsets handed to the committer.
             let mut requested: BTreeMap<i32, i64> = BTreeMap::new();
             let mut last_record = Instant::now();
-            let mut last_error_log: Option<Instant> = None;
-            let mut suppressed_errors = 0u64;
+            let mut error_log = RateLimitedLog::new(Duration::from_secs(10));
             let idle_tick = Duration::from_millis(options.epoch_ms.clamp(1, 20));
 
             move |output| {
@@ -612,14 +611,8 @@ pub fn kafka_source<'scope>(
                         });
                     };
                     let mut report = |e: RdKafkaError| {
-                        let quiet =
-                            last_error_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
-                        if quiet {
-                            suppressed_errors += 1;
-                        } else {
-                            tracing::warn!(topic = %options.topic, suppressed = suppressed_errors, "Kafka consumer error: {e}");
-                            last_error_log = Some(Instant::now());
-                            suppressed_errors = 0;
+                        if let Some(suppressed) = error_log.admit() {
+                            tracing::warn!(topic = %options.topic, suppressed, "Kafka consumer error: {e}");
                         }
                     };
                     // Events (and, rarely, a message fetched before its partition was split off:
