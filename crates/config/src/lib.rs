@@ -44,8 +44,13 @@ pub struct JobConfig {
     /// Job id: the `job_id` label. Empty (the default) means one is generated at start.
     pub id: String,
     /// Length of one timely epoch in milliseconds. Records read within one epoch share a
-    /// timestamp; offsets are committed per completed epoch. Default 100.
+    /// timestamp, and a reading is enriched once the dimension has passed its epoch, so the
+    /// epoch bounds the latency the join adds. Default 10.
     pub epoch_ms: u64,
+    /// Least time between two offset commits of one source, in milliseconds: each commit
+    /// takes the newest completed epoch's offsets. It bounds what a crash replays (written
+    /// again idempotently), not latency. Draining commits at once. Default 1000.
+    pub commit_interval_ms: u64,
     /// Stop after this many seconds without new input (0 = run forever, the default). For tests
     /// and batch-style replays. Only time in which the broker had nothing to give counts: a
     /// source paused by slow sinks is never idle.
@@ -53,8 +58,8 @@ pub struct JobConfig {
     /// Readings waiting for the device dimension (and dead letters awaiting the broker) a
     /// worker may hold before its source pauses, counted apart from its sinks' rows: the
     /// enrichment stash normally holds one epoch of readings, more while the dimension loads
-    /// or lags. Default 50000 (at 100 ms epochs,
-    /// room for 500 000 readings/s per worker).
+    /// or lags. Default 50000 (at 10 ms epochs, room for the dimension to lag 50 ms behind
+    /// 100 000 readings/s per worker).
     pub max_stashed_readings: usize,
 }
 
@@ -63,7 +68,8 @@ impl Default for JobConfig {
         JobConfig {
             name: "iotflow-stream".into(),
             id: String::new(),
-            epoch_ms: 100,
+            epoch_ms: 10,
+            commit_interval_ms: 1000,
             idle_exit_secs: 0,
             max_stashed_readings: 50_000,
         }
@@ -233,6 +239,7 @@ impl Default for ClickhouseConfig {
                 max_rows: 50_000,
                 max_bytes: 32 << 20,
                 max_delay_ms: 1000,
+                linger_ms: 50,
                 max_in_flight: 2,
             },
             retry: RetryConfig::default(),
@@ -288,6 +295,7 @@ impl Default for ElasticsearchConfig {
                 max_rows: 5000,
                 max_bytes: 8 << 20,
                 max_delay_ms: 500,
+                linger_ms: 0,
                 max_in_flight: 2,
             },
             retry: RetryConfig::default(),
@@ -377,6 +385,11 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Longest a row waits for its batch to fill, in milliseconds. Default 100.
     pub max_delay_ms: u64,
+    /// How long a row waits while the writer is idle (no batch in flight), in milliseconds:
+    /// 0 writes as soon as rows arrive, and while a write is in flight rows coalesce into the
+    /// next batch (up to `max_rows`, `max_bytes`, `max_delay_ms`). Default 0 (MySQL and
+    /// Elasticsearch), 50 (ClickHouse, whose MergeTree wants fewer, larger inserts).
+    pub linger_ms: u64,
     /// Most batches in flight per worker before the sink stops taking input. Default 2.
     pub max_in_flight: usize,
 }
@@ -387,6 +400,7 @@ impl Default for BatchConfig {
             max_rows: 2000,
             max_bytes: 4 << 20,
             max_delay_ms: 100,
+            linger_ms: 0,
             max_in_flight: 2,
         }
     }

@@ -67,6 +67,8 @@ pub struct SourceOptions {
     pub wait_for_catch_up: bool,
     /// Epoch length in milliseconds.
     pub epoch_ms: u64,
+    /// Least time between two commits (see `job.commit_interval_ms`); draining commits at once.
+    pub commit_interval: Duration,
     /// Most records taken per activation.
     pub max_poll_records: usize,
     /// Finish after this long without a record (after draining and committing).
@@ -107,6 +109,7 @@ impl SourceOptions {
             commit: true,
             wait_for_catch_up: false,
             epoch_ms: config.job.epoch_ms,
+            commit_interval: Duration::from_millis(config.job.commit_interval_ms),
             max_poll_records: config.kafka.max_poll_records,
             idle_exit: (config.job.idle_exit_secs > 0)
                 .then(|| Duration::from_secs(config.job.idle_exit_secs)),
@@ -129,6 +132,7 @@ impl SourceOptions {
             commit: false,
             wait_for_catch_up: true,
             epoch_ms: config.job.epoch_ms,
+            commit_interval: Duration::ZERO,
             max_poll_records: config.kafka.max_poll_records,
             idle_exit: None,
             max_pending_rows: usize::MAX,
@@ -185,6 +189,17 @@ impl SourceHandle {
             running_readers: AtomicUsize::new(readers),
         })
     }
+}
+
+/// How long after `now` the next epoch of `epoch_ms` begins (at least 1 ms): when a source
+/// wakes to close its epoch.
+pub fn until_next_epoch(now: SystemTime, epoch_ms: u64) -> Duration {
+    let epoch_ms = epoch_ms.max(1);
+    let ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Duration::from_millis((epoch_ms - ms % epoch_ms).max(1))
 }
 
 /// The epoch (timestamp) of wall-clock time `now`.
@@ -493,7 +508,18 @@ pub fn kafka_source<'scope>(
         scope,
         &name,
         move |cap, info| {
-            let activator = scope.activator_for(info.address);
+            let activator = scope.activator_for(info.address.clone());
+            // A partition queue that receives messages while empty wakes the operator from
+            // librdkafka's thread: no polling on a timer for data.
+            for queue in queues.iter_mut() {
+                let wake =
+                    std::sync::Mutex::new(scope.worker().sync_activator_for(info.address.to_vec()));
+                queue.set_nonempty_callback(move || {
+                    if let Ok(wake) = wake.lock() {
+                        let _ = wake.activate();
+                    }
+                });
+            }
             let mut cap = Some(cap);
             let mut state = if mine.is_empty() && options.commit {
                 State::Draining
@@ -509,7 +535,7 @@ pub fn kafka_source<'scope>(
             let mut requested: BTreeMap<i32, i64> = BTreeMap::new();
             let mut last_record = Instant::now();
             let mut error_log = RateLimitedLog::new(Duration::from_secs(10));
-            let idle_tick = Duration::from_millis(options.epoch_ms.clamp(1, 20));
+            let mut last_commit: Option<Instant> = None;
 
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
@@ -657,14 +683,18 @@ pub fn kafka_source<'scope>(
                     last_record = Instant::now();
                 }
 
-                // Commit the newest epoch the probe shows complete.
-                if options.commit {
+                // Commit the newest epoch the probe shows complete, at most once per
+                // `commit_interval` (at once when draining).
+                let commit_due = matches!(state, State::Draining)
+                    || last_commit.is_none_or(|t| t.elapsed() >= options.commit_interval);
+                if options.commit && commit_due {
                     if let Some(probe) = &probe {
                         let mut done = None;
                         while pending.front().is_some_and(|(t, _)| !probe.less_equal(t)) {
                             done = pending.pop_front();
                         }
                         if let (Some((_, offsets)), Some(committer)) = (done, &committer) {
+                            last_commit = Some(Instant::now());
                             tracing::debug!(?offsets, "epoch complete: committing");
                             requested.extend(offsets.iter().map(|(p, (o, _))| (*p, *o)));
                             if committer.requests.send(offsets).is_err() {
@@ -703,7 +733,12 @@ pub fn kafka_source<'scope>(
                 if read >= options.max_poll_records {
                     activator.activate();
                 } else {
-                    activator.activate_after(idle_tick);
+                    // Data wakes the operator through the queues' callbacks; the clock wakes
+                    // it at the next epoch boundary (to close the epoch), and at least every
+                    // 20 ms (back-pressure, stop requests, commits).
+                    let tick = until_next_epoch(SystemTime::now(), options.epoch_ms)
+                        .min(Duration::from_millis(20));
+                    activator.activate_after(tick);
                 }
             }
         },
@@ -755,6 +790,19 @@ mod tests {
         assert_eq!((d.epoch_ms, d.max_poll_records), (250, 77));
         assert_eq!((d.idle_exit, d.max_pending_rows), (None, usize::MAX));
         assert!(d.finish_after.is_some() && d.dead_letters.is_none() && d.stashed.is_none());
+    }
+
+    #[test]
+    fn a_source_wakes_at_the_next_epoch_boundary() {
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(until_next_epoch(at(1_000), 10), Duration::from_millis(10));
+        assert_eq!(until_next_epoch(at(1_003), 10), Duration::from_millis(7));
+        assert_eq!(until_next_epoch(at(1_009), 10), Duration::from_millis(1));
+        assert_eq!(until_next_epoch(at(1_250), 100), Duration::from_millis(50));
+        // Never zero, and a zero epoch cannot divide by zero.
+        assert_eq!(until_next_epoch(at(5), 1), Duration::from_millis(1));
+        assert_eq!(until_next_epoch(at(5), 0), Duration::from_millis(1));
+        assert_eq!(epoch_of(at(1_009), 10) + 10, epoch_of(at(1_010), 10));
     }
 
     #[test]

@@ -96,13 +96,20 @@ impl<R> Batcher<R> {
 
     /// The next batch to write at `now`, if one is due: the buffer is not empty, fewer than
     /// `max_in_flight` batches are in flight, and the buffer reached `max_rows` or `max_bytes`,
-    /// its first row waited `max_delay`, or the input is `closing` (its frontier is empty).
-    /// A batch has at most `max_rows` rows, taken from the front of the buffer.
+    /// its first row waited `max_delay` (or `linger` while no batch is in flight), or the input
+    /// is `closing` (its frontier is empty). A batch has at most `max_rows` rows, taken from
+    /// the front of the buffer.
+    ///
+    /// So an idle writer gets rows as soon as they have lingered, and while a write is in
+    /// flight rows coalesce into the next batch, which leaves when that write is acknowledged
+    /// (or on size or `max_delay`, up to `max_in_flight`).
     pub fn next_batch(&mut self, now: Instant, closing: bool) -> Option<Batch<R>> {
         let policy = &self.policy;
+        let waited = now.saturating_duration_since(self.buffer_started);
         let due = self.buffer.len() >= policy.max_rows
             || self.buffer_bytes >= policy.max_bytes
-            || now.saturating_duration_since(self.buffer_started) >= policy.max_delay
+            || waited >= policy.max_delay
+            || (self.in_flight.is_empty() && waited >= policy.linger)
             || closing;
         if self.failed
             || self.buffer.is_empty()
@@ -200,12 +207,17 @@ impl<R> Batcher<R> {
     }
 
     /// How long after `now` the buffer's deadline falls (zero when it is due), or `None` when
-    /// nothing is buffered: the operator re-activates itself after that long.
+    /// nothing is buffered: the operator re-activates itself after that long. With no batch in
+    /// flight the deadline is the linger's; otherwise an acknowledgement wakes the operator
+    /// first, or `max_delay` does.
     pub fn wait(&self, now: Instant) -> Option<Duration> {
         (!self.buffer.is_empty()).then(|| {
-            self.policy
-                .max_delay
-                .saturating_sub(now.saturating_duration_since(self.buffer_started))
+            let deadline = if self.in_flight.is_empty() {
+                self.policy.linger.min(self.policy.max_delay)
+            } else {
+                self.policy.max_delay
+            };
+            deadline.saturating_sub(now.saturating_duration_since(self.buffer_started))
         })
     }
 }
@@ -285,11 +297,13 @@ mod tests {
         assert_eq!(runs.take_front(1), Vec::<u64>::new());
     }
 
+    /// A timer-only policy: the linger equals `max_delay`, so only size and time cut batches.
     fn policy(max_rows: usize, max_bytes: usize, max_in_flight: usize) -> BatchPolicy {
         BatchPolicy {
             max_rows,
             max_bytes,
             max_delay: Duration::from_millis(100),
+            linger: Duration::from_millis(100),
             max_in_flight,
         }
     }
@@ -356,6 +370,49 @@ mod tests {
         b.push(2, [3], due);
         assert_eq!(b.next_batch(due, false), None);
         assert_eq!(rows(&b.next_batch(due, true).expect("closing")), vec![3]);
+    }
+
+    #[test]
+    fn an_idle_writer_gets_rows_after_the_linger_and_a_busy_one_coalesces_them() {
+        let start = Instant::now();
+        let linger = Duration::from_millis(5);
+        let mut b = batcher(BatchPolicy {
+            linger,
+            ..policy(100, usize::MAX, 2)
+        });
+        b.push(1, [1], start);
+        assert_eq!(b.wait(start), Some(linger), "idle: the linger's deadline");
+        assert_eq!(b.next_batch(start, false), None, "still lingering");
+        let first = b.next_batch(start + linger, false).expect("idle writer");
+        assert_eq!(rows(&first), vec![1]);
+        // A write is in flight: rows coalesce past the linger, up to max_delay.
+        let t = start + Duration::from_millis(10);
+        b.push(1, [2, 3], t);
+        assert_eq!(b.wait(t), Some(Duration::from_millis(100)));
+        assert_eq!(b.next_batch(t + linger, false), None, "busy: coalescing");
+        b.push(2, [4], t + linger);
+        // The acknowledgement makes the writer idle: what coalesced leaves as one batch.
+        b.acknowledge(first.id).expect("known");
+        let second = b.next_batch(t + linger, false).expect("idle again");
+        assert_eq!(rows(&second), vec![2, 3, 4]);
+        // max_delay still bounds the wait while busy.
+        let u = t + Duration::from_millis(20);
+        b.push(3, [5], u);
+        assert_eq!(b.next_batch(u + Duration::from_millis(99), false), None);
+        let third = b.next_batch(u + Duration::from_millis(100), false);
+        assert_eq!(
+            third.map(|b| rows(&b)),
+            Some(vec![5]),
+            "max_delay while busy"
+        );
+        // A zero linger writes at once.
+        let mut eager = batcher(BatchPolicy {
+            linger: Duration::ZERO,
+            ..policy(100, usize::MAX, 2)
+        });
+        eager.push(1, [7], start);
+        assert_eq!(eager.wait(start), Some(Duration::ZERO));
+        assert!(eager.next_batch(start, false).is_some());
     }
 
     #[test]

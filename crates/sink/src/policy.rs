@@ -11,6 +11,9 @@ pub struct BatchPolicy {
     pub max_bytes: usize,
     /// Longest the first row of a batch waits.
     pub max_delay: Duration,
+    /// How long the first row waits while no batch is in flight (an idle writer): zero writes
+    /// at once, and rows coalesce while a write is in flight.
+    pub linger: Duration,
     /// Batches queued or being written before the sink stops flushing (the source pauses).
     pub max_in_flight: usize,
 }
@@ -21,6 +24,7 @@ impl From<&iotflow_config::BatchConfig> for BatchPolicy {
             max_rows: c.max_rows,
             max_bytes: c.max_bytes,
             max_delay: Duration::from_millis(c.max_delay_ms),
+            linger: Duration::from_millis(c.linger_ms),
             max_in_flight: c.max_in_flight,
         }
     }

@@ -70,6 +70,7 @@ fn options(max_rows: usize) -> SinkOptions {
             max_rows,
             max_bytes: 1 << 20,
             max_delay: Duration::from_millis(20),
+            linger: Duration::from_millis(20),
             max_in_flight: 2,
         },
         retry: RetryPolicy {
