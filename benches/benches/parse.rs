@@ -1,13 +1,14 @@
 //! Reading parser throughput: `iotflow_model::parse_reading` (exact decimals, validated) side
-//! by side with the "serde parse alone" baseline (`f64` fields, no validation), on the same
-//! realistic ~120-byte readings, in one criterion group so the ratio is measured in one run.
+//! by side with its reference path (`parse_reading_reference`: serde, what the fast path must
+//! equal) and the "serde parse alone" baseline (`f64` fields, no validation), on the same
+//! realistic ~120-byte readings, in one criterion group so the ratios are measured in one run.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use iotflow_benches::{parse_baseline, payloads};
-use iotflow_model::{parse_reading, ParseLimits, Zone};
+use iotflow_model::{parse_reading, parse_reading_reference, ParseLimits, Zone};
 
 /// Readings per iteration.
 const BATCH: u64 = 10_000;
@@ -28,6 +29,15 @@ fn parse(c: &mut Criterion) {
         b.iter(|| {
             for p in &payloads {
                 black_box(parse_reading(black_box(p), &zone, &limits).expect("valid reading"));
+            }
+        })
+    });
+    group.bench_function("parse_reading_reference", |b| {
+        b.iter(|| {
+            for p in &payloads {
+                black_box(
+                    parse_reading_reference(black_box(p), &zone, &limits).expect("valid reading"),
+                );
             }
         })
     });

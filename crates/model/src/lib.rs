@@ -15,6 +15,8 @@ mod zone;
 
 pub use device::{parse_device_record, DeviceChange, DeviceInfo};
 pub use parse::{check_window, parse_reading, ParseError, ParseLimits, ParsedReading};
+#[doc(hidden)]
+pub use parse::{parse_reading_fast, parse_reading_reference};
 pub use reading::{DeadLetter, Enriched, Reading, SourceRef};
 pub use zone::{Zone, ZoneError};
 

@@ -14,6 +14,8 @@ use serde_json::value::RawValue;
 
 use crate::{columns, Zone};
 
+mod fast;
+
 /// A reading that parsed and validated, before it is tagged with its Kafka source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedReading {
@@ -179,7 +181,37 @@ struct Wire<'a> {
 /// ).unwrap();
 /// assert_eq!(r.metric.to_string(), "51.25");
 /// ```
+///
+/// Readings of the common shape take a single-pass scanner (`parse/fast.rs`); anything it is not
+/// sure of, every error included, goes through [`parse_reading_reference`], so both give the
+/// same results and the same messages.
 pub fn parse_reading(
+    payload: &[u8],
+    zone: &Zone,
+    limits: &ParseLimits,
+) -> Result<ParsedReading, ParseError> {
+    match fast::parse(payload, zone, limits) {
+        Some(reading) => Ok(reading),
+        None => parse_reading_reference(payload, zone, limits),
+    }
+}
+
+/// The fast path alone: `Some` only for a reading it is sure of, `None` to ask
+/// [`parse_reading_reference`]. Public only for the differential test; use [`parse_reading`].
+#[doc(hidden)]
+pub fn parse_reading_fast(
+    payload: &[u8],
+    zone: &Zone,
+    limits: &ParseLimits,
+) -> Option<ParsedReading> {
+    fast::parse(payload, zone, limits)
+}
+
+/// The reference parser (serde_json into `RawValue`s, decimals from their text, chrono's
+/// parsers): what [`parse_reading`] means. Public only for the differential test and the
+/// bench; use [`parse_reading`].
+#[doc(hidden)]
+pub fn parse_reading_reference(
     payload: &[u8],
     zone: &Zone,
     limits: &ParseLimits,
