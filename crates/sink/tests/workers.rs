@@ -16,13 +16,28 @@ use timely::dataflow::operators::{Exchange, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 /// Records batches (with the worker that wrote them); fails transiently the first
-/// `transient_failures` times, definitely on row `definite_on`; waits while the gate is closed.
+/// `transient_failures` times, definitely on row `definite_on`; waits while the gate is closed,
+/// and, while `budget` holds a number, before writing more than that many rows of any one origin
+/// worker (see [`row`]).
 #[derive(Clone)]
 struct MemoryWriter {
     batches: Arc<Mutex<Vec<Vec<u64>>>>,
     transient_failures: Arc<AtomicUsize>,
     definite_on: Option<u64>,
     gate: Arc<Mutex<bool>>,
+    budget: Arc<Mutex<Option<usize>>>,
+}
+
+impl MemoryWriter {
+    /// Rows of origin worker `origin` written so far.
+    fn written_from(&self, origin: u64) -> usize {
+        let batches = self.batches.lock().unwrap();
+        batches
+            .iter()
+            .flatten()
+            .filter(|r| *r / 10_000 % 10 == origin)
+            .count()
+    }
 }
 
 impl BatchWriter for MemoryWriter {
@@ -31,6 +46,18 @@ impl BatchWriter for MemoryWriter {
     async fn write(&mut self, rows: &[u64]) -> Result<(), SinkError> {
         while !*self.gate.lock().unwrap() {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(first) = rows.first() {
+            let origin = *first / 10_000 % 10;
+            loop {
+                let budget = *self.budget.lock().unwrap();
+                match budget {
+                    Some(b) if self.written_from(origin) + rows.len() > b => {
+                        tokio::time::sleep(Duration::from_millis(2)).await
+                    }
+                    _ => break,
+                }
+            }
         }
         if self
             .transient_failures
@@ -63,6 +90,7 @@ fn writer(transient_failures: usize, definite_on: Option<u64>, open: bool) -> Me
         transient_failures: Arc::new(AtomicUsize::new(transient_failures)),
         definite_on,
         gate: Arc::new(Mutex::new(open)),
+        budget: Default::default(),
     }
 }
 
@@ -266,6 +294,10 @@ fn a_definite_error_stops_the_job_on_two_workers() {
 /// which sees every worker, passes them. No exchange here, as in the job (each worker's sinks
 /// take its own readings in time order): the buffer is cut in arrival order, so rows of an old
 /// time that arrive from another worker behind a local backlog wait for that backlog.
+///
+/// The store takes at most a quarter of each worker's rows until every worker's probe has passed
+/// epoch 3, so the check does not depend on how the two workers happen to be scheduled: if the
+/// oldest times waited for the backlog, the probe would never pass them.
 fn the_oldest_times_complete_while_a_backlog_is_written(workers: usize) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -274,9 +306,13 @@ fn the_oldest_times_complete_while_a_backlog_is_written(workers: usize) {
         .unwrap();
     let handle = runtime.handle().clone();
     let w = writer(0, None, true);
-    let batches = w.batches.clone();
-    let fatal: Fatal = Arc::new(Mutex::new(None));
     let (epochs, per_epoch, max_rows) = (40u64, 100u64, 10usize);
+    let per_worker = (epochs * per_epoch) as usize;
+    *w.budget.lock().unwrap() = Some(per_worker / 4);
+    let passed = Arc::new(AtomicUsize::new(0));
+    let batches = w.batches.clone();
+    let budget = w.budget.clone();
+    let fatal: Fatal = Arc::new(Mutex::new(None));
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let mut input = InputHandleVec::new();
@@ -304,23 +340,31 @@ fn the_oldest_times_complete_while_a_backlog_is_written(workers: usize) {
         let start = Instant::now();
         while probe.less_equal(&3) {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            assert!(start.elapsed() < Duration::from_secs(30), "probe stuck");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "epochs 1..=3 did not complete while the store took at most {} rows of each worker",
+                per_worker / 4
+            );
         }
-        let written: usize = w.batches.lock().unwrap().iter().map(Vec::len).sum();
+        let written = w.written_from(index as u64);
+        if passed.fetch_add(1, Ordering::SeqCst) + 1 == worker.peers() {
+            *w.budget.lock().unwrap() = None;
+        }
         while probe.less_equal(&epochs) {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            assert!(start.elapsed() < Duration::from_secs(60), "probe stuck");
+            assert!(start.elapsed() < Duration::from_secs(120), "probe stuck");
         }
         written
     })
     .expect("timely workers");
-    let total = workers * (epochs * per_epoch) as usize;
     for written in guards.join().into_iter().map(|r| r.expect("worker")) {
         assert!(
-            written < total / 4,
-            "epochs 1..=3 completed only after {written} of {total} rows were written"
+            written <= per_worker / 4,
+            "{written} rows written past the budget"
         );
     }
+    assert!(budget.lock().unwrap().is_none());
+    let total = workers * per_worker;
     let all: usize = batches.lock().unwrap().iter().map(Vec::len).sum();
     assert_eq!(all, total);
     assert!(batches.lock().unwrap().iter().all(|b| b.len() <= max_rows));

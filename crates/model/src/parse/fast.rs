@@ -61,7 +61,7 @@ pub(super) fn parse(payload: &[u8], zone: &Zone, limits: &ParseLimits) -> Option
 /// The known fields as found: strings borrowed, numbers as digits.
 #[derive(Default)]
 struct Fields<'a> {
-    event_time: Option<&'a str>,
+    event_time: Option<&'a [u8]>,
     metric: Option<Number>,
     pboxid: Option<&'a str>,
     latitude: Option<Number>,
@@ -135,19 +135,24 @@ impl<'a> Scanner<'a> {
         }
         loop {
             self.ws();
-            let key = self.string()?;
+            let (key, key_ascii) = self.raw_string()?;
             self.ws();
             if self.next()? != b':' {
                 return None;
             }
             self.ws();
-            match key.as_bytes() {
-                b"event_time" => set(&mut f.event_time, self.string()?)?,
+            match key {
+                b"event_time" => set(&mut f.event_time, self.raw_string()?.0)?,
                 b"metric" => set(&mut f.metric, self.number()?)?,
                 b"pboxid" => set(&mut f.pboxid, self.string()?)?,
                 b"latitude" => set(&mut f.latitude, self.number()?)?,
                 b"longitude" => set(&mut f.longitude, self.number()?)?,
-                _ => self.skip_value()?,
+                _ => {
+                    if !key_ascii {
+                        std::str::from_utf8(key).ok()?;
+                    }
+                    self.skip_value()?
+                }
             }
             self.ws();
             match self.next()? {
@@ -160,21 +165,41 @@ impl<'a> Scanner<'a> {
         (self.i == self.b.len()).then_some(f)
     }
 
-    /// A string with no escapes and no control characters, valid UTF-8, at the cursor.
-    fn string(&mut self) -> Option<&'a str> {
+    /// The bytes of a string with no escapes and no control characters at the cursor, and
+    /// whether they are all ASCII. Not checked as UTF-8: the callers that keep the text check
+    /// it ([`Scanner::string`]); keys and times are compared byte by byte, and any byte outside
+    /// ASCII fails those comparisons. Checking every string was a sixth of the fast path.
+    fn raw_string(&mut self) -> Option<(&'a [u8], bool)> {
         if self.peek()? != b'"' {
             return None;
         }
         let start = self.i + 1;
-        let len = self.b[start..]
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let mut ascii = true;
+        let len = self.b[start..].iter().position(|&c| {
+            ascii &= c.is_ascii();
+            c == b'"' || c == b'\\' || c < 0x20
+        })?;
         let end = start + len;
         if self.b[end] != b'"' {
             return None;
         }
         self.i = end + 1;
-        std::str::from_utf8(&self.b[start..end]).ok()
+        Some((&self.b[start..end], ascii))
+    }
+
+    /// A string with no escapes and no control characters, valid UTF-8, at the cursor.
+    fn string(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.raw_string()?.0).ok()
+    }
+
+    /// Skips a string as [`Scanner::string`] reads it, checking UTF-8 only when a byte is
+    /// outside ASCII.
+    fn skip_string(&mut self) -> Option<()> {
+        let (bytes, ascii) = self.raw_string()?;
+        if !ascii {
+            std::str::from_utf8(bytes).ok()?;
+        }
+        Some(())
     }
 
     /// A number of the [`Number`] shape at the cursor; `None` for an exponent, too many
@@ -230,7 +255,7 @@ impl<'a> Scanner<'a> {
     /// Arrays and objects are left to the reference parser.
     fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => self.string().map(drop),
+            b'"' => self.skip_string(),
             b'-' | b'0'..=b'9' => self.skip_number(),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -298,8 +323,7 @@ fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 /// or `±HH:MM`, converted to `zone` as the reference does (through `Zone::local`). Leap
 /// seconds, lower-case `t`/`z`, more than 9 fraction digits and other spellings chrono accepts
 /// are left to the reference.
-fn event_time(s: &str, zone: &Zone) -> Option<NaiveDateTime> {
-    let b = s.as_bytes();
+fn event_time(b: &[u8], zone: &Zone) -> Option<NaiveDateTime> {
     if b.len() < 19
         || b[4] != b'-'
         || b[7] != b'-'
