@@ -316,6 +316,35 @@ async fn load_data_stores_every_value_exactly_as_insert_does() {
 }
 
 #[tokio::test]
+async fn load_data_reads_its_escapes_right_in_sessions_opened_with_no_backslash_escapes() {
+    with_scratch_db(|opts| async move {
+        // As in tests/prepare.rs: an `init` command opens each session the way a server whose
+        // global sql_mode has NO_BACKSLASH_ESCAPES would. The statement's `'\t'` and `'\\'`
+        // (and the data's escapes) only mean what they should because the pool takes the mode
+        // out again.
+        let hostile: Opts = OptsBuilder::from_opts(opts.clone())
+            .init(vec![
+                "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'NO_BACKSLASH_ESCAPES')",
+            ])
+            .into();
+        let pool = prepare_opts(hostile, "iot_data", true, 2)
+            .await
+            .expect("prepare");
+        let rows = awkward_rows();
+        let mut writer =
+            MysqlWriter::new(pool.clone(), "iot_data").with_method(MysqlWriteMethod::LoadData);
+        writer.write(&rows).await.expect("load");
+        assert_eq!(writer.stats().loads_committed, 1);
+        let mut conn = connect(opts.clone()).await;
+        let want: Vec<Stored> = rows.iter().map(expected).collect();
+        assert_eq!(stored(&mut conn, "iot_data").await, want);
+        conn.disconnect().await.ok();
+        pool.disconnect().await.ok();
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_replayed_load_duplicates_nothing_and_keeps_the_first_write() {
     with_scratch_db(|opts| async move {
         let pool = pool_for(&opts, "iot_data").await;
