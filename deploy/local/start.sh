@@ -61,7 +61,7 @@ start_mariadb() {
         --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
         --socket="$IOTFLOW_MARIADB_SOCKET" --pid-file="$pidfile" --log-error="$errlog" \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
-        --max-connections=500 --max-allowed-packet=64M \
+        --max-connections=500 --max-allowed-packet=64M --local-infile=ON \
         --skip-name-resolve --default-time-zone=+00:00 \
         </dev/null >>"$run/mariadbd.out" 2>&1 &
     pid=$!

@@ -173,11 +173,45 @@ pub struct MysqlConfig {
     /// error, and the batch is retried with backoff: a hung server or a table lock held
     /// elsewhere shows up in the log and metrics instead of stalling silently. Default 30000.
     pub write_timeout_ms: u64,
+    /// How batches reach the table: `load_data` (`LOAD DATA LOCAL INFILE ... IGNORE` of the
+    /// batch as tab-separated text, in a transaction committed only when every warning is a
+    /// duplicate key; needs `local_infile=ON` on the server) or `insert` (multi-row
+    /// `INSERT ... ON DUPLICATE KEY UPDATE`). Both keep the first write of a row. Default
+    /// `load_data`.
+    pub write_method: MysqlWriteMethod,
+    /// Connections each worker's sink writes on at once: a batch is cut into up to this many
+    /// parts written concurrently (parts under 250 rows are not cut further), and acknowledged
+    /// when all of them are durable. 1 to 16. Default 1.
+    pub connections_per_worker: usize,
     /// Batching policy.
     pub batch: BatchConfig,
     /// Retry policy for transient errors.
     pub retry: RetryConfig,
 }
+
+/// How the MySQL sink writes a batch (`mysql.write_method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlWriteMethod {
+    /// `LOAD DATA LOCAL INFILE ... IGNORE INTO TABLE`, checked with `SHOW WARNINGS`.
+    #[default]
+    LoadData,
+    /// Multi-row `INSERT ... ON DUPLICATE KEY UPDATE src_offset = src_offset`.
+    Insert,
+}
+
+impl MysqlWriteMethod {
+    /// The name as written in the configuration (`load_data`, `insert`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MysqlWriteMethod::LoadData => "load_data",
+            MysqlWriteMethod::Insert => "insert",
+        }
+    }
+}
+
+/// Largest `mysql.connections_per_worker`.
+pub const MAX_MYSQL_CONNECTIONS_PER_WORKER: usize = 16;
 
 impl Default for MysqlConfig {
     fn default() -> Self {
@@ -187,6 +221,8 @@ impl Default for MysqlConfig {
             table: "iot_data".into(),
             create_table: true,
             write_timeout_ms: 30_000,
+            write_method: MysqlWriteMethod::LoadData,
+            connections_per_worker: 1,
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
         }
@@ -609,6 +645,12 @@ impl Config {
                 return Err(ConfigError::Value(format!("{key} must be greater than 0")));
             }
         }
+        if !(1..=MAX_MYSQL_CONNECTIONS_PER_WORKER).contains(&self.mysql.connections_per_worker) {
+            return Err(ConfigError::Value(format!(
+                "mysql.connections_per_worker = {} must be between 1 and {MAX_MYSQL_CONNECTIONS_PER_WORKER}",
+                self.mysql.connections_per_worker
+            )));
+        }
         if !matches!(self.worktime.source.as_str(), "mysql" | "clickhouse") {
             return Err(ConfigError::Value(format!(
                 "worktime.source `{}` must be `mysql` or `clickhouse`",
@@ -840,6 +882,57 @@ mod tests {
         .unwrap();
         assert_eq!(c.mysql.write_timeout_ms, 1500);
         assert_eq!(c.clickhouse.write_timeout_ms, 2500);
+    }
+
+    #[test]
+    fn mysql_write_method_and_connections_default_and_can_be_set() {
+        let c = Config::default();
+        assert_eq!(c.mysql.write_method, MysqlWriteMethod::LoadData);
+        assert_eq!(c.mysql.connections_per_worker, 1);
+        let c = Config::from_toml_with_env(
+            "[mysql]\nwrite_method = \"insert\"\nconnections_per_worker = 16\n",
+            "",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.mysql.write_method, MysqlWriteMethod::Insert);
+        assert_eq!(c.mysql.write_method.as_str(), "insert");
+        assert_eq!(c.mysql.connections_per_worker, 16);
+        let c = Config::from_toml_with_env(
+            "",
+            "",
+            env(&[
+                ("IOTFLOW__MYSQL__WRITE_METHOD", "load_data"),
+                ("IOTFLOW__MYSQL__CONNECTIONS_PER_WORKER", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mysql.write_method, MysqlWriteMethod::LoadData);
+        assert_eq!(c.mysql.connections_per_worker, 3);
+    }
+
+    #[test]
+    fn mysql_write_method_and_connections_out_of_range_are_errors_naming_the_key() {
+        for bad in ["0", "17", "1000"] {
+            let e = Config::from_toml_with_env(
+                "",
+                "",
+                env(&[("IOTFLOW__MYSQL__CONNECTIONS_PER_WORKER", bad)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("mysql.connections_per_worker") && e.contains("between 1 and 16"),
+                "{e}"
+            );
+        }
+        let e = Config::from_toml_with_env("[mysql]\nwrite_method = \"copy\"\n", "", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("copy") && e.contains("load_data") && e.contains("insert"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -63,5 +63,7 @@ impl Connector for MysqlConnector {
         MysqlWriter::new(self.pool.clone(), &self.config.table)
             .with_timeout(Duration::from_millis(self.config.write_timeout_ms))
             .with_rejects(rejects)
+            .with_method(self.config.write_method)
+            .with_connections(self.config.connections_per_worker)
     }
 }

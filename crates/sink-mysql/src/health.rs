@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use iotflow_config::MysqlConfig;
+use iotflow_config::{MysqlConfig, MysqlWriteMethod};
 use iotflow_mysql::pool::{connect_pool, parse, shown, ConnectError};
 use iotflow_mysql::{sql_mode_is_compatible, with_session_sql_mode};
 use iotflow_sink::SinkError;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, Pool};
+use mysql_async::{Opts, OptsBuilder, Pool};
 
+use crate::load_data::{check_local_infile, SESSION_MAX_ERROR_COUNT};
 use crate::retry::classify;
 use crate::MysqlConnector;
 
@@ -18,14 +19,17 @@ pub const IOT_DATA_DDL: &str = include_str!("../../../schemas/mysql/iot_data.sql
 /// How long the start-up check waits for its first connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections of the pool for a process with `workers` worker threads: two per worker (one
-/// writing, one being returned and reset) and two spare.
-pub fn pool_size(workers: usize) -> usize {
-    workers * 2 + 2
+/// Connections of the pool for a process with `workers` worker threads writing on
+/// `connections_per_worker` connections each: one more per worker (being returned and reset)
+/// and two spare.
+pub fn pool_size(workers: usize, connections_per_worker: usize) -> usize {
+    workers * (connections_per_worker.max(1) + 1) + 2
 }
 
 /// Connects to `config.url`, checks the server, and (with `config.create_table`) creates the
-/// table; the pool has [`pool_size`]`(workers)` connections. Fails with a message that names
+/// table; the pool has [`pool_size`]`(workers, config.connections_per_worker)` connections.
+/// With `mysql.write_method = "load_data"` the server must have `local_infile` ON
+/// ([`crate::load_data::check_local_infile`]): the start fails otherwise, saying how to fix it. Fails with a message that names
 /// the server (password redacted, see [`iotflow_mysql::redact`]) and the problem, for the job
 /// to print before it starts any worker: transient when the server did not answer or is
 /// overloaded, definite for a wrong URL, credentials, privileges or schema.
@@ -51,9 +55,19 @@ pub async fn prepare(config: &MysqlConfig, workers: usize) -> Result<MysqlConnec
         &shown,
         &config.table,
         config.create_table,
-        pool_size(workers),
+        pool_size(workers, config.connections_per_worker),
     )
     .await?;
+    if config.write_method == MysqlWriteMethod::LoadData {
+        let mut conn = pool
+            .get_conn()
+            .await
+            .map_err(|e| classify(&format!("MySQL at {shown}"), &e))?;
+        check_local_infile(&mut conn, &shown)
+            .await
+            .map_err(|e| classify(&format!("MySQL at {shown}"), &e))?
+            .map_err(SinkError::Definite)?;
+    }
     Ok(MysqlConnector::new(config.clone(), pool))
 }
 
@@ -87,7 +101,10 @@ async fn prepare_checked(
     create_table: bool,
     max_connections: usize,
 ) -> Result<Pool, SinkError> {
-    let opts = with_session_sql_mode(opts);
+    // SHOW WARNINGS after a load lists up to max_error_count warnings (crate::load_data).
+    let mut setup = vec![SESSION_MAX_ERROR_COUNT.to_string()];
+    setup.extend(opts.setup().iter().cloned());
+    let opts = with_session_sql_mode(OptsBuilder::from_opts(opts).setup(setup).into());
     let (pool, mut conn) = connect_pool(opts, shown, max_connections, CONNECT_TIMEOUT)
         .await
         .map_err(connect_error)?;
@@ -130,9 +147,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pool_has_two_connections_per_worker_and_two_spare() {
-        assert_eq!(pool_size(1), 4);
-        assert_eq!(pool_size(4), 10);
+    fn the_pool_has_the_writing_connections_one_more_per_worker_and_two_spare() {
+        assert_eq!(pool_size(1, 1), 4);
+        assert_eq!(pool_size(4, 1), 10);
+        assert_eq!(pool_size(2, 4), 12);
+        assert_eq!(pool_size(2, 0), 6);
     }
 
     #[tokio::test]

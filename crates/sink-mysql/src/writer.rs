@@ -1,42 +1,122 @@
-//! The MySQL [`BatchWriter`]: day partitions first, then one multi-row idempotent INSERT.
+//! The MySQL [`BatchWriter`]: day partitions first, then the rows, by `LOAD DATA LOCAL INFILE
+//! ... IGNORE` ([`crate::load_data`]) or one multi-row idempotent INSERT, on one or several
+//! connections at once.
+//!
+//! # Several connections
+//!
+//! With `mysql.connections_per_worker = k`, a batch is cut into up to `k` parts of at least
+//! [`MIN_PART_ROWS`] rows, each written on its own connection at the same time, and the write
+//! returns (the batch is acknowledged) only when every part is durable. The sink operator's
+//! contract is unchanged: batches are still written one after the other, in order, and a
+//! time's capability is released only after all its rows are stored. Within a batch the order
+//! of rows never mattered: every row has its own key (a repeated key is the same Kafka record,
+//! with the same values), and the first write of a key is kept whichever part lands first.
+//! A failed part fails the whole batch (the other parts are abandoned), and the retry writes
+//! every part again, which changes nothing for the rows already stored.
 
+use std::ops::Range;
 use std::time::Duration;
 
+use bytes::Bytes;
+use iotflow_config::MysqlWriteMethod;
 use iotflow_sink::{within, BatchWriter, Bisection, RejectRecorder, SinkError};
 use mysql_async::prelude::Queryable;
-use mysql_async::Pool;
+use mysql_async::{Conn, Pool};
 
 use crate::encoder::{days, encode_insert, validate_row};
+use crate::load_data::{encode_tsv, is_local_infile_refused, load, load_statement, LoadOutcome};
 use crate::partitions::PartitionManager;
 use crate::retry::{classify, is_row_error};
 use crate::Row;
+
+/// Smallest part a batch is cut into for concurrent connections: below this the extra round
+/// trips cost more than the parallel parse saves.
+pub const MIN_PART_ROWS: usize = 250;
+
+/// The row ranges of a batch of `rows` rows written on up to `connections` connections: as
+/// many parts as `connections` allows with none under [`MIN_PART_ROWS`] (always at least one),
+/// sizes differing by at most one row.
+///
+/// ```
+/// use iotflow_sink_mysql::writer::parts;
+/// assert_eq!(parts(2000, 2), vec![0..1000, 1000..2000]);
+/// assert_eq!(parts(300, 4), vec![0..300]);
+/// assert_eq!(parts(0, 3), vec![0..0]);
+/// ```
+pub fn parts(rows: usize, connections: usize) -> Vec<Range<usize>> {
+    let k = connections.min(rows / MIN_PART_ROWS).max(1);
+    let (base, extra) = (rows / k, rows % k);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            let range = start..start + len;
+            start += len;
+            range
+        })
+        .collect()
+}
 
 /// Writes batches of [`Row`]s into one table.
 pub struct MysqlWriter {
     pool: Pool,
     table: String,
     partitions: PartitionManager,
-    sql: String,
     rejects: RejectRecorder,
     timeout: Duration,
+    method: MysqlWriteMethod,
+    connections: usize,
+    load_sql: String,
+    stats: WriteStats,
+}
+
+/// How a writer's parts were written so far (counts of parts, not rows): what the tests and the
+/// log look at to tell the fast path from the fallbacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Loads committed (their warnings, if any, were all duplicate keys).
+    pub loads_committed: u64,
+    /// Loads rolled back for other warnings, then written by INSERT.
+    pub loads_rolled_back: u64,
+    /// Loads the server refused (`local_infile` off), then written by INSERT.
+    pub loads_refused: u64,
+    /// Parts written by INSERT (the method, or a fallback).
+    pub parts_inserted: u64,
+}
+
+/// What one part of a batch came to.
+#[derive(Default)]
+struct PartDone {
+    /// Rows the server refused (index in the batch, reason).
+    refused: Vec<(usize, String)>,
+    /// The server refused `LOAD DATA LOCAL`: its message (the part was written by INSERT).
+    load_refused: Option<String>,
+    /// The load was committed.
+    loaded: bool,
+    /// The load was rolled back (the part was written by INSERT).
+    rolled_back: bool,
 }
 
 impl MysqlWriter {
     /// How long one write may take by default (the `mysql.write_timeout_ms` default).
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-    /// A writer using connections from `pool`; each write may take
-    /// [`MysqlWriter::DEFAULT_TIMEOUT`] (see [`MysqlWriter::with_timeout`]). A row the server
-    /// refuses is a definite error unless [`MysqlWriter::with_rejects`] gives it somewhere to
-    /// go.
+    /// A writer using connections from `pool`, writing with INSERT on one connection; each
+    /// write may take [`MysqlWriter::DEFAULT_TIMEOUT`] (see [`MysqlWriter::with_timeout`]). A
+    /// row the server refuses is a definite error unless [`MysqlWriter::with_rejects`] gives
+    /// it somewhere to go. [`MysqlWriter::with_method`] and
+    /// [`MysqlWriter::with_connections`] choose LOAD DATA and more connections.
     pub fn new(pool: Pool, table: &str) -> Self {
         MysqlWriter {
             pool,
             table: table.to_string(),
             partitions: PartitionManager::new(table),
-            sql: String::new(),
             rejects: RejectRecorder::none("mysql"),
             timeout: Self::DEFAULT_TIMEOUT,
+            method: MysqlWriteMethod::Insert,
+            connections: 1,
+            load_sql: load_statement(table),
+            stats: WriteStats::default(),
         }
     }
 
@@ -58,34 +138,32 @@ impl MysqlWriter {
         self
     }
 
-    /// Inserts `rows`, splitting around the rows the server refuses.
-    async fn insert_splitting(
-        &mut self,
-        conn: &mut mysql_async::Conn,
-        rows: &[Row],
-    ) -> Result<(), SinkError> {
-        let mut split = Bisection::new(rows.len());
-        while let Some(range) = split.next_range() {
-            self.sql.clear();
-            encode_insert(&self.table, &rows[range.clone()], &mut self.sql);
-            match conn.query_drop(&self.sql).await {
-                Ok(()) => {}
-                Err(e) if is_row_error(&e) => {
-                    if let Some(i) = split.refused(range) {
-                        self.rejects
-                            .reject(rows[i].rejected(&self.table, e.to_string()))
-                            .await?;
-                    }
-                }
-                Err(e) => {
-                    return Err(classify(
-                        &format!("inserting {} rows into `{}`", range.len(), self.table),
-                        &e,
-                    ))
-                }
-            }
-        }
-        Ok(())
+    /// Writes with `method` (`mysql.write_method`). With
+    /// [`MysqlWriteMethod::LoadData`] a part whose load has warnings other than duplicate keys
+    /// is rolled back and written by INSERT (which names the bad row); a server refusing
+    /// `LOAD DATA LOCAL` makes this writer log a warning once and use INSERT from then on.
+    /// The pool's sessions should run [`crate::load_data::SESSION_MAX_ERROR_COUNT`] (the pool
+    /// of [`crate::prepare`] does).
+    pub fn with_method(mut self, method: MysqlWriteMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Writes each batch on up to `connections` connections at once (see the module docs);
+    /// 0 is taken as 1. The pool needs that many connections per writer.
+    pub fn with_connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
+    }
+
+    /// The method this writer uses now (INSERT after the server refused LOAD DATA LOCAL).
+    pub fn method(&self) -> MysqlWriteMethod {
+        self.method
+    }
+
+    /// How the parts written so far were written.
+    pub fn stats(&self) -> WriteStats {
+        self.stats
     }
 
     /// One write, without the deadline.
@@ -115,6 +193,10 @@ impl MysqlWriter {
             valid = keep;
             &valid[..]
         };
+        if rows.is_empty() {
+            self.rejects.batch_done();
+            return Ok(());
+        }
         self.partitions
             .ensure_days(&mut conn, days(rows))
             .await
@@ -126,10 +208,126 @@ impl MysqlWriter {
                     SinkError::Definite(message)
                 }
             })?;
-        self.insert_splitting(&mut conn, rows).await?;
+        let load_sql = (self.method == MysqlWriteMethod::LoadData).then_some(&self.load_sql[..]);
+        let (pool, table) = (&self.pool, &self.table[..]);
+        let mut first = Some(conn);
+        let done = futures_util::future::try_join_all(
+            parts(rows.len(), self.connections)
+                .into_iter()
+                .map(|range| write_part(pool, first.take(), table, load_sql, rows, range)),
+        )
+        .await?;
+        for part in done {
+            if part.loaded {
+                self.stats.loads_committed += 1;
+            } else {
+                self.stats.parts_inserted += 1;
+            }
+            self.stats.loads_rolled_back += u64::from(part.rolled_back);
+            if let Some(reason) = part.load_refused {
+                self.stats.loads_refused += 1;
+                if self.method == MysqlWriteMethod::LoadData {
+                    tracing::warn!(
+                        table = %self.table,
+                        "the server refused LOAD DATA LOCAL INFILE ({reason}); this writer uses \
+                         INSERT from now on (set local_infile=ON on the server, or \
+                         mysql.write_method = \"insert\")"
+                    );
+                    self.method = MysqlWriteMethod::Insert;
+                }
+            }
+            for (i, reason) in part.refused {
+                self.rejects
+                    .reject(rows[i].rejected(&self.table, reason))
+                    .await?;
+            }
+        }
         self.rejects.batch_done();
         Ok(())
     }
+}
+
+/// Writes `rows[range]` on `conn` (or a new connection of `pool`): by `load_sql` when given,
+/// falling back to INSERT when the load is rolled back or refused.
+async fn write_part(
+    pool: &Pool,
+    conn: Option<Conn>,
+    table: &str,
+    load_sql: Option<&str>,
+    rows: &[Row],
+    range: Range<usize>,
+) -> Result<PartDone, SinkError> {
+    let mut conn = match conn {
+        Some(conn) => conn,
+        None => pool
+            .get_conn()
+            .await
+            .map_err(|e| classify("connecting to MySQL", &e))?,
+    };
+    let part = &rows[range.clone()];
+    let mut done = PartDone::default();
+    if let Some(statement) = load_sql {
+        let mut data = Vec::new();
+        encode_tsv(part, &mut data);
+        match load(&mut conn, statement, Bytes::from(data), part.len()).await {
+            Ok(LoadOutcome::Committed { .. }) => {
+                done.loaded = true;
+                return Ok(done);
+            }
+            Ok(LoadOutcome::RolledBack { warnings, first }) => {
+                done.rolled_back = true;
+                tracing::debug!(
+                    %table,
+                    warnings,
+                    ?first,
+                    "LOAD DATA had warnings other than duplicate keys; rolled back, writing the rows by INSERT"
+                );
+            }
+            Err(e) if is_local_infile_refused(&e) => done.load_refused = Some(e.to_string()),
+            Err(e) => {
+                return Err(classify(
+                    &format!("loading {} rows into `{table}`", part.len()),
+                    &e,
+                ))
+            }
+        }
+    }
+    done.refused = insert_splitting(&mut conn, table, part).await?;
+    for (i, _) in &mut done.refused {
+        *i += range.start;
+    }
+    Ok(done)
+}
+
+/// Inserts `rows`, splitting around the rows the server refuses; returns those (index in
+/// `rows`, the server's reason).
+async fn insert_splitting(
+    conn: &mut Conn,
+    table: &str,
+    rows: &[Row],
+) -> Result<Vec<(usize, String)>, SinkError> {
+    let mut refused = Vec::new();
+    let mut sql = String::new();
+    let mut split = Bisection::new(rows.len());
+    while let Some(range) = split.next_range() {
+        sql.clear();
+        encode_insert(table, &rows[range.clone()], &mut sql);
+        match conn.query_drop(&sql).await {
+            Ok(()) => {}
+            Err(e) if is_row_error(&e) => {
+                if let Some(i) = split.refused(range) {
+                    refused.push((i, e.to_string()));
+                }
+            }
+            Err(e) => {
+                return Err(classify(
+                    &format!("inserting {} rows into `{table}`", range.len()),
+                    &e,
+                ))
+            }
+        }
+    }
+    Ok(refused)
 }
 
 impl BatchWriter for MysqlWriter {
