@@ -51,6 +51,11 @@ pub struct ParseOptions {
     pub limits: ParseLimits,
     /// Payload bytes kept in a dead letter.
     pub dlq_max_payload_bytes: usize,
+    /// Whether to apply the plausibility window (`parse.max_event_age_secs` and
+    /// `parse.max_event_lead_secs`) around the record's broker timestamp. On for Kafka; off for
+    /// file input (`iotflow run --input`), which has no broker timestamp and whose archives
+    /// are old by design: the wall clock would reject a whole backfill.
+    pub check_window: bool,
 }
 
 impl ParseOptions {
@@ -63,6 +68,20 @@ impl ParseOptions {
             zone: config.zone()?,
             limits: config.parse_limits(),
             dlq_max_payload_bytes: config.kafka.dlq_max_payload_bytes,
+            check_window: true,
+        })
+    }
+
+    /// The options of file input (`iotflow run --input`): dead letters name the source topic
+    /// `topic` and no window is checked (see [`ParseOptions::check_window`]).
+    pub fn files(
+        config: &iotflow_config::Config,
+        topic: &str,
+    ) -> Result<ParseOptions, iotflow_config::ConfigError> {
+        Ok(ParseOptions {
+            topic: topic.to_string(),
+            check_window: false,
+            ..ParseOptions::readings(config)?
         })
     }
 }
@@ -96,6 +115,9 @@ impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
         self.ok_err(move |rec: KafkaRecord| {
             let result = match &rec.payload {
                 Some(p) => parse_reading(p, &options.zone, &options.limits).and_then(|r| {
+                    if !options.check_window {
+                        return Ok(r);
+                    }
                     // The window is relative to the record's own time, so a replay after a
                     // restart gets the same verdict; the wall clock only stands in for a
                     // record without a timestamp.
