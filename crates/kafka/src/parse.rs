@@ -176,3 +176,68 @@ pub fn dead_letter(rec: KafkaRecord, e: &ParseError, options: &ParseOptions) -> 
         kafka_ts_ms: rec.ts_ms,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use timely::dataflow::operators::{Capture, ToStream};
+
+    use super::*;
+
+    /// Parses `records` with `options`; returns (readings, dead-letter reason codes).
+    fn parse(records: Vec<KafkaRecord>, options: ParseOptions) -> (usize, Vec<String>) {
+        let (ok_tx, ok_rx) = mpsc::channel();
+        let (err_tx, err_rx) = mpsc::channel();
+        timely::example(move |scope| {
+            let metrics = iotflow_metrics::Metrics::new("t", "t").parse("parse", 0);
+            let (ok, err) = records.to_stream(scope).parse_readings(options, metrics);
+            ok.capture_into(ok_tx);
+            err.capture_into(err_tx);
+        });
+        use timely::dataflow::operators::capture::Event;
+        let readings = ok_rx
+            .try_iter()
+            .map(|e| match e {
+                Event::Messages(_, d) => d.len(),
+                _ => 0,
+            })
+            .sum();
+        let codes = err_rx
+            .try_iter()
+            .flat_map(|e| match e {
+                Event::Messages(_, d) => d,
+                _ => vec![],
+            })
+            .map(|l: DeadLetter| l.reason_code)
+            .collect();
+        (readings, codes)
+    }
+
+    #[test]
+    fn file_input_has_no_window_kafka_input_does() {
+        let mut config = iotflow_config::Config::default();
+        config.parse.max_event_age_secs = 3600;
+        // A reading of 2025 without a broker timestamp, as every line of a file is.
+        let record = KafkaRecord {
+            partition: -7,
+            offset: 42,
+            ts_ms: None,
+            key: None,
+            payload: Some(
+                br#"{"event_time":"2025-04-10 08:00:00","metric":1.5,"pboxid":"p","latitude":1,"longitude":2}"#
+                    .to_vec(),
+            ),
+        };
+        let kafka = ParseOptions::readings(&config).unwrap();
+        assert!(kafka.check_window);
+        let (n, codes) = parse(vec![record.clone()], kafka);
+        assert_eq!(n, 0);
+        assert_eq!(codes.len(), 1, "{codes:?}");
+
+        let files = ParseOptions::files(&config, "file").unwrap();
+        assert!(!files.check_window && files.topic == "file");
+        let (n, codes) = parse(vec![record], files);
+        assert_eq!((n, codes.len()), (1, 0), "{codes:?}");
+    }
+}
