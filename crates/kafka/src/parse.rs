@@ -51,6 +51,11 @@ pub struct ParseOptions {
     pub limits: ParseLimits,
     /// Payload bytes kept in a dead letter.
     pub dlq_max_payload_bytes: usize,
+    /// Whether to apply the plausibility window (`parse.max_event_age_secs` and
+    /// `parse.max_event_lead_secs`) around the record's broker timestamp. On for Kafka; off for
+    /// file input (`iotflow run --input`), which has no broker timestamp and whose archives
+    /// are old by design: the wall clock would reject a whole backfill.
+    pub check_window: bool,
 }
 
 impl ParseOptions {
@@ -63,6 +68,20 @@ impl ParseOptions {
             zone: config.zone()?,
             limits: config.parse_limits(),
             dlq_max_payload_bytes: config.kafka.dlq_max_payload_bytes,
+            check_window: true,
+        })
+    }
+
+    /// The options of file input (`iotflow run --input`): dead letters name the source topic
+    /// `topic` and no window is checked (see [`ParseOptions::check_window`]).
+    pub fn files(
+        config: &iotflow_config::Config,
+        topic: &str,
+    ) -> Result<ParseOptions, iotflow_config::ConfigError> {
+        Ok(ParseOptions {
+            topic: topic.to_string(),
+            check_window: false,
+            ..ParseOptions::readings(config)?
         })
     }
 }
@@ -96,6 +115,9 @@ impl<'scope> ParseReadings<'scope> for StreamVec<'scope, u64, KafkaRecord> {
         self.ok_err(move |rec: KafkaRecord| {
             let result = match &rec.payload {
                 Some(p) => parse_reading(p, &options.zone, &options.limits).and_then(|r| {
+                    if !options.check_window {
+                        return Ok(r);
+                    }
                     // The window is relative to the record's own time, so a replay after a
                     // restart gets the same verdict; the wall clock only stands in for a
                     // record without a timestamp.
@@ -152,5 +174,70 @@ pub fn dead_letter(rec: KafkaRecord, e: &ParseError, options: &ParseOptions) -> 
             offset: rec.offset,
         },
         kafka_ts_ms: rec.ts_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use timely::dataflow::operators::{Capture, ToStream};
+
+    use super::*;
+
+    /// Parses `records` with `options`; returns (readings, dead-letter reason codes).
+    fn parse(records: Vec<KafkaRecord>, options: ParseOptions) -> (usize, Vec<String>) {
+        let (ok_tx, ok_rx) = mpsc::channel();
+        let (err_tx, err_rx) = mpsc::channel();
+        timely::example(move |scope| {
+            let metrics = iotflow_metrics::Metrics::new("t", "t").parse("parse", 0);
+            let (ok, err) = records.to_stream(scope).parse_readings(options, metrics);
+            ok.capture_into(ok_tx);
+            err.capture_into(err_tx);
+        });
+        use timely::dataflow::operators::capture::Event;
+        let readings = ok_rx
+            .try_iter()
+            .map(|e| match e {
+                Event::Messages(_, d) => d.len(),
+                _ => 0,
+            })
+            .sum();
+        let codes = err_rx
+            .try_iter()
+            .flat_map(|e| match e {
+                Event::Messages(_, d) => d,
+                _ => vec![],
+            })
+            .map(|l: DeadLetter| l.reason_code)
+            .collect();
+        (readings, codes)
+    }
+
+    #[test]
+    fn file_input_has_no_window_kafka_input_does() {
+        let mut config = iotflow_config::Config::default();
+        config.parse.max_event_age_secs = 3600;
+        // A reading of 2025 without a broker timestamp, as every line of a file is.
+        let record = KafkaRecord {
+            partition: -7,
+            offset: 42,
+            ts_ms: None,
+            key: None,
+            payload: Some(
+                br#"{"event_time":"2025-04-10 08:00:00","metric":1.5,"pboxid":"p","latitude":1,"longitude":2}"#
+                    .to_vec(),
+            ),
+        };
+        let kafka = ParseOptions::readings(&config).unwrap();
+        assert!(kafka.check_window);
+        let (n, codes) = parse(vec![record.clone()], kafka);
+        assert_eq!(n, 0);
+        assert_eq!(codes.len(), 1, "{codes:?}");
+
+        let files = ParseOptions::files(&config, "file").unwrap();
+        assert!(!files.check_window && files.topic == "file");
+        let (n, codes) = parse(vec![record], files);
+        assert_eq!((n, codes.len()), (1, 0), "{codes:?}");
     }
 }

@@ -77,6 +77,10 @@ enum Command {
         /// File with one `host:port` line per process (default: localhost:2101, 2102, ...).
         #[arg(short = 'h', long = "hostfile")]
         hostfile: Option<String>,
+        /// Read readings from these JSON-lines files (gzip or plain; directories are walked)
+        /// instead of the readings topic; repeatable. See docs/file-source.md.
+        #[arg(long = "input", value_name = "PATH")]
+        input: Vec<PathBuf>,
         /// Print the resolved configuration and exit.
         #[arg(long)]
         print_config: bool,
@@ -191,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             processes,
             process,
             hostfile,
+            input,
             print_config,
             help: _,
         } => {
@@ -212,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     process,
                     hostfile,
                 },
+                &input,
             )
         }
         Command::Worktime {

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use iotflow_config::Config;
+use iotflow_file::{FileSummary, InputFile};
 use iotflow_kafka::{DeadLetterLedger, DeadLetterProducer, SourceHandle};
 use iotflow_metrics::Metrics;
 use iotflow_sink::{Connector, Fatal, SinkEnv};
@@ -36,6 +37,17 @@ pub struct JobContext {
     pub ledger: Arc<DeadLetterLedger>,
     /// The live work-time view (when `worktime.live` is on).
     pub live: Option<Arc<Mutex<LiveBoard>>>,
+    /// The input files (`--input`), read instead of the readings topic.
+    pub files: Option<FileInput>,
+}
+
+/// The input files of `iotflow run --input` and what reading them did.
+#[derive(Clone, Debug)]
+pub struct FileInput {
+    /// Every input file of the cluster, in the order that assigns them to workers.
+    pub files: Arc<Vec<InputFile>>,
+    /// This process's counts and first error.
+    pub summary: Arc<FileSummary>,
 }
 
 impl JobContext {

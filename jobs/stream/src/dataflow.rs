@@ -10,12 +10,15 @@
 //! ```
 //!
 //! Each enabled sink is optional; the probe sees every one of them. Operators and sinks are
-//! built by their crates; this file only wires them.
+//! built by their crates; this file only wires them. With `--input` a `file-source` takes the
+//! place of the `kafka-source` (same records, the file as partition, the line's byte offset as
+//! offset; see docs/file-source.md).
 
 use std::cell::Cell;
 use std::rc::Rc;
 
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
+use iotflow_file::{file_source, FileSourceOptions, FILE_TOPIC};
 use iotflow_kafka::SourceOptions;
 use iotflow_kafka::{device_changes, kafka_source, DeadLetterSink, ParseOptions, ParseReadings};
 use iotflow_sink::{SinkEnv, SinkTo};
@@ -31,6 +34,11 @@ use crate::{rejects, JobContext};
 pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandle<u64>> {
     let (c, m, w) = (&ctx.config, &ctx.metrics, worker.index());
     let probe = ProbeHandle::new();
+    // The source topic named in dead letters: file input has its own.
+    let source_topic = match &ctx.files {
+        Some(_) => FILE_TOPIC.to_string(),
+        None => c.kafka.topic.clone(),
+    };
     let sinks = SinkEnv {
         worker: w,
         runtime: ctx.runtime.clone(),
@@ -38,22 +46,52 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         pressure: Rc::new(Cell::new(0)),
         fatal: ctx.fatal.clone(),
         rejects: (ctx.dead_letters.clone())
-            .map(|dl| rejects::to_dead_letters(dl, c.kafka.topic.clone(), m.clone(), w)),
+            .map(|dl| rejects::to_dead_letters(dl, source_topic.clone(), m.clone(), w)),
     };
     // Readings waiting for the dimension and dead letters awaiting the broker: a budget of
     // their own, apart from the sinks' (`held_rows`).
     let stashed = Rc::new(Cell::new(0usize));
-    let parse = ParseOptions::readings(c)?;
+    let parse = match &ctx.files {
+        Some(_) => ParseOptions::files(c, FILE_TOPIC)?,
+        None => ParseOptions::readings(c)?,
+    };
     worker.dataflow::<u64, _, _>(|scope| -> anyhow::Result<()> {
-        let records = kafka_source(
-            scope,
-            &c.kafka,
-            SourceOptions::readings(c, ctx.held_rows(), ctx.ledger.clone(), stashed.clone()),
-            m.source("kafka-source", w),
-            Some(probe.clone()),
-            sinks.pressure.clone(),
-            ctx.lifecycle.clone(),
-        )?;
+        let records = match &ctx.files {
+            None => kafka_source(
+                scope,
+                &c.kafka,
+                SourceOptions::readings(c, ctx.held_rows(), ctx.ledger.clone(), stashed.clone()),
+                m.source("kafka-source", w),
+                Some(probe.clone()),
+                sinks.pressure.clone(),
+                ctx.lifecycle.clone(),
+            )?,
+            Some(input) => {
+                // No commit bounds what an earlier run of the same files wrote: the worker's
+                // files' dead letters are read back from the start of their partitions.
+                let positions: Vec<(i32, i64, String)> =
+                    iotflow_file::assigned(&input.files, w, scope.peers())
+                        .iter()
+                        .map(|f| (f.partition, 0, String::new()))
+                        .collect();
+                ctx.ledger.load(&c.kafka, FILE_TOPIC, &positions)?;
+                let options = FileSourceOptions {
+                    epoch_ms: c.job.epoch_ms,
+                    max_poll_records: c.kafka.max_poll_records,
+                    max_pending_rows: ctx.held_rows(),
+                    stashed: Some((stashed.clone(), c.job.max_stashed_readings)),
+                };
+                file_source(
+                    scope,
+                    &input.files,
+                    options,
+                    m.source("file-source", w),
+                    sinks.pressure.clone(),
+                    ctx.lifecycle.clone(),
+                    input.summary.clone(),
+                )
+            }
+        };
         // The dimension may stop once every reader of the cluster has finished.
         let readers = ProbeHandle::new();
         let records = records.probe_with(&readers);
@@ -70,6 +108,10 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         let dimension = replicate_dimension(device_updates(changes));
 
         let (readings, letters) = records.parse_readings(parse, m.parse("parse", w));
+        let letters = match &ctx.files {
+            Some(input) => rejects::from_files(letters, input.files.clone(), input.summary.clone()),
+            None => letters,
+        };
         let letters = rejects::noted(letters, m.recent_dead_letters());
         let (dlq_metrics, dlq_held) = (
             m.dlq("dead-letter-sink", w),

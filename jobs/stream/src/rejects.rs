@@ -4,10 +4,12 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use iotflow_file::{FileSummary, InputFile};
 use iotflow_kafka::DeadLetterProducer;
 use iotflow_metrics::{Metrics, RecentDeadLetters};
 use iotflow_model::{DeadLetter, SourceRef};
 use iotflow_sink::{Rejected, Rejects, RejectsFor};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::StreamVec;
 
@@ -74,5 +76,27 @@ pub fn noted<'scope>(
             &l.reason,
             &format!("{}/{}/{}", l.topic, l.source.partition, l.source.offset),
         )
+    })
+}
+
+/// The parser's dead letters of file input, each reason prefixed with the file and the line's
+/// byte offset (the letter's partition is the file's, see `iotflow_file::partition_of`), and
+/// counted as bad lines in `summary`.
+pub fn from_files<'scope>(
+    letters: StreamVec<'scope, u64, DeadLetter>,
+    files: Arc<Vec<InputFile>>,
+    summary: Arc<FileSummary>,
+) -> StreamVec<'scope, u64, DeadLetter> {
+    let names: std::collections::HashMap<i32, String> = files
+        .iter()
+        .map(|f| (f.partition, f.name.clone()))
+        .collect();
+    letters.map(move |mut l| {
+        summary
+            .bad_lines
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = names.get(&l.source.partition).map_or("?", String::as_str);
+        l.reason = format!("file {name} offset {}: {}", l.source.offset, l.reason);
+        l
     })
 }

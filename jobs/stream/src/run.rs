@@ -12,7 +12,7 @@ use iotflow_metrics::Metrics;
 use iotflow_worktime::Rules;
 
 use crate::dataflow::build;
-use crate::JobContext;
+use crate::{FileInput, JobContext};
 
 /// Timely's cluster flags (`-w -n -p -h`).
 #[derive(Clone, Debug)]
@@ -46,7 +46,28 @@ impl ClusterArgs {
 }
 
 /// Runs the streaming job until it finishes (idle exit, SIGTERM) or fails.
-pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
+///
+/// With `inputs` (`--input`, files or directories) the readings come from those files instead
+/// of the readings topic, and the job finishes once every file is read and every sink has
+/// acknowledged everything; it fails (after that) when a file could not be read to its end.
+pub fn run(
+    config: Config,
+    cluster: ClusterArgs,
+    inputs: &[std::path::PathBuf],
+) -> anyhow::Result<()> {
+    let files = if inputs.is_empty() {
+        None
+    } else {
+        let files = iotflow_file::discover(inputs).context("--input")?;
+        tracing::info!(
+            files = files.len(),
+            "reading input files instead of the readings topic"
+        );
+        Some(FileInput {
+            files: Arc::new(files),
+            summary: Arc::default(),
+        })
+    };
     let job_id = if config.job.id.is_empty() {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -189,6 +210,7 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         dead_letters,
         ledger,
         live,
+        files: files.clone(),
     };
     tracing::info!(
         job = %config.job.name, job_id = %job_id, workers = cluster.workers, processes = cluster.processes, process = cluster.process,
@@ -234,9 +256,35 @@ pub fn run(config: Config, cluster: ClusterArgs) -> anyhow::Result<()> {
         bail!("{e}");
     }
     if let Some(e) = fatal.lock().expect("fatal lock").take() {
+        if files.is_some() {
+            bail!("{e}; re-running the same input writes nothing twice");
+        }
         bail!("{e}; offsets were not committed past the failed data, a restart resumes from there");
     }
     runtime.shutdown_timeout(Duration::from_secs(2));
+    if let Some(input) = files {
+        let s = &input.summary;
+        let (read, lines, bad) = (
+            s.files.load(Ordering::SeqCst),
+            s.lines.load(Ordering::SeqCst),
+            s.bad_lines.load(Ordering::SeqCst),
+        );
+        let assigned = (0..cluster.workers)
+            .map(|w| {
+                let index = cluster.process * cluster.workers + w;
+                iotflow_file::assigned(&input.files, index, cluster.workers * cluster.processes)
+                    .len()
+            })
+            .sum::<usize>();
+        tracing::info!(files = read, assigned, lines, bad_lines = bad, "input read");
+        println!("input: {read} of {assigned} files read, {lines} lines, {bad} bad lines (in the dead-letter topic)");
+        if let Some(e) = s.error() {
+            bail!("{e}; the lines before it are written, re-running the same input writes nothing twice");
+        }
+        if s.interrupted.load(Ordering::SeqCst) {
+            bail!("stopped before the end of the input; re-running the same input writes nothing twice");
+        }
+    }
     Ok(())
 }
 
