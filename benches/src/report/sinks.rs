@@ -108,12 +108,13 @@ impl SinkFigures {
             };
             let firsts = median(runs.iter().map(|r| r.first.0.as_secs_f64()));
             rows.push(format!(
-                "| {number} | {what}, from process start | **{}** | {}; first row after {:.2} s; batch write p50 / p99 {} / {} |",
+                "| {number} | {what}, from process start | **{}** | {}; first row after {:.2} s; batch write p50 / p99 {} / {}; peak RSS {} |",
                 cell(median(start.clone())),
                 range(start),
                 firsts.unwrap_or_default(),
                 quantile(0.5, &run.batch_write),
-                quantile(0.99, &run.batch_write)
+                quantile(0.99, &run.batch_write),
+                super::median_rss(runs.iter())
             ));
             let steady_note = if steady.is_empty() {
                 "not measured: in no round were two batches per worker left after the first \
@@ -254,6 +255,7 @@ mod tests {
             first: (Duration::from_secs(1), 0.0),
             latency: Vec::new(),
             batch_write: vec![(0.1, 5.0), (f64::INFINITY, 10.0)],
+            peak_rss: None,
         }
     }
 
