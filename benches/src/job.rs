@@ -115,7 +115,10 @@ impl JobSpec {
                 self.batch_rows.is_some().to_string(),
             )
             .env("IOTFLOW__MYSQL__BATCH__MAX_ROWS", batch_rows.to_string())
-            .env("IOTFLOW__METRICS__LISTEN", format!("127.0.0.1:{listen_port}"))
+            .env(
+                "IOTFLOW__METRICS__LISTEN",
+                format!("127.0.0.1:{listen_port}"),
+            )
             .env(
                 "IOTFLOW__JOB__IDLE_EXIT_SECS",
                 self.idle_exit_secs.to_string(),

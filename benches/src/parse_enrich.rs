@@ -78,16 +78,17 @@ pub fn parse_enrich(payloads: &[Vec<u8>], devices: &[DeviceInfo], passes: usize)
             changes.send(DeviceChange::Upsert(device));
         }
         let mut time = 1u64;
-        let mut advance = |worker: &mut timely::worker::Worker,
-                           changes: &mut InputHandleVec<u64, DeviceChange>,
-                           payloads_in: &mut InputHandleVec<u64, Vec<u8>>| {
-            changes.advance_to(time);
-            payloads_in.advance_to(time);
-            while probe.less_than(&time) {
-                worker.step();
-            }
-            time += 1;
-        };
+        let mut advance =
+            |worker: &mut timely::worker::Worker,
+             changes: &mut InputHandleVec<u64, DeviceChange>,
+             payloads_in: &mut InputHandleVec<u64, Vec<u8>>| {
+                changes.advance_to(time);
+                payloads_in.advance_to(time);
+                while probe.less_than(&time) {
+                    worker.step();
+                }
+                time += 1;
+            };
         advance(worker, &mut changes, &mut payloads_in);
         let mut times = Vec::new();
         for _ in 0..passes.max(1) {

@@ -149,12 +149,18 @@ pub fn rate(x: f64) -> String {
 
 /// Bytes as mebibytes (`123.4 MiB`), or `-`.
 pub fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / f64::from(1 << 20)))
+    bytes.map_or("-".into(), |b| {
+        format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
+    })
 }
 
 /// The median of some runs' peak RSS, as [`mib`].
 fn median_rss<'a>(runs: impl IntoIterator<Item = &'a BacklogRun>) -> String {
-    mib(median(runs.into_iter().filter_map(|r| r.peak_rss.map(|b| b as f64))).map(|b| b as u64))
+    mib(median(
+        runs.into_iter()
+            .filter_map(|r| r.peak_rss.map(|b| b as f64)),
+    )
+    .map(|b| b as u64))
 }
 
 /// Seconds as milliseconds (`216 ms`, `1.5 ms`).

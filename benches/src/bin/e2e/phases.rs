@@ -87,7 +87,8 @@ impl Bench {
         let ch_rows =
             (!self.args.no_clickhouse).then(|| Arc::new(clickhouse_rows(&parsed, &devices)));
         // And as the ES sink's `_bulk` bodies, for (7a).
-        let es_bodies = (!self.args.no_elasticsearch).then(|| Arc::new(es_bodies(&parsed, &devices)));
+        let es_bodies =
+            (!self.args.no_elasticsearch).then(|| Arc::new(es_bulk_bodies(&parsed, &devices)));
         drop(parsed);
         let statements: Arc<Vec<String>> = Arc::new(
             rows.chunks(INSERT_STATEMENT_ROWS)
@@ -199,7 +200,11 @@ impl Bench {
         if all_topics.is_some() {
             runs.push(JobRun::AllSinks);
         }
-        runs.extend(dimension_topics.iter().map(|(size, _)| JobRun::Dimension(*size)));
+        runs.extend(
+            dimension_topics
+                .iter()
+                .map(|(size, _)| JobRun::Dimension(*size)),
+        );
         if !self.args.no_processes {
             runs.extend([JobRun::Processes(1), JobRun::Processes(2)]);
         }
@@ -469,7 +474,7 @@ impl Bench {
 
 /// The Elasticsearch sink's `_bulk` bodies for `readings` enriched with `devices`, in requests
 /// of its default `elasticsearch.batch.max_rows`, encoded by its own encoder.
-fn es_bodies(
+fn es_bulk_bodies(
     readings: &[iotflow_model::Reading],
     devices: &[iotflow_model::DeviceInfo],
 ) -> Vec<Vec<u8>> {
