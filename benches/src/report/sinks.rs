@@ -225,7 +225,11 @@ impl SinkFigures {
 /// only for runs that had at least two batches of `batch_rows` per worker left to write after
 /// the first write seen: ClickHouse's batches are 50 000 rows, and with fewer readings what
 /// follows the first write is one or two batches landing, not a rate.
-fn sink_rates(runs: &[BacklogRun], batch_rows: usize, workers: usize) -> (Vec<f64>, Vec<f64>) {
+pub(super) fn sink_rates(
+    runs: &[BacklogRun],
+    batch_rows: usize,
+    workers: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let enough = (2 * batch_rows * workers) as f64;
     (
         runs.iter().map(BacklogRun::rate).collect(),
