@@ -4,7 +4,8 @@
 # Builds the release binaries, starts the local stack (MariaDB, tansu, ClickHouse) if it is not
 # running, then runs target/release/e2e, which prints one markdown report (also saved to
 # target/e2e/report.md). Extra arguments after the two positionals go to e2e (e.g. --rounds 2,
-# --keep, --no-clickhouse, --no-elasticsearch; see --help).
+# --keep, --no-clickhouse, --no-elasticsearch, --all-sinks N, --no-dimension-sizes,
+# --no-processes; see --help).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"

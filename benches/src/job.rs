@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::prom;
+use crate::rss::RssSampler;
 
 /// Counter of rows the sinks acknowledged.
 pub const ROWS_WRITTEN: &str = "iotflow_sink_rows_written_total";
@@ -54,6 +55,15 @@ pub struct JobSpec {
     pub idle_exit_secs: u64,
     /// Where the job's log (its stderr) goes: `<log_dir>/job-<name>.log`.
     pub log_dir: PathBuf,
+    /// Timely processes in the cluster (`-n`); 1 for a job alone.
+    pub processes: usize,
+    /// This process's index (`-p`), below `processes`.
+    pub process: usize,
+    /// The cluster's hostfile (`-h`: one `host:port` per process), when `processes > 1`.
+    pub hostfile: Option<PathBuf>,
+    /// More `IOTFLOW__*` overrides, set after (and so over) the ones above; set on the child's
+    /// command only, never in this process.
+    pub env: Vec<(String, String)>,
 }
 
 impl JobSpec {
@@ -67,17 +77,31 @@ impl JobSpec {
 
     /// Starts the job with its metrics on a free loopback port.
     pub fn spawn(&self) -> Result<RunningJob> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port")?
-            .port();
+        let port = free_port()?;
+        // The job serves its metrics on `metrics.listen`'s port + its process index.
+        let listen_port = port
+            .checked_sub(u16::try_from(self.process).unwrap_or(u16::MAX))
+            .filter(|&p| p > 0)
+            .context("no metrics port below the free one for this process index")?;
         let log = self.log_dir.join(format!("job-{}.log", self.name));
         let stderr =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let batch_rows = self.batch_rows.unwrap_or(DEFAULT_BATCH_ROWS);
         let started = Instant::now();
-        let child = Command::new(&self.iotflow)
-            .args(["run", "-w", &self.workers.to_string()])
+        let mut command = Command::new(&self.iotflow);
+        command.args(["run", "-w", &self.workers.to_string()]);
+        if self.processes > 1 {
+            command.args([
+                "-n",
+                &self.processes.to_string(),
+                "-p",
+                &self.process.to_string(),
+            ]);
+        }
+        if let Some(hostfile) = &self.hostfile {
+            command.arg("-h").arg(hostfile);
+        }
+        command
             .env("IOTFLOW__KAFKA__BROKERS", &self.brokers)
             .env("IOTFLOW__KAFKA__TOPIC", &self.readings)
             .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &self.devices)
@@ -91,7 +115,10 @@ impl JobSpec {
                 self.batch_rows.is_some().to_string(),
             )
             .env("IOTFLOW__MYSQL__BATCH__MAX_ROWS", batch_rows.to_string())
-            .env("IOTFLOW__METRICS__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "IOTFLOW__METRICS__LISTEN",
+                format!("127.0.0.1:{listen_port}"),
+            )
             .env(
                 "IOTFLOW__JOB__IDLE_EXIT_SECS",
                 self.idle_exit_secs.to_string(),
@@ -99,6 +126,8 @@ impl JobSpec {
             .env("IOTFLOW__JOB__NAME", format!("e2e-{}", self.name))
             .env("IOTFLOW_LOG", "info,librdkafka=warn,rdkafka=warn")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -110,8 +139,10 @@ impl JobSpec {
             .timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
+        let rss = RssSampler::start(child.id());
         Ok(RunningJob {
             child,
+            rss,
             http,
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             started,
@@ -124,6 +155,7 @@ impl JobSpec {
 #[derive(Debug)]
 pub struct RunningJob {
     child: Child,
+    rss: RssSampler,
     http: reqwest::blocking::Client,
     metrics_url: String,
     started: Instant,
@@ -145,6 +177,22 @@ impl RunningJob {
     /// The job's log file.
     pub fn log(&self) -> &Path {
         &self.log
+    }
+
+    /// The job process's peak RSS so far, in bytes (sampled every
+    /// [`SAMPLE_EVERY`](crate::rss::SAMPLE_EVERY) since it was started).
+    pub fn peak_rss(&self) -> Option<u64> {
+        self.rss.peak()
+    }
+
+    /// Whether the job has exited (with its status); fails only if the OS cannot say.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Time since the job was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The `/metrics` text, or `None` while the endpoint does not answer.
@@ -256,8 +304,16 @@ impl Drop for RunningJob {
     }
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port")?
+        .port())
+}
+
 /// The last `lines` lines of a file.
-fn tail(path: &Path, lines: usize) -> String {
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -8,6 +8,8 @@
 //!   project's one parser, `iotflow_metrics::Exposition`), and `histogram_quantile` as Prometheus computes it.
 //! * [`job`]: `iotflow run` as a child process, followed through its `/metrics` (reqwest).
 //! * [`report`]: the harness's results as data, and their markdown tables rendered once.
+//! * [`parse_enrich`]: parse + enrich on one timely worker, as the criterion bench does it.
+//! * [`rss`]: a process's resident memory from `/proc`, sampled for its peak.
 //!
 //! See `docs/benchmarks.md` for how to run everything and what each figure means.
 
@@ -20,8 +22,10 @@ use iotflow_sink_mysql::Row;
 use serde::Deserialize;
 
 pub mod job;
+pub mod parse_enrich;
 pub mod prom;
 pub mod report;
+pub mod rss;
 
 /// Event time of the first generated round of readings. Fixed so that runs are comparable: a
 /// few hundred thousand readings of 1 000 devices, one second apart, all fall on this one day

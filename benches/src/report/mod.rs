@@ -12,7 +12,9 @@ use std::time::Duration;
 use crate::job::DEFAULT_BATCH_ROWS;
 use crate::prom;
 
+mod goals;
 mod sinks;
+pub use goals::{DimensionRun, IssueFigures, ProcessRun, ONE_MILLION};
 pub use sinks::{SinkFigures, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS};
 
 /// Rows per statement of the raw MariaDB insert measurement.
@@ -74,6 +76,8 @@ pub struct Report {
     pub live: Vec<LiveRun>,
     /// (6) ClickHouse and (7) the Elasticsearch stand-in.
     pub sinks: SinkFigures,
+    /// (8)–(11): memory, all sinks, two processes, the goals of issue 11.
+    pub issue: IssueFigures,
 }
 
 /// One run of the job over the backlog.
@@ -91,6 +95,8 @@ pub struct BacklogRun {
     pub latency: Vec<(f64, f64)>,
     /// Batch write time histogram (cumulative buckets).
     pub batch_write: Vec<(f64, f64)>,
+    /// Peak RSS of the job process, bytes (sampled every 50 ms).
+    pub peak_rss: Option<u64>,
 }
 
 impl BacklogRun {
@@ -119,6 +125,8 @@ pub struct LiveRun {
     pub produce_time: Duration,
     /// End-to-end latency of just these readings (cumulative buckets).
     pub latency: Vec<(f64, f64)>,
+    /// Peak RSS of the job process, bytes (sampled every 50 ms).
+    pub peak_rss: Option<u64>,
 }
 
 /// `n` per `d`.
@@ -137,6 +145,22 @@ pub fn rate(x: f64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Bytes as mebibytes (`123.4 MiB`), or `-`.
+pub fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| {
+        format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
+    })
+}
+
+/// The median of some runs' peak RSS, as [`mib`].
+fn median_rss<'a>(runs: impl IntoIterator<Item = &'a BacklogRun>) -> String {
+    mib(median(
+        runs.into_iter()
+            .filter_map(|r| r.peak_rss.map(|b| b as f64)),
+    )
+    .map(|b| b as u64))
 }
 
 /// Seconds as milliseconds (`216 ms`, `1.5 ms`).
@@ -302,10 +326,11 @@ impl Report {
             let (from_start, steady) = self.job_rates(run.batch_rows);
             let _ = writeln!(
                 s,
-                "| 5a | **job**, backlog, max_rows {size}, from process start | **{}** | {}; first row after {:.2} s |",
+                "| 5a | **job**, backlog, max_rows {size}, from process start | **{}** | {}; first row after {:.2} s; peak RSS {} |",
                 cell(median(from_start.clone())),
                 range(&from_start),
-                run.first.0.as_secs_f64()
+                run.first.0.as_secs_f64(),
+                median_rss(self.runs(run.batch_rows))
             );
             let _ = writeln!(
                 s,
@@ -328,22 +353,25 @@ impl Report {
         {
             let _ = writeln!(
                 s,
-                "| 5b | **job, live** at {}/s for {} s, max_rows {}: e2e latency p50 / p99 | {} | **{} / {}** over {} readings (readings/s: as produced) |",
+                "| 5b | **job, live** at {}/s for {} s, max_rows {}: e2e latency p50 / p99 | {} | **{} / {}** over {} readings (readings/s: as produced); {}; peak RSS {} |",
                 rate(info.live_rate),
                 info.live_secs,
                 live.batch_rows,
                 rate(per_sec(live.produced as f64, live.produce_time)),
                 quantile(0.5, &live.latency),
                 quantile(0.99, &live.latency),
-                prom::count(&live.latency)
+                prom::count(&live.latency),
+                goals::latency_goal(&live.latency, Some(0.020), 0.050),
+                mib(live.peak_rss)
             );
         }
         if !no_sink.is_empty() {
             let _ = writeln!(
                 s,
-                "| 5c | job without the MySQL sink (Kafka → parse → enrich), from process start | {} | {} |",
+                "| 5c | job without the MySQL sink (Kafka → parse → enrich), from process start | {} | {}; peak RSS {} |",
                 cell(median(no_sink.clone())),
-                range(&no_sink)
+                range(&no_sink),
+                median_rss(self.runs(None))
             );
             let _ = writeln!(
                 s,
@@ -353,6 +381,10 @@ impl Report {
             );
         }
         for row in &sinks.rows {
+            let _ = writeln!(s, "{row}");
+        }
+        let issue = self.issue.lines(self, info);
+        for row in &issue.rows {
             let _ = writeln!(s, "{row}");
         }
 
@@ -405,9 +437,9 @@ impl Report {
         if !info.batch_rows.is_empty() && !self.backlog.is_empty() {
             let _ = writeln!(
                 s,
-                "\n| max_rows | readings/s from start | from first row (median) | from first row, each round | first row after | batch write p50 / p99 |"
+                "\n| max_rows | readings/s from start | from first row (median) | from first row, each round | first row after | batch write p50 / p99 | peak RSS (median) |"
             );
-            let _ = writeln!(s, "|---:|---:|---:|---|---:|---|");
+            let _ = writeln!(s, "|---:|---:|---:|---|---:|---|---:|");
             for &size in &info.batch_rows {
                 let Some(run) = self.median_run(Some(size)) else {
                     continue;
@@ -416,33 +448,38 @@ impl Report {
                 let each: Vec<String> = steady.iter().map(|&r| rate(r)).collect();
                 let _ = writeln!(
                     s,
-                    "| {size} | {} | {} | {} | {:.2} s | {} / {} |",
+                    "| {size} | {} | {} | {} | {:.2} s | {} / {} | {} |",
                     cell(median(from_start)),
                     cell(median(steady)),
                     each.join(", "),
                     run.first.0.as_secs_f64(),
                     quantile(0.5, &run.batch_write),
-                    quantile(0.99, &run.batch_write)
+                    quantile(0.99, &run.batch_write),
+                    median_rss(self.runs(Some(size)))
                 );
             }
         }
         if self.live.len() > 1 {
             let _ = writeln!(
                 s,
-                "\n| live, max_rows | produced readings/s | readings | e2e p50 | e2e p99 |"
+                "\n| live, max_rows | produced readings/s | readings | e2e p50 | e2e p99 | peak RSS |"
             );
-            let _ = writeln!(s, "|---:|---:|---:|---|---|");
+            let _ = writeln!(s, "|---:|---:|---:|---|---|---:|");
             for live in &self.live {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} |",
                     live.batch_rows,
                     rate(per_sec(live.produced as f64, live.produce_time)),
                     prom::count(&live.latency),
                     quantile(0.5, &live.latency),
-                    quantile(0.99, &live.latency)
+                    quantile(0.99, &live.latency),
+                    mib(live.peak_rss)
                 );
             }
+        }
+        for line in &issue.tables {
+            let _ = writeln!(s, "{line}");
         }
         if let Some(verdict) = self.batch_verdict(&info.batch_rows) {
             let _ = writeln!(s, "\n{verdict}");
@@ -529,6 +566,7 @@ mod tests {
             first: (Duration::from_secs(1), 0.0),
             latency: vec![(0.1, 10.0), (0.25, 90.0), (f64::INFINITY, 100.0)],
             batch_write: vec![(0.01, 5.0), (f64::INFINITY, 10.0)],
+            peak_rss: Some(100 << 20),
         }
     }
 
@@ -555,8 +593,10 @@ mod tests {
                 produced: 100_000,
                 produce_time: Duration::from_secs(10),
                 latency: vec![(0.1, 0.0), (0.25, 50_000.0), (f64::INFINITY, 100_000.0)],
+                peak_rss: Some(150 << 20),
             }],
             sinks: SinkFigures::default(),
+            issue: IssueFigures::default(),
         }
     }
 

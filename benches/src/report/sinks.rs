@@ -108,12 +108,13 @@ impl SinkFigures {
             };
             let firsts = median(runs.iter().map(|r| r.first.0.as_secs_f64()));
             rows.push(format!(
-                "| {number} | {what}, from process start | **{}** | {}; first row after {:.2} s; batch write p50 / p99 {} / {} |",
+                "| {number} | {what}, from process start | **{}** | {}; first row after {:.2} s; batch write p50 / p99 {} / {}; peak RSS {} |",
                 cell(median(start.clone())),
                 range(start),
                 firsts.unwrap_or_default(),
                 quantile(0.5, &run.batch_write),
-                quantile(0.99, &run.batch_write)
+                quantile(0.99, &run.batch_write),
+                super::median_rss(runs.iter())
             ));
             let steady_note = if steady.is_empty() {
                 "not measured: in no round were two batches per worker left after the first \
@@ -224,7 +225,11 @@ impl SinkFigures {
 /// only for runs that had at least two batches of `batch_rows` per worker left to write after
 /// the first write seen: ClickHouse's batches are 50 000 rows, and with fewer readings what
 /// follows the first write is one or two batches landing, not a rate.
-fn sink_rates(runs: &[BacklogRun], batch_rows: usize, workers: usize) -> (Vec<f64>, Vec<f64>) {
+pub(super) fn sink_rates(
+    runs: &[BacklogRun],
+    batch_rows: usize,
+    workers: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let enough = (2 * batch_rows * workers) as f64;
     (
         runs.iter().map(BacklogRun::rate).collect(),
@@ -254,6 +259,7 @@ mod tests {
             first: (Duration::from_secs(1), 0.0),
             latency: Vec::new(),
             batch_write: vec![(0.1, 5.0), (f64::INFINITY, 10.0)],
+            peak_rss: None,
         }
     }
 

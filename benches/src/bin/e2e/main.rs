@@ -17,7 +17,18 @@
 //!    Elasticsearch **stand-in** (`iotflow-es-stand-in`, not Elasticsearch): the job's side of
 //!    the bulk protocol, nothing about a real cluster.
 //!
-//! (2), (3), (5a), (5c), (6) and (7) are repeated `--rounds` times, interleaved, and reported as
+//! 7a. the stand-in's `_bulk` alone: the ES sink's documents in requests of its default size,
+//!    1 and 2 in flight (the reference of (7));
+//! 8. with `--all-sinks N`: the job with MySQL, ClickHouse and the stand-in over a backlog of N
+//!    readings, and live at `--live-rate`;
+//! 9. the job without sinks per dimension size (10 000, 50 000, 100 000 devices): peak RSS;
+//! 10. the job without sinks as 2 processes × 1 worker and as 1 process × 2 workers.
+//!
+//! Every job process's RSS is sampled every 50 ms for its peak. (4c), parse + enrich on one
+//! timely worker, is the reference of goal 1; a goals table sets each figure against the goal
+//! of issue 11.
+//!
+//! (2), (3), (5a), (5c), (6), (7), (7a), (8), (9) and (10) are repeated `--rounds` times, interleaved, and reported as
 //! medians with their ranges; the ratios of the job to (2), (3), (4) and (5c) say which part
 //! bounds it, those of (6b) to (6a) and of (6b) and (7) to (5a) compare the sinks. Everything the
 //! harness creates (topics, `iotflow_bench_*` databases in MariaDB and ClickHouse) is its own and
@@ -38,6 +49,7 @@ use iotflow_es_stand_in::StandIn;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
+mod issue;
 mod phases;
 mod raw;
 mod scratch;
@@ -115,9 +127,22 @@ struct Args {
     /// Skip the ClickHouse figures (6a, 6b).
     #[arg(long)]
     no_clickhouse: bool,
-    /// Skip the Elasticsearch stand-in figure (7).
+    /// Skip the Elasticsearch stand-in figures (7, 7a).
     #[arg(long)]
     no_elasticsearch: bool,
+    /// Readings of the backlog run with all three sinks on (8), also the live run with all
+    /// three at `--live-rate`; 0: skip both. Needs ClickHouse and the stand-in.
+    #[arg(long, default_value_t = 0)]
+    all_sinks: u64,
+    /// Dimension sizes (devices) of the memory runs (9).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![10_000, 50_000, 100_000])]
+    dimension_sizes: Vec<usize>,
+    /// Skip the memory runs per dimension size (9).
+    #[arg(long)]
+    no_dimension_sizes: bool,
+    /// Skip 2 processes × 1 worker against 1 process × 2 workers (10).
+    #[arg(long)]
+    no_processes: bool,
 }
 
 /// The name `StandIn::spawn` gives the thread that serves every request of the stand-in.
@@ -190,9 +215,16 @@ enum JobRun {
     Clickhouse,
     /// (7) with only the Elasticsearch sink, writing to the stand-in.
     StandIn,
+    /// (8) with all three sinks, over its own backlog.
+    AllSinks,
+    /// (9) without sinks, with a dimension of this many devices.
+    Dimension(usize),
+    /// (10) without sinks, as this many processes (1 × 2 workers or 2 × 1 worker).
+    Processes(usize),
 }
 
 /// The job's topics for one phase.
+#[derive(Clone)]
 struct Topics {
     readings: String,
     devices: String,

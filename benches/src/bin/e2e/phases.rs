@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use iotflow_benches::job::{JobSpec, BATCH_WRITE, E2E_LATENCY, ROWS_WRITTEN};
 use iotflow_benches::report::{
-    BacklogRun, LiveRun, Report, RunInfo, CLICKHOUSE_BATCH_ROWS, INSERT_STATEMENT_ROWS,
+    BacklogRun, LiveRun, Report, RunInfo, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS,
+    INSERT_STATEMENT_ROWS,
 };
 use iotflow_benches::{gen_options, parse_baseline, prom, readings, rows};
 use iotflow_gen::{Generated, Generator};
@@ -85,6 +86,9 @@ impl Bench {
         // The same again as the ClickHouse sink's rows, for (6a).
         let ch_rows =
             (!self.args.no_clickhouse).then(|| Arc::new(clickhouse_rows(&parsed, &devices)));
+        // And as the ES sink's `_bulk` bodies, for (7a).
+        let es_bodies =
+            (!self.args.no_elasticsearch).then(|| Arc::new(es_bulk_bodies(&parsed, &devices)));
         drop(parsed);
         let statements: Arc<Vec<String>> = Arc::new(
             rows.chunks(INSERT_STATEMENT_ROWS)
@@ -111,6 +115,23 @@ impl Bench {
                 std::hint::black_box(parse_reading(p, &Zone::Utc, &limits).expect("valid"));
             }
         }));
+        // 4c. Parse + enrich on one timely worker, the reference of goal 1: a dimension of at
+        // least the criterion bench's 10 000 devices.
+        let pe_devices = self.args.devices.max(10_000);
+        eprintln!("e2e: [4c] parse + enrich in-process, 1 worker, {pe_devices} devices");
+        let pe = iotflow_benches::parse_enrich::parse_enrich(
+            &payloads,
+            &iotflow_gen::devices(pe_devices, self.args.seed),
+            5,
+        );
+        ensure!(
+            pe.enriched == 5 * payloads.len(),
+            "parse + enrich in-process gave {} readings for 5 passes of {}",
+            pe.enriched,
+            payloads.len()
+        );
+        report.issue.parse_enrich = pe.median();
+        report.issue.parse_enrich_devices = pe_devices;
         drop(payloads);
 
         let job_topics = Topics {
@@ -119,6 +140,46 @@ impl Bench {
             dlq: self.topic("dlq", 1)?,
         };
         iotflow_gen::publish_devices(&self.args.brokers, &job_topics.devices, &devices)?;
+
+        // 9. One devices topic per dimension size, published once.
+        let mut dimension_topics = Vec::new();
+        if !self.args.no_dimension_sizes {
+            for size in self.args.dimension_sizes.clone() {
+                let topics = Topics {
+                    devices: self.topic(&format!("devices-{size}"), 1)?,
+                    ..job_topics.clone()
+                };
+                eprintln!("e2e: [9] publishing {size} devices to {}", topics.devices);
+                let devices = iotflow_gen::devices(size, self.args.seed);
+                iotflow_gen::publish_devices(&self.args.brokers, &topics.devices, &devices)?;
+                dimension_topics.push((size, topics));
+            }
+        }
+        // 8. The all-sinks backlog, produced once.
+        let all_n = self.args.all_sinks;
+        let all_topics = if all_n > 0 {
+            ensure!(
+                !self.args.no_clickhouse && !self.args.no_elasticsearch,
+                "--all-sinks needs ClickHouse and the stand-in (no --no-clickhouse, --no-elasticsearch)"
+            );
+            let topics = Topics {
+                readings: self.topic("readings-all-sinks", self.args.partitions)?,
+                ..job_topics.clone()
+            };
+            eprintln!("e2e: [8] producing {all_n} readings to {}", topics.readings);
+            let sent = iotflow_gen::produce(
+                &self.args.brokers,
+                &topics.readings,
+                Generator::new(gen_options(all_n, self.args.devices, self.args.seed + 2)),
+                0.0,
+                |_| {},
+            )?;
+            ensure!(sent == all_n, "produced {sent} of {all_n} readings");
+            report.issue.all_sinks_readings = all_n;
+            Some(topics)
+        } else {
+            None
+        };
 
         // 2, 3, 5, 6 and 7 once per round, interleaved, so that a noisy minute hits all of
         // them; the order of the job runs rotates from round to round.
@@ -136,6 +197,17 @@ impl Bench {
         if !self.args.no_elasticsearch {
             runs.push(JobRun::StandIn);
         }
+        if all_topics.is_some() {
+            runs.push(JobRun::AllSinks);
+        }
+        runs.extend(
+            dimension_topics
+                .iter()
+                .map(|(size, _)| JobRun::Dimension(*size)),
+        );
+        if !self.args.no_processes {
+            runs.extend([JobRun::Processes(1), JobRun::Processes(2)]);
+        }
         for round in 0..rounds {
             eprintln!("e2e: round {} of {rounds}", round + 1);
             eprintln!("e2e:   [2] consuming {topic} with a plain BaseConsumer");
@@ -150,6 +222,13 @@ impl Bench {
                 );
                 let took = self.clickhouse_insert(rows)?;
                 report.sinks.clickhouse_raw.push(took);
+            }
+            if let Some(bodies) = &es_bodies {
+                eprintln!(
+                    "e2e:   [7a] posting {n} documents to the ES stand-in, {ELASTICSEARCH_BATCH_ROWS}-document requests, 1 and 2 in flight"
+                );
+                report.issue.es_raw_1.push(self.es_bulk(bodies, n, 1)?);
+                report.issue.es_raw_2.push(self.es_bulk(bodies, n, 2)?);
             }
             for i in 0..runs.len() {
                 let name = |what: &str| format!("{what}-r{}", round + 1);
@@ -176,11 +255,45 @@ impl Bench {
                         report.sinks.stand_in_job.push(run);
                         report.sinks.stand_in_busy.extend(busy);
                     }
+                    JobRun::AllSinks => {
+                        let topics = all_topics.as_ref().expect("AllSinks runs with its topic");
+                        eprintln!("e2e:   [8] job over {all_n} readings, all three sinks");
+                        let run = self.all_sinks_run(topics, all_n, &name("all-sinks"))?;
+                        report.issue.all_sinks.push(run);
+                    }
+                    JobRun::Dimension(size) => {
+                        let topics = &dimension_topics
+                            .iter()
+                            .find(|(s, _)| *s == size)
+                            .expect("a topic per size")
+                            .1;
+                        eprintln!("e2e:   [9] job over the backlog, no sinks, {size} devices");
+                        let run = self.dimension_run(
+                            &topics.clone(),
+                            size,
+                            &name(&format!("devices-{size}")),
+                        )?;
+                        report.issue.dimension.push(run);
+                    }
+                    JobRun::Processes(processes) => {
+                        let workers = 2 / processes;
+                        eprintln!(
+                            "e2e:   [10] job over the backlog, no sinks, {processes} process(es) × {workers} worker(s)"
+                        );
+                        let run = self.process_run(
+                            &job_topics,
+                            processes,
+                            workers,
+                            &name(&format!("{processes}x{workers}")),
+                        )?;
+                        report.issue.processes.push(run);
+                    }
                 }
             }
         }
         drop(statements);
         drop(ch_rows);
+        drop(es_bodies);
 
         // 5b. Live: the job waits on an empty topic; a producer sends at a fixed rate.
         let live_n = (self.args.live_rate * self.args.live_secs as f64).round() as u64;
@@ -196,6 +309,18 @@ impl Bench {
                     self.args.live_rate, live.readings
                 );
                 report.live.push(self.live_run(&live, batch_rows, live_n)?);
+            }
+            if all_topics.is_some() {
+                let live = Topics {
+                    readings: self.topic("live-all-sinks", self.args.partitions)?,
+                    ..job_topics.clone()
+                };
+                eprintln!(
+                    "e2e: [8] live: {live_n} readings at {}/s into {}, all three sinks",
+                    self.args.live_rate, live.readings
+                );
+                let run = self.all_sinks_live(&live, live_n)?;
+                report.issue.all_sinks_live.push(run);
             }
         }
         Ok(report)
@@ -232,6 +357,10 @@ impl Bench {
             batch_rows: None,
             idle_exit_secs,
             log_dir: self.args.log_dir.clone(),
+            processes: 1,
+            process: 0,
+            hostfile: None,
+            env: Vec::new(),
         }
     }
 
@@ -263,6 +392,7 @@ impl Bench {
             first: progress.first,
             latency: prom::histogram(&progress.text, E2E_LATENCY),
             batch_write: prom::histogram(&progress.text, BATCH_WRITE),
+            peak_rss: running.peak_rss(),
         })
     }
 
@@ -274,7 +404,23 @@ impl Bench {
         batch_rows: usize,
         count: u64,
     ) -> Result<LiveRun> {
-        let (spec, _db) = self.job(topics, format!("live-{batch_rows}"), Some(batch_rows), 0)?;
+        let name = format!("live-{batch_rows}");
+        self.live_run_with(topics, &name, batch_rows, count, Vec::new(), 1)
+    }
+
+    /// [`Bench::live_run`] with more `IOTFLOW__*` overrides (`env`, e.g. more sinks on); the
+    /// sinks' counter must reach `sinks` rows per reading.
+    pub(crate) fn live_run_with(
+        &mut self,
+        topics: &Topics,
+        name: &str,
+        batch_rows: usize,
+        count: u64,
+        env: Vec<(String, String)>,
+        sinks: u64,
+    ) -> Result<LiveRun> {
+        let (mut spec, _db) = self.job(topics, name.to_string(), Some(batch_rows), 0)?;
+        spec.env = env;
         let mut running = spec.spawn()?;
         running.wait_until_ready(
             (self.args.devices * self.args.workers) as f64,
@@ -291,7 +437,8 @@ impl Bench {
             |_| {},
         )?;
         let produce_time = start.elapsed();
-        let progress = running.wait_for(ROWS_WRITTEN, produced, Duration::from_secs(600))?;
+        let progress =
+            running.wait_for(ROWS_WRITTEN, sinks * produced, Duration::from_secs(600))?;
         running.terminate();
         running.finish(Duration::from_secs(60))?;
         Ok(LiveRun {
@@ -299,6 +446,7 @@ impl Bench {
             produced,
             produce_time,
             latency: prom::difference(&prom::histogram(&progress.text, E2E_LATENCY), &before),
+            peak_rss: running.peak_rss(),
         })
     }
 
@@ -322,6 +470,29 @@ impl Bench {
             batch_rows: a.batch_rows.clone(),
         }
     }
+}
+
+/// The Elasticsearch sink's `_bulk` bodies for `readings` enriched with `devices`, in requests
+/// of its default `elasticsearch.batch.max_rows`, encoded by its own encoder.
+fn es_bulk_bodies(
+    readings: &[iotflow_model::Reading],
+    devices: &[iotflow_model::DeviceInfo],
+) -> Vec<Vec<u8>> {
+    let by_id: std::collections::HashMap<&str, &iotflow_model::DeviceInfo> =
+        devices.iter().map(|d| (d.pboxid.as_str(), d)).collect();
+    let rows: Vec<iotflow_sink_elasticsearch::Row> = readings
+        .iter()
+        .map(|r| {
+            iotflow_sink_elasticsearch::Row::from(&iotflow_model::Enriched {
+                reading: r.clone(),
+                device: by_id.get(r.pboxid.as_str()).map(|d| (*d).clone()),
+            })
+        })
+        .collect();
+    let prefix = iotflow_sink_elasticsearch::ElasticsearchConfig::default().index_prefix;
+    rows.chunks(ELASTICSEARCH_BATCH_ROWS)
+        .map(|chunk| iotflow_sink_elasticsearch::encoder::encode_bulk(chunk, &prefix))
+        .collect()
 }
 
 /// The median wall time of `runs` calls of `f`.

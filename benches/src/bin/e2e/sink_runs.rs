@@ -115,6 +115,7 @@ impl Bench {
             first: progress.first,
             latency: prom::histogram(&progress.text, E2E_LATENCY),
             batch_write: prom::histogram(&progress.text, BATCH_WRITE),
+            peak_rss: running.peak_rss(),
         };
         Ok((run, running.log().to_path_buf()))
     }
