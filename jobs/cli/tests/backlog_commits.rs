@@ -56,6 +56,7 @@ fn commits_advance_while_a_backlog_drains_and_a_kill_redoes_little() {
     produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
 
     let (workers, max_rows, max_in_flight) = (2usize, 1000usize, 2usize);
+    let commit_interval_ms = 50u64;
     let port = free_port();
     let mut child = f
         .job(workers, port)
@@ -63,6 +64,13 @@ fn commits_advance_while_a_backlog_drains_and_a_kill_redoes_little() {
         .env(
             "IOTFLOW__MYSQL__BATCH__MAX_IN_FLIGHT",
             max_in_flight.to_string(),
+        )
+        // Commits on a short cadence, so what the bound below counts is what the sinks and the
+        // source hold, not how many rows a second of the default cadence writes (that lag is
+        // the user's knob, `job.commit_interval_ms`, and grows with the write rate).
+        .env(
+            "IOTFLOW__JOB__COMMIT_INTERVAL_MS",
+            commit_interval_ms.to_string(),
         )
         .spawn()
         .unwrap();
@@ -104,7 +112,7 @@ fn commits_advance_while_a_backlog_drains_and_a_kill_redoes_little() {
     );
     assert!(committed <= stored, "committed past stored rows");
     // What a worker may hold: the source pauses above max_rows × (max_in_flight + 1) × 2 rows
-    // held by its sink, plus one poll of records; the commit lags by one epoch.
+    // held by its sink, plus one poll of records; the commit lags by one commit interval.
     let bound = (workers * (max_rows * (max_in_flight + 1) * 2 + 10_000)) as i64;
     assert!(
         redo <= bound,
