@@ -9,6 +9,13 @@ use iotflow_config::Config;
 
 mod status;
 
+/// mimalloc instead of glibc's malloc: in a profile of a 2-worker drain without sinks, glibc's
+/// malloc and free (arena locks, `malloc_consolidate`, `unlink_chunk`) took about 44 % of the
+/// CPU, because buffers allocated on librdkafka's and the workers' threads are freed on others
+/// (docs/benchmarks.md, "Profile").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "iotflow",
