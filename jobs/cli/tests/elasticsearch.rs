@@ -71,7 +71,6 @@ fn throttling_outages_and_mapping_errors_end_stored_or_dead_lettered() {
         .envs(elasticsearch_env(&es.url))
         .env("IOTFLOW__MYSQL__ENABLED", "false")
         .env("IOTFLOW__ELASTICSEARCH__RETRY__INITIAL_BACKOFF_MS", "20")
-        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
         .spawn()
         .unwrap();
     let label = format!("job_name=\"{}\"", f.name);
@@ -115,6 +114,9 @@ fn throttling_outages_and_mapping_errors_end_stored_or_dead_lettered() {
     );
     assert!(!text.contains("sink=\"mysql\""), "MySQL was off");
 
+    // Stopped by the test, not by an idle exit: the retries' backoff can outlast any idle
+    // timeout, and the job must still be running when the final metrics are read.
+    sigterm(&child);
     let (ok, stderr) = finish(child, Duration::from_secs(60));
     assert!(ok, "job failed:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -97,12 +97,7 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
     let port = free_port();
     // ClickHouse too: the work time can be read from there.
     let ch_env = f.clickhouse_env();
-    let mut job = f
-        .job(2, port)
-        .envs(ch_env.clone())
-        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
-        .spawn()
-        .unwrap();
+    let mut job = f.job(2, port).envs(ch_env.clone()).spawn().unwrap();
     let label = format!("job_name=\"{}\"", f.name);
     wait_for("every reading stored", Duration::from_secs(120), || {
         let t = scrape_running(port, &mut job);
@@ -126,6 +121,8 @@ fn two_days_analysed_exactly_idempotently_and_pushed() {
             serde_json::from_str(&body).unwrap()
         })
         .collect();
+    // Stopped by the test once the live view is read (an idle exit could end the job before).
+    sigterm(&job);
     let (ok, stderr) = finish(job, Duration::from_secs(120));
     assert!(ok, "streaming job failed:\n{stderr}");
 
