@@ -100,6 +100,10 @@ pub struct KafkaConfig {
     /// Most KiB of fetched messages librdkafka queues ahead per source partition
     /// (`queued.max.messages.kbytes`; librdkafka's own default is 65536). Default 16384.
     pub fetch_queue_max_kbytes: usize,
+    /// Longest time in ms the broker may hold a fetch request of a source before answering
+    /// (`fetch.wait.max.ms`). Some brokers hold every fetch this long even when data is there,
+    /// so it bounds the latency a fetch adds. Default 100.
+    pub fetch_wait_max_ms: u64,
     /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
     pub properties: BTreeMap<String, String>,
 }
@@ -116,6 +120,7 @@ impl Default for KafkaConfig {
             dlq_max_payload_bytes: 64 * 1024,
             stats_interval_secs: 5,
             fetch_queue_max_kbytes: 16 * 1024,
+            fetch_wait_max_ms: 100,
             properties: BTreeMap::new(),
         }
     }
@@ -630,6 +635,10 @@ impl Config {
             (
                 "kafka.fetch_queue_max_kbytes",
                 self.kafka.fetch_queue_max_kbytes,
+            ),
+            (
+                "kafka.fetch_wait_max_ms",
+                self.kafka.fetch_wait_max_ms as usize,
             ),
             (
                 "mysql.write_timeout_ms",

@@ -357,8 +357,8 @@ pub fn kafka_source<'scope>(
         // A group without committed offsets starts at the beginning: never skip data.
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Lower than the 500 ms default: latency matters more than fetch request count here.
-        .set("fetch.wait.max.ms", "100")
+        // Lower than librdkafka's 500 ms default: latency matters more than fetch request count.
+        .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
         // Prefetch per partition is memory the job holds outside its own accounting: bound it
         // (librdkafka's 64 MiB default times many partitions is a lot of RSS).
         .set(
@@ -626,8 +626,18 @@ pub fn kafka_source<'scope>(
                 }
                 if matches!(state, State::Running) {
                     let mut session = output.session(&*c);
+                    // One clock reading per activation: a message's age is taken at the start
+                    // of the poll that takes it.
+                    let now_ms = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
                     let mut take = |m: &BorrowedMessage<'_>| {
                         next.insert(m.partition(), m.offset() + 1);
+                        if let Some(ts) = m.timestamp().to_millis() {
+                            metrics
+                                .read_age
+                                .observe((now_ms - ts).max(0) as f64 / 1000.0);
+                        }
                         session.give(KafkaRecord {
                             partition: m.partition(),
                             offset: m.offset(),

@@ -76,6 +76,7 @@ pub struct Metrics {
     job_name: String,
     job_id: String,
     messages_received: IntCounterVec,
+    read_age: HistogramVec,
     parse_success: IntCounterVec,
     parse_failure: IntCounterVec,
     dlq_records: IntCounterVec,
@@ -211,6 +212,7 @@ impl Metrics {
         register_service_telemetry(&r);
         Metrics {
             messages_received: counter(&r, "iotflow_kafka_messages_received_total", "Kafka messages read from the readings topic.", &[]),
+            read_age: histogram(&r, "iotflow_kafka_read_age_seconds", "Age of a message when the source read it: from its Kafka timestamp to the poll that took it (the broker's and the fetch's share of the end-to-end latency).", &[], latency_buckets()),
             parse_success: counter(&r, "iotflow_parse_success_total", "Readings that parsed and validated.", &[]),
             parse_failure: counter(&r, "iotflow_parse_failure_total", "Readings rejected by the parser, by reason code.", &["reason"]),
             dlq_records: counter(&r, "iotflow_dlq_records_total", "Dead letters acknowledged by the dead-letter topic.", &[]),
@@ -294,6 +296,7 @@ impl Metrics {
             messages_received: self
                 .messages_received
                 .with_label_values(&self.base(operator, &w)),
+            read_age: self.read_age.with_label_values(&self.base(operator, &w)),
             offsets_committed: self
                 .offsets_committed
                 .with_label_values(&self.base(operator, &w)),
@@ -420,6 +423,8 @@ pub struct PublisherMetrics {
 pub struct SourceMetrics {
     /// Messages read.
     pub messages_received: IntCounter,
+    /// Age of each message when read (now − its Kafka timestamp), seconds.
+    pub read_age: Histogram,
     /// Commits acknowledged.
     pub offsets_committed: IntCounter,
     /// Commits refused.

@@ -135,10 +135,8 @@ fn hundred_thousand_readings_arrive_exactly_once() {
     let port = free_port();
     let mut child = f
         .job(2, port)
-        // Idle time counts from the last record read, while the sinks may still be writing; on
-        // a loaded machine a short idle exit would end the job right after its final commit,
-        // before the scrapes below see it.
-        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "10")
+        // No idle exit: idle time counts from the last record read while the sinks may still
+        // be writing, so it could end the job before the scrapes below; SIGTERM ends it.
         .spawn()
         .unwrap();
     let label = format!("job_name=\"{}\"", f.name);
@@ -173,6 +171,7 @@ fn hundred_thousand_readings_arrive_exactly_once() {
         "iotflow_kafka_offset_commits_total",
         "iotflow_sink_batch_write_seconds_bucket",
         "iotflow_end_to_end_latency_seconds_bucket",
+        "iotflow_kafka_read_age_seconds_bucket",
     ] {
         assert!(text.contains(family), "{family} missing from /metrics");
     }
@@ -203,7 +202,18 @@ fn hundred_thousand_readings_arrive_exactly_once() {
     );
     assert!(m("iotflow_sink_batch_write_seconds_count") > 0);
     assert_eq!(m("iotflow_end_to_end_latency_seconds_count"), e.valid);
+    // Every message read had its age taken (all carry a producer timestamp), malformed too.
+    assert_eq!(
+        metric_sum(
+            &text,
+            "iotflow_kafka_read_age_seconds_count",
+            &[&label, "operator=\"kafka-source\""]
+        ) as u64,
+        100_000
+    );
 
+    // The test stops the job once it has read the metrics (an idle exit could come first).
+    sigterm(&child);
     let (ok, stderr) = finish(child, Duration::from_secs(60));
     assert!(ok, "job failed:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
