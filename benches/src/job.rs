@@ -17,6 +17,8 @@ pub const ROWS_WRITTEN: &str = "iotflow_sink_rows_written_total";
 pub const ENRICHED: &str = "iotflow_enriched_readings_total";
 /// Histogram: Kafka message timestamp → durable write of the row.
 pub const E2E_LATENCY: &str = "iotflow_end_to_end_latency_seconds";
+/// A message's age when the source read it (the broker's and the fetch's share of the latency).
+pub const READ_AGE: &str = "iotflow_kafka_read_age_seconds";
 /// Histogram: time to write one batch, retries included.
 pub const BATCH_WRITE: &str = "iotflow_sink_batch_write_seconds";
 /// Gauge: devices in each worker's copy of the dimension.

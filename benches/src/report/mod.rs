@@ -125,6 +125,9 @@ pub struct LiveRun {
     pub produce_time: Duration,
     /// End-to-end latency of just these readings (cumulative buckets).
     pub latency: Vec<(f64, f64)>,
+    /// Their age when the source read them (Kafka timestamp → poll; cumulative buckets): the
+    /// broker's and the fetch's share of `latency`.
+    pub read_age: Vec<(f64, f64)>,
     /// Peak RSS of the job process, bytes (sampled every 50 ms).
     pub peak_rss: Option<u64>,
 }
@@ -353,7 +356,7 @@ impl Report {
         {
             let _ = writeln!(
                 s,
-                "| 5b | **job, live** at {}/s for {} s, max_rows {}: e2e latency p50 / p99 | {} | **{} / {}** over {} readings (readings/s: as produced); {}; peak RSS {} |",
+                "| 5b | **job, live** at {}/s for {} s, max_rows {}: e2e latency p50 / p99 | {} | **{} / {}** over {} readings (readings/s: as produced); {}; of it the age at read (Kafka timestamp → poll: broker and fetch) p50 / p99 {} / {}; peak RSS {} |",
                 rate(info.live_rate),
                 info.live_secs,
                 live.batch_rows,
@@ -362,6 +365,8 @@ impl Report {
                 quantile(0.99, &live.latency),
                 prom::count(&live.latency),
                 goals::latency_goal(&live.latency, Some(0.020), 0.050),
+                quantile(0.5, &live.read_age),
+                quantile(0.99, &live.read_age),
                 mib(live.peak_rss)
             );
         }
@@ -462,18 +467,20 @@ impl Report {
         if self.live.len() > 1 {
             let _ = writeln!(
                 s,
-                "\n| live, max_rows | produced readings/s | readings | e2e p50 | e2e p99 | peak RSS |"
+                "\n| live, max_rows | produced readings/s | readings | e2e p50 | e2e p99 | read age p50 | read age p99 | peak RSS |"
             );
-            let _ = writeln!(s, "|---:|---:|---:|---|---|---:|");
+            let _ = writeln!(s, "|---:|---:|---:|---|---|---|---|---:|");
             for live in &self.live {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
                     live.batch_rows,
                     rate(per_sec(live.produced as f64, live.produce_time)),
                     prom::count(&live.latency),
                     quantile(0.5, &live.latency),
                     quantile(0.99, &live.latency),
+                    quantile(0.5, &live.read_age),
+                    quantile(0.99, &live.read_age),
                     mib(live.peak_rss)
                 );
             }
@@ -593,6 +600,7 @@ mod tests {
                 produced: 100_000,
                 produce_time: Duration::from_secs(10),
                 latency: vec![(0.1, 0.0), (0.25, 50_000.0), (f64::INFINITY, 100_000.0)],
+                read_age: vec![(0.05, 0.0), (0.1, 50_000.0), (f64::INFINITY, 100_000.0)],
                 peak_rss: Some(150 << 20),
             }],
             sinks: SinkFigures::default(),
@@ -623,6 +631,13 @@ mod tests {
         assert!(text.contains("| job ÷ job without the MySQL sink (5c) | 0.50 | 0.25 |"));
         assert!(text.contains("| 2000 | 33,333 | 50,000 | 50,000, 45,455, 55,556 |"));
         assert!(text.contains("**250 ms (100–250) / > 250 ms**"), "{text}");
+        // The age at read is reported beside the end-to-end latency it is part of.
+        assert!(
+            text.contains(
+                "(Kafka timestamp → poll: broker and fetch) p50 / p99 100 ms (50–100) / > 100 ms"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

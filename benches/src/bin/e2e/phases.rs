@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use iotflow_benches::job::{JobSpec, BATCH_WRITE, E2E_LATENCY, ROWS_WRITTEN};
+use iotflow_benches::job::{JobSpec, BATCH_WRITE, E2E_LATENCY, READ_AGE, ROWS_WRITTEN};
 use iotflow_benches::report::{
     BacklogRun, LiveRun, Report, RunInfo, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS,
     INSERT_STATEMENT_ROWS,
@@ -426,7 +426,9 @@ impl Bench {
             (self.args.devices * self.args.workers) as f64,
             Duration::from_secs(120),
         )?;
-        let before = prom::histogram(&running.scrape().unwrap_or_default(), E2E_LATENCY);
+        let scraped = running.scrape().unwrap_or_default();
+        let before = prom::histogram(&scraped, E2E_LATENCY);
+        let age_before = prom::histogram(&scraped, READ_AGE);
         let start = Instant::now();
         let options = gen_options(count, self.args.devices, self.args.seed + 1);
         let produced = iotflow_gen::produce(
@@ -446,6 +448,7 @@ impl Bench {
             produced,
             produce_time,
             latency: prom::difference(&prom::histogram(&progress.text, E2E_LATENCY), &before),
+            read_age: prom::difference(&prom::histogram(&progress.text, READ_AGE), &age_before),
             peak_rss: running.peak_rss(),
         })
     }
