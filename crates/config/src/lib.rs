@@ -98,7 +98,9 @@ pub struct KafkaConfig {
     /// Seconds between librdkafka statistics (consumer lag metrics). Default 5.
     pub stats_interval_secs: u64,
     /// Most KiB of fetched messages librdkafka queues ahead per source partition
-    /// (`queued.max.messages.kbytes`; librdkafka's own default is 65536). Default 16384.
+    /// (`queued.max.messages.kbytes`; librdkafka's own default is 65536). Default 4096: in a
+    /// 2 M-reading drain (2 workers, 8 partitions) 4096 read as fast as 16384 with 40 % less
+    /// RSS (340 MiB against 570 MiB); 2048 was 1.5× slower, 1024 2.5×.
     pub fetch_queue_max_kbytes: usize,
     /// Longest time in ms the broker may hold a fetch request of a source before answering
     /// (`fetch.wait.max.ms`). Some brokers hold every fetch this long even when data is there,
@@ -119,7 +121,7 @@ impl Default for KafkaConfig {
             max_poll_records: 5000,
             dlq_max_payload_bytes: 64 * 1024,
             stats_interval_secs: 5,
-            fetch_queue_max_kbytes: 16 * 1024,
+            fetch_queue_max_kbytes: 4 * 1024,
             fetch_wait_max_ms: 100,
             properties: BTreeMap::new(),
         }
