@@ -196,6 +196,17 @@ pub struct MysqlConfig {
     pub retry: RetryConfig,
 }
 
+/// How the ClickHouse sink compresses inserts (`clickhouse.compression`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClickhouseCompression {
+    /// LZ4 blocks, as ClickHouse's native clients send them.
+    #[default]
+    Lz4,
+    /// Plain RowBinary.
+    None,
+}
+
 /// How the MySQL sink writes a batch (`mysql.write_method`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -260,6 +271,9 @@ pub struct ClickhouseConfig {
     /// retried with backoff (a hung server shows up in the log and metrics instead of stalling
     /// silently). Default 30000.
     pub write_timeout_ms: u64,
+    /// How inserts are compressed on the wire: `lz4` (the default; less traffic to a remote
+    /// server) or `none` (no compression work on either side, for a server on the same host).
+    pub compression: ClickhouseCompression,
     /// Batching policy: ClickHouse wants few large inserts. Defaults 50000 rows, 32 MiB,
     /// 1000 ms, 2 in flight.
     pub batch: BatchConfig,
@@ -278,6 +292,7 @@ impl Default for ClickhouseConfig {
             table: "iot_data".into(),
             create_table: true,
             write_timeout_ms: 30_000,
+            compression: ClickhouseCompression::Lz4,
             batch: BatchConfig {
                 max_rows: 50_000,
                 max_bytes: 32 << 20,
@@ -909,6 +924,14 @@ mod tests {
         assert_eq!(c.mysql.write_method, MysqlWriteMethod::Insert);
         assert_eq!(c.mysql.write_method.as_str(), "insert");
         assert_eq!(c.mysql.connections_per_worker, 16);
+        assert_eq!(c.clickhouse.compression, ClickhouseCompression::Lz4);
+        let c = Config::from_toml_with_env("[clickhouse]\ncompression = \"none\"\n", "", env(&[]))
+            .unwrap();
+        assert_eq!(c.clickhouse.compression, ClickhouseCompression::None);
+        assert!(
+            Config::from_toml_with_env("[clickhouse]\ncompression = \"zstd\"\n", "", env(&[]))
+                .is_err()
+        );
         let c = Config::from_toml_with_env(
             "",
             "",

@@ -536,6 +536,8 @@ pub fn kafka_source<'scope>(
             let mut last_record = Instant::now();
             let mut error_log = RateLimitedLog::new(Duration::from_secs(10));
             let mut last_commit: Option<Instant> = None;
+            // Observed locally (no atomics per message), flushed once per activation.
+            let read_age = metrics.read_age.local();
 
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
@@ -634,9 +636,7 @@ pub fn kafka_source<'scope>(
                     let mut take = |m: &BorrowedMessage<'_>| {
                         next.insert(m.partition(), m.offset() + 1);
                         if let Some(ts) = m.timestamp().to_millis() {
-                            metrics
-                                .read_age
-                                .observe((now_ms - ts).max(0) as f64 / 1000.0);
+                            read_age.observe((now_ms - ts).max(0) as f64 / 1000.0);
                         }
                         session.give(KafkaRecord {
                             partition: m.partition(),
@@ -690,6 +690,7 @@ pub fn kafka_source<'scope>(
                 // emitted. The main queue (events) is served either way.
                 if read > 0 {
                     metrics.messages_received.inc_by(read as u64);
+                    read_age.flush();
                     last_record = Instant::now();
                 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clickhouse::Client;
-use iotflow_config::ClickhouseConfig;
+use iotflow_config::{ClickhouseCompression, ClickhouseConfig};
 use iotflow_sink::SinkError;
 
 use crate::encoder::{create_table_ddl, DEDUP_WINDOW};
@@ -60,6 +60,10 @@ pub async fn prepare(
         .with_user(&config.user)
         .with_password(&config.password)
         .with_database(database)
+        .with_compression(match config.compression {
+            ClickhouseCompression::Lz4 => clickhouse::Compression::Lz4,
+            ClickhouseCompression::None => clickhouse::Compression::None,
+        })
         .with_validation(false);
     let reach = format!("cannot reach ClickHouse at {url}");
     let version: String =
