@@ -114,7 +114,9 @@ pub fn rows(readings: &[Reading], devices: &[DeviceInfo]) -> Vec<Row> {
         .map(|r| {
             iotflow_sink_mysql::row(&Enriched {
                 reading: r.clone(),
-                device: by_id.get(r.pboxid.as_str()).map(|d| (*d).clone()),
+                device: by_id
+                    .get(r.pboxid.as_str())
+                    .map(|d| std::sync::Arc::new((*d).clone())),
             })
         })
         .collect()

@@ -1,6 +1,7 @@
 //! Building the replicated device dimension.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -11,10 +12,11 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::StreamVec;
 
 /// One differential update of the dimension: `((pboxid, record), time, diff)`.
-pub type DeviceUpdate = ((String, DeviceInfo), u64, i64);
+pub type DeviceUpdate = ((String, Arc<DeviceInfo>), u64, i64);
 
-/// The trace type of the replicated dimension.
-pub type DimensionTrace = TraceAgent<ValSpine<String, DeviceInfo, u64, i64>>;
+/// The trace type of the replicated dimension. Records are shared (`Arc`): the workers of a
+/// process hold one copy of each, and a reading's enrichment is a reference count.
+pub type DimensionTrace = TraceAgent<ValSpine<String, Arc<DeviceInfo>, u64, i64>>;
 
 /// Turns upsert-style device changes into differential updates (retract the old record,
 /// insert the new one).
@@ -25,7 +27,7 @@ pub type DimensionTrace = TraceAgent<ValSpine<String, DeviceInfo, u64, i64>>;
 pub fn device_updates<'scope>(
     changes: StreamVec<'scope, u64, DeviceChange>,
 ) -> StreamVec<'scope, u64, DeviceUpdate> {
-    let mut current: HashMap<String, DeviceInfo> = HashMap::new();
+    let mut current: HashMap<String, Arc<DeviceInfo>> = HashMap::new();
     // `Map::flat_map` has no access to times; a unary operator gives both.
     use timely::container::CapacityContainerBuilder;
     use timely::dataflow::operators::generic::Operator;
@@ -42,9 +44,10 @@ pub fn device_updates<'scope>(
                     for change in data.drain(..) {
                         match change {
                             DeviceChange::Upsert(info) => {
-                                if current.get(&info.pboxid) == Some(&info) {
+                                if current.get(&info.pboxid).map(|d| &**d) == Some(&info) {
                                     continue;
                                 }
+                                let info = Arc::new(info);
                                 if let Some(old) = current.insert(info.pboxid.clone(), info.clone())
                                 {
                                     session.give(((old.pboxid.clone(), old), t, -1));
@@ -73,7 +76,7 @@ pub fn replicate_dimension<'scope>(
     arrange_core::<
         _,
         _,
-        ValBatcher<String, DeviceInfo, u64, i64>,
-        ValSpine<String, DeviceInfo, u64, i64>,
+        ValBatcher<String, Arc<DeviceInfo>, u64, i64>,
+        ValSpine<String, Arc<DeviceInfo>, u64, i64>,
     >(broadcast, Pipeline, "device-dimension", ValBatcher::new)
 }

@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::trace::cursor::{cursor_list, Cursor, Navigable};
@@ -123,7 +124,7 @@ impl<'scope> EnrichWith<'scope> for StreamVec<'scope, u64, Reading> {
                             batch.sort_by(|a, b| a.pboxid.cmp(&b.pboxid));
                             cursor.rewind_keys(&storage);
                             let mut session = output.session(&cap);
-                            let mut last: Option<(String, Option<DeviceInfo>)> = None;
+                            let mut last: Option<(String, Option<Arc<DeviceInfo>>)> = None;
                             for reading in batch {
                                 let device = match &last {
                                     Some((id, d)) if *id == reading.pboxid => d.clone(),

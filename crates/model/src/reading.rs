@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -46,8 +48,10 @@ pub struct Reading {
 pub struct Enriched {
     /// The reading.
     pub reading: Reading,
-    /// The device's record, or `None` for a device the dimension does not know.
-    pub device: Option<DeviceInfo>,
+    /// The device's record, or `None` for a device the dimension does not know. Shared with
+    /// the dimension that holds it (and every other reading of the device): enriching a
+    /// reading copies no string.
+    pub device: Option<Arc<DeviceInfo>>,
 }
 
 /// A record that could not be parsed, on its way to the dead-letter topic.

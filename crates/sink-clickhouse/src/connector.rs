@@ -6,7 +6,7 @@ use clickhouse::Client;
 use iotflow_config::ClickhouseConfig;
 use iotflow_metrics::SinkMetrics;
 use iotflow_model::Enriched;
-use iotflow_sink::{Connector, FlatRow, RejectRecorder, SinkOptions};
+use iotflow_sink::{Connector, RejectRecorder, SinkOptions};
 
 use crate::{Capabilities, ClickhouseWriter};
 
@@ -59,8 +59,8 @@ impl Connector for ClickhouseConnector {
         "ClickHouse"
     }
 
-    fn row(enriched: &Enriched) -> FlatRow {
-        FlatRow::from(enriched)
+    fn row(enriched: Enriched) -> Enriched {
+        enriched
     }
 
     fn options(&self) -> SinkOptions {

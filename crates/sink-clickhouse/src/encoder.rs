@@ -1,7 +1,10 @@
 //! What goes on the wire besides the RowBinary rows the `clickhouse` crate encodes from
-//! [`Row`]: one insert per day, the insert deduplication token of a block, and the table's DDL.
+//! [`Row`](crate::Row): one insert per day, the insert deduplication token of a block, and the
+//! table's DDL.
 
-use crate::Row;
+use iotflow_model::Enriched;
+
+use crate::row::event_secs;
 
 /// Insert blocks a modern server remembers per table for deduplication (tables the sink
 /// creates on 22.2 and later).
@@ -38,7 +41,7 @@ pub fn create_table_ddl(table: &str, dedup_tokens: bool) -> String {
 /// that already stored the first attempt (the answer was lost) drops the second.
 pub fn dedup_token<'a, I>(rows: I) -> String
 where
-    I: IntoIterator<Item = &'a Row>,
+    I: IntoIterator<Item = &'a Enriched>,
     I::IntoIter: ExactSizeIterator,
 {
     let rows = rows.into_iter();
@@ -51,11 +54,13 @@ where
     };
     let n = rows.len();
     feed(&(n as u64).to_le_bytes());
-    for r in rows {
-        feed(&r.src_partition.to_le_bytes());
-        feed(&r.src_offset.to_le_bytes());
-        feed(&r.event_time.to_le_bytes());
-        feed(&r.event_ms.to_le_bytes());
+    for e in rows {
+        let r = &e.reading;
+        let ms = r.event_time.and_utc().timestamp_subsec_millis() as u16;
+        feed(&r.source.partition.to_le_bytes());
+        feed(&r.source.offset.to_le_bytes());
+        feed(&event_secs(e).to_le_bytes());
+        feed(&ms.to_le_bytes());
     }
     format!("iotflow-{n}-{h:016x}")
 }
@@ -64,10 +69,10 @@ where
 /// `toYYYYMMDD(event_time)`), in their order within each day. One insert per day: a modern
 /// server refuses an insert block that touches more than `max_partitions_per_insert_block`
 /// (100) partitions with Code 252, and a block of one partition is what it writes best anyway.
-pub fn by_day(rows: &[Row]) -> Vec<Vec<usize>> {
+pub fn by_day(rows: &[Enriched]) -> Vec<Vec<usize>> {
     let mut days: std::collections::BTreeMap<u32, Vec<usize>> = Default::default();
-    for (i, r) in rows.iter().enumerate() {
-        days.entry(r.event_time / 86_400).or_default().push(i);
+    for (i, e) in rows.iter().enumerate() {
+        days.entry(event_secs(e) / 86_400).or_default().push(i);
     }
     days.into_values().collect()
 }
@@ -75,26 +80,26 @@ pub fn by_day(rows: &[Row]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iotflow_model::{Decimal, NaiveDateTime, Reading, SourceRef};
 
-    fn row(partition: i32, offset: i64) -> Row {
-        Row {
-            event_time: 1_744_329_600,
-            event_ms: 125,
-            pboxid: "p".into(),
-            metric: 1,
-            latitude: 2,
-            longitude: 3,
-            company: None,
-            site: None,
-            line: None,
-            device_name: None,
-            model: None,
-            device_status: None,
-            work_threshold: None,
-            src_partition: partition,
-            src_offset: offset,
-            kafka_ts: None,
-            kafka_ms: None,
+    /// 2025-04-11 00:00:00.125 (read as UTC) plus `secs`.
+    fn at(secs: u32) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str("2025-04-11 00:00:00.125", "%Y-%m-%d %H:%M:%S%.f").unwrap()
+            + std::time::Duration::from_secs(u64::from(secs))
+    }
+
+    fn row(partition: i32, offset: i64) -> Enriched {
+        Enriched {
+            reading: Reading {
+                event_time: at(0),
+                metric: Decimal::ONE,
+                pboxid: "p".into(),
+                latitude: Decimal::TWO,
+                longitude: Decimal::from(3),
+                source: SourceRef { partition, offset },
+                kafka_ts_ms: None,
+            },
+            device: None,
         }
     }
 
@@ -105,23 +110,23 @@ mod tests {
         let mut rows = Vec::new();
         for i in 0..300i64 {
             let mut r = row(0, i);
-            r.event_time = 1_744_329_600 + ((i % 150) as u32) * 86_400 + (i as u32 % 7) * 3600;
+            r.reading.event_time = at(((i % 150) as u32) * 86_400 + (i as u32 % 7) * 3600);
             rows.push(r);
         }
-        let days: Vec<Vec<&Row>> = by_day(&rows)
+        let days: Vec<Vec<&Enriched>> = by_day(&rows)
             .into_iter()
             .map(|day| day.into_iter().map(|i| &rows[i]).collect())
             .collect();
         assert_eq!(days.len(), 150);
         for day in &days {
             assert_eq!(day.len(), 2);
-            let d = day[0].event_time / 86_400;
+            let d = event_secs(day[0]) / 86_400;
             assert!(
-                day.iter().all(|r| r.event_time / 86_400 == d),
+                day.iter().all(|r| event_secs(r) / 86_400 == d),
                 "one partition per insert"
             );
             assert!(
-                day[0].src_offset < day[1].src_offset,
+                day[0].reading.source.offset < day[1].reading.source.offset,
                 "batch order kept within a day"
             );
         }
@@ -141,7 +146,7 @@ mod tests {
             "iotflow-3-".to_string() + &dedup_token(&a)[10..]
         );
         let mut b = a.clone();
-        b[2].src_offset = 8;
+        b[2].reading.source.offset = 8;
         assert_ne!(dedup_token(&a), dedup_token(&b));
         assert_ne!(dedup_token(&a), dedup_token(&a[..2]));
         let mut c = a.clone();

@@ -9,8 +9,9 @@
 //! `docs/clickhouse.md` for which queries see exact counts on which version.
 //!
 //! The job calls [`prepare`] once and builds each worker's [`ClickhouseWriter`] from the
-//! returned [`ClickhouseConnector`] (`iotflow_sink::Connector`). The writer takes
-//! [`FlatRow`](iotflow_sink::FlatRow)s and encodes each batch into [`Row`]s.
+//! returned [`ClickhouseConnector`] (`iotflow_sink::Connector`). The writer holds the enriched
+//! readings themselves and encodes each into a [`Row`] (a view borrowing its strings) as the
+//! insert is sent: the sink copies no reading.
 
 mod connector;
 mod encoder;

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use clickhouse::Client;
-use iotflow_sink::{within, BatchWriter, Bisection, FlatRow, RejectRecorder, SinkError};
+use iotflow_model::Enriched;
+use iotflow_sink::{
+    enriched_texts, within, BatchWriter, Bisection, FlatRow, RejectRecorder, SinkError,
+};
 
 use crate::encoder::{by_day, dedup_token};
 use crate::retry::{classify, is_row_error};
@@ -62,9 +65,9 @@ impl ClickhouseWriter {
         self
     }
 
-    /// One insert of `rows` (one day's).
-    async fn insert(&self, rows: &[&Row]) -> Result<(), clickhouse::error::Error> {
-        let mut insert = self.client.insert::<Row>(&self.table).await?;
+    /// One insert of `rows` (one day's), each encoded as it is sent.
+    async fn insert(&self, rows: &[&Enriched]) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self.client.insert::<Row<'static>>(&self.table).await?;
         if self.dedup_tokens {
             insert = insert.with_setting(
                 "insert_deduplication_token",
@@ -72,22 +75,22 @@ impl ClickhouseWriter {
             );
         }
         for row in rows {
-            insert.write(*row).await?;
+            insert.write(&Row::from(*row)).await?;
         }
         insert.end().await
     }
 
-    /// Inserts the rows of `encoded` at `day` (indices), splitting around the rows the server
+    /// Inserts the rows of `batch` at `day` (indices), splitting around the rows the server
     /// refuses; returns those (index, server's reason).
     async fn insert_splitting(
         &self,
-        encoded: &[Row],
+        batch: &[Enriched],
         day: &[usize],
     ) -> Result<Vec<(usize, String)>, SinkError> {
         let mut refused = Vec::new();
         let mut split = Bisection::new(day.len());
         while let Some(range) = split.next_range() {
-            let rows: Vec<&Row> = day[range.clone()].iter().map(|&i| &encoded[i]).collect();
+            let rows: Vec<&Enriched> = day[range.clone()].iter().map(|&i| &batch[i]).collect();
             match self.insert(&rows).await {
                 Ok(()) => {}
                 Err(e) if is_row_error(&e) => {
@@ -111,11 +114,10 @@ impl ClickhouseWriter {
     }
 
     /// One write, without the deadline.
-    async fn write_now(&mut self, rows: &[FlatRow]) -> Result<(), SinkError> {
-        let encoded: Vec<Row> = rows.iter().map(Row::from).collect();
+    async fn write_now(&mut self, rows: &[Enriched]) -> Result<(), SinkError> {
         let mut refused = Vec::new();
-        for day in by_day(&encoded) {
-            refused.extend(self.insert_splitting(&encoded, &day).await?);
+        for day in by_day(rows) {
+            refused.extend(self.insert_splitting(rows, &day).await?);
         }
         if refused.len() == rows.len() && rows.len() > 1 {
             let (_, reason) = &refused[0];
@@ -127,7 +129,7 @@ impl ClickhouseWriter {
         }
         for (i, reason) in refused {
             self.rejects
-                .reject(rows[i].rejected(self.table.as_str(), reason))
+                .reject(FlatRow::from(&rows[i]).rejected(self.table.as_str(), reason))
                 .await?;
         }
         self.rejects.batch_done();
@@ -136,9 +138,11 @@ impl ClickhouseWriter {
 }
 
 impl BatchWriter for ClickhouseWriter {
-    type Row = FlatRow;
+    /// The enriched readings themselves: each is encoded straight from the reading and its
+    /// shared device record while the insert is sent ([`Row`]), with no copy in between.
+    type Row = Enriched;
 
-    async fn write(&mut self, rows: &[FlatRow]) -> Result<(), SinkError> {
+    async fn write(&mut self, rows: &[Enriched]) -> Result<(), SinkError> {
         let (limit, n, table) = (self.timeout, rows.len(), self.table.clone());
         let what = move || format!("inserting {n} rows into ClickHouse table `{table}`");
         within(
@@ -150,16 +154,15 @@ impl BatchWriter for ClickhouseWriter {
         .await
     }
 
-    fn row_size(row: &FlatRow) -> usize {
-        90 + row.pboxid.len()
-            + row
-                .texts()
+    fn row_size(row: &Enriched) -> usize {
+        90 + row.reading.pboxid.len()
+            + enriched_texts(row)
                 .iter()
-                .map(|s| s.as_ref().map_or(1, |s| s.len() + 2))
+                .map(|s| s.map_or(1, |s| s.len() + 2))
                 .sum::<usize>()
     }
 
-    fn kafka_ts_ms(row: &FlatRow) -> Option<i64> {
+    fn kafka_ts_ms(row: &Enriched) -> Option<i64> {
         crate::row::kafka_ts_ms(row)
     }
 }

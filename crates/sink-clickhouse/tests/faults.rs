@@ -4,10 +4,11 @@
 //! default `http://127.0.0.1:8123`; `bash deploy/local/start.sh`), except where a test says it
 //! uses a stand-in.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iotflow_model::{Decimal, NaiveDateTime};
-use iotflow_sink::{BatchWriter, FlatRow};
+use iotflow_model::{Decimal, DeviceInfo, Enriched, NaiveDateTime, Reading, SourceRef};
+use iotflow_sink::BatchWriter;
 use iotflow_sink_clickhouse::{prepare, ClickhouseConfig, ClickhouseWriter};
 
 fn url() -> String {
@@ -34,24 +35,27 @@ fn config(db: &str) -> ClickhouseConfig {
     }
 }
 
-fn rows(n: i64) -> Vec<FlatRow> {
+fn rows(n: i64) -> Vec<Enriched> {
     (0..n)
-        .map(|i| FlatRow {
-            event_time: at(1_744_329_600 + i, 125),
-            pboxid: format!("box-{}", i % 7),
-            metric: scaled(1_234_567_890_123 + i as i128),
-            latitude: scaled(3_123_041_600),
-            longitude: scaled(12_147_370_001),
-            company: Some("ACME".into()),
-            site: None,
-            line: None,
-            device_name: None,
-            model: None,
-            device_status: None,
-            work_threshold: None,
-            src_partition: 0,
-            src_offset: i,
-            kafka_ts_ms: None,
+        .map(|i| Enriched {
+            reading: Reading {
+                event_time: at(1_744_329_600 + i, 125),
+                pboxid: format!("box-{}", i % 7),
+                metric: scaled(1_234_567_890_123 + i as i128),
+                latitude: scaled(3_123_041_600),
+                longitude: scaled(12_147_370_001),
+                source: SourceRef {
+                    partition: 0,
+                    offset: i,
+                },
+                kafka_ts_ms: None,
+            },
+            device: Some(Arc::new(DeviceInfo {
+                pboxid: format!("box-{}", i % 7),
+                company: Some("ACME".into()),
+                work_threshold: None,
+                ..DeviceInfo::default()
+            })),
         })
         .collect()
 }

@@ -2,10 +2,11 @@
 //! default `http://127.0.0.1:8123`; `bash deploy/local/start.sh` starts it). Here that is
 //! Debian's 18.16; the modern-server branch of each test runs when pointed at a 22.2+ server.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use iotflow_model::{Decimal, NaiveDateTime};
-use iotflow_sink::{BatchWriter, FlatRow};
+use iotflow_model::{Decimal, DeviceInfo, Enriched, NaiveDateTime, Reading, SourceRef};
+use iotflow_sink::BatchWriter;
 use iotflow_sink_clickhouse::{prepare, Capabilities, ClickhouseConfig, ClickhouseWriter};
 
 fn url() -> String {
@@ -32,24 +33,27 @@ fn config(db: &str) -> ClickhouseConfig {
     }
 }
 
-fn rows(n: i64) -> Vec<FlatRow> {
+fn rows(n: i64) -> Vec<Enriched> {
     (0..n)
-        .map(|i| FlatRow {
-            event_time: at(1_744_329_600 + i, i % 1000),
-            pboxid: format!("box-{}", i % 7),
-            metric: scaled(1_234_567_890_123 + i as i128),
-            latitude: scaled(3_123_041_600),
-            longitude: scaled(12_147_370_001),
-            company: Some("ACME".into()),
-            site: None,
-            line: None,
-            device_name: None,
-            model: None,
-            device_status: None,
-            work_threshold: Some(scaled(5_000_000_000)),
-            src_partition: (i % 3) as i32,
-            src_offset: i,
-            kafka_ts_ms: Some(1_744_329_600_007),
+        .map(|i| Enriched {
+            reading: Reading {
+                event_time: at(1_744_329_600 + i, i % 1000),
+                pboxid: format!("box-{}", i % 7),
+                metric: scaled(1_234_567_890_123 + i as i128),
+                latitude: scaled(3_123_041_600),
+                longitude: scaled(12_147_370_001),
+                source: SourceRef {
+                    partition: (i % 3) as i32,
+                    offset: i,
+                },
+                kafka_ts_ms: Some(1_744_329_600_007),
+            },
+            device: Some(Arc::new(DeviceInfo {
+                pboxid: format!("box-{}", i % 7),
+                company: Some("ACME".into()),
+                work_threshold: Some(scaled(5_000_000_000)),
+                ..DeviceInfo::default()
+            })),
         })
         .collect()
 }

@@ -57,8 +57,8 @@ impl Connector for ElasticsearchConnector {
         "Elasticsearch"
     }
 
-    fn row(enriched: &Enriched) -> Row {
-        Row::from(enriched)
+    fn row(enriched: Enriched) -> Row {
+        Row::from(&enriched)
     }
 
     fn options(&self) -> SinkOptions {

@@ -56,13 +56,16 @@ mod tests {
                 },
                 kafka_ts_ms: Some(1_744_329_599_999),
             },
-            device: Some(DeviceInfo {
-                pboxid: "p".into(),
-                company: Some("ACME".into()),
-                status: Some("running".into()),
-                work_threshold: Some(Decimal::from(50)),
-                ..Default::default()
-            }),
+            device: Some(
+                DeviceInfo {
+                    pboxid: "p".into(),
+                    company: Some("ACME".into()),
+                    status: Some("running".into()),
+                    work_threshold: Some(Decimal::from(50)),
+                    ..Default::default()
+                }
+                .into(),
+            ),
         };
         let r = Row::from(&e);
         assert_eq!(doc_id(&r), "3-9-1744329599250");

@@ -47,8 +47,8 @@ impl Connector for MysqlConnector {
         "MySQL"
     }
 
-    fn row(enriched: &Enriched) -> Row {
-        crate::row::row(enriched)
+    fn row(enriched: Enriched) -> Row {
+        crate::row::row(&enriched)
     }
 
     fn options(&self) -> SinkOptions {

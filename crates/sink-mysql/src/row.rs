@@ -42,13 +42,16 @@ mod tests {
                 },
                 kafka_ts_ms: Some(5),
             },
-            device: Some(DeviceInfo {
-                pboxid: "pbox-1".into(),
-                company: Some("c".repeat(TEXT_MAX_CHARS + 10)),
-                status: Some("s".repeat(STATUS_MAX_CHARS + 1)),
-                line: Some("L1".into()),
-                ..Default::default()
-            }),
+            device: Some(
+                DeviceInfo {
+                    pboxid: "pbox-1".into(),
+                    company: Some("c".repeat(TEXT_MAX_CHARS + 10)),
+                    status: Some("s".repeat(STATUS_MAX_CHARS + 1)),
+                    line: Some("L1".into()),
+                    ..Default::default()
+                }
+                .into(),
+            ),
         };
         let r = row(&enriched);
         assert_eq!(r.company.as_deref().map(str::len), Some(TEXT_MAX_CHARS));

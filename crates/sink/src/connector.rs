@@ -28,8 +28,9 @@ pub trait Connector: Clone + Send + Sync + 'static {
     /// The store as people name it (`MySQL`), for messages.
     fn store(&self) -> &'static str;
 
-    /// The row the writer stores for one enriched reading.
-    fn row(enriched: &Enriched) -> <Self::Writer as BatchWriter>::Row;
+    /// The row the writer stores for one enriched reading (given away: a sink whose row is
+    /// the reading keeps it as it is).
+    fn row(enriched: Enriched) -> <Self::Writer as BatchWriter>::Row;
 
     /// Batch limits and retry backoff, from the sink's config section.
     fn options(&self) -> SinkOptions;
@@ -89,7 +90,7 @@ impl<'scope> SinkTo<'scope> for StreamVec<'scope, u64, Enriched> {
                 .counting(metrics.items_rejected.clone());
         }
         let writer = connector.writer(rejects, &metrics);
-        self.map(|e| C::row(&e)).sink_batches(
+        self.map(C::row).sink_batches(
             writer,
             connector.options(),
             env.runtime.clone(),

@@ -29,7 +29,7 @@ pub use connector::{Connector, RejectsFor, SinkEnv, SinkTo};
 pub use operator::{Fatal, SinkBatches, SinkOptions};
 pub use policy::{backoff, BatchPolicy, RetryPolicy};
 pub use reject::{RejectFuture, RejectRecorder, Rejected, Rejects};
-pub use row::{FlatRow, COLUMNS, TEXT_COLUMNS};
+pub use row::{enriched_texts, FlatRow, COLUMNS, TEXT_COLUMNS};
 pub use split::Bisection;
 
 use std::future::Future;

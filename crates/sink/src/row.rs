@@ -3,8 +3,9 @@
 //! An [`Enriched`] reading is a reading plus an optional business record; every store keeps the
 //! same 15 columns of it (`schemas/`). [`FlatRow`] is that row, built once per reading, with
 //! exact decimals and the local wall time; each sink's `row.rs` maps it to what its store's
-//! wire format needs (MySQL literals, ClickHouse RowBinary integers, Elasticsearch JSON), and
-//! every sink's dead letter carries the same [`FlatRow::document`].
+//! wire format needs (MySQL literals, Elasticsearch JSON), and every sink's dead letter carries
+//! the same [`FlatRow::document`]. The ClickHouse sink skips the copy: it encodes RowBinary
+//! straight from the reading, its text columns borrowed through [`enriched_texts`].
 
 use iotflow_model::columns::{STATUS_MAX_CHARS, TEXT_MAX_CHARS};
 use iotflow_model::{Decimal, Enriched, NaiveDate, NaiveDateTime};
@@ -75,23 +76,41 @@ pub struct FlatRow {
     pub kafka_ts_ms: Option<i64>,
 }
 
+/// The optional text columns of `e`'s business record, in the order of [`TEXT_COLUMNS`],
+/// borrowed from the (shared) record: the one mapping of the record's fields to the columns,
+/// for [`FlatRow`] and for a sink that encodes straight from the reading (ClickHouse).
+pub fn enriched_texts(e: &Enriched) -> [Option<&str>; 6] {
+    let Some(d) = e.device.as_deref() else {
+        return [None; 6];
+    };
+    [
+        d.company.as_deref(),
+        d.site.as_deref(),
+        d.line.as_deref(),
+        d.device_name.as_deref(),
+        d.model.as_deref(),
+        d.status.as_deref(),
+    ]
+}
+
 impl From<&Enriched> for FlatRow {
     fn from(e: &Enriched) -> FlatRow {
         let r = &e.reading;
-        let d = e.device.as_ref();
+        let [company, site, line, device_name, model, device_status] =
+            enriched_texts(e).map(|t| t.map(str::to_owned));
         FlatRow {
             event_time: r.event_time,
             pboxid: r.pboxid.clone(),
             metric: r.metric,
             latitude: r.latitude,
             longitude: r.longitude,
-            company: d.and_then(|d| d.company.clone()),
-            site: d.and_then(|d| d.site.clone()),
-            line: d.and_then(|d| d.line.clone()),
-            device_name: d.and_then(|d| d.device_name.clone()),
-            model: d.and_then(|d| d.model.clone()),
-            device_status: d.and_then(|d| d.status.clone()),
-            work_threshold: d.and_then(|d| d.work_threshold),
+            company,
+            site,
+            line,
+            device_name,
+            model,
+            device_status,
+            work_threshold: e.device.as_ref().and_then(|d| d.work_threshold),
             src_partition: r.source.partition,
             src_offset: r.source.offset,
             kafka_ts_ms: r.kafka_ts_ms,
@@ -198,13 +217,16 @@ mod tests {
                 },
                 kafka_ts_ms: Some(1_744_329_599_999),
             },
-            device: Some(DeviceInfo {
-                pboxid: "p".into(),
-                company: Some("ACME".into()),
-                status: Some("é".repeat(40)),
-                work_threshold: Some(Decimal::from(50)),
-                ..Default::default()
-            }),
+            device: Some(
+                DeviceInfo {
+                    pboxid: "p".into(),
+                    company: Some("ACME".into()),
+                    status: Some("é".repeat(40)),
+                    work_threshold: Some(Decimal::from(50)),
+                    ..Default::default()
+                }
+                .into(),
+            ),
         }
     }
 

@@ -255,10 +255,13 @@ mod tests {
                 },
                 kafka_ts_ms: None,
             },
-            device: threshold.map(|t| DeviceInfo {
-                pboxid: pboxid.into(),
-                work_threshold: Some(dec(t)),
-                ..Default::default()
+            device: threshold.map(|t| {
+                DeviceInfo {
+                    pboxid: pboxid.into(),
+                    work_threshold: Some(dec(t)),
+                    ..Default::default()
+                }
+                .into()
             }),
         }
     }

@@ -488,7 +488,9 @@ fn es_bulk_bodies(
         .map(|r| {
             iotflow_sink_elasticsearch::Row::from(&iotflow_model::Enriched {
                 reading: r.clone(),
-                device: by_id.get(r.pboxid.as_str()).map(|d| (*d).clone()),
+                device: by_id
+                    .get(r.pboxid.as_str())
+                    .map(|d| std::sync::Arc::new((*d).clone())),
             })
         })
         .collect();

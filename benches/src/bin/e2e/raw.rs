@@ -23,8 +23,9 @@ use crate::{Bench, CLICKHOUSE_USER};
 impl Bench {
     /// (6a) Inserts `rows` into a fresh `iot_data`, created as the job creates it, in batches
     /// of [`CLICKHOUSE_BATCH_ROWS`], one after the other on one client; the time taken by the
-    /// inserts alone (RowBinary encoding included: the crate encodes while it sends).
-    pub(crate) fn clickhouse_insert(&mut self, rows: &Arc<Vec<ClickhouseRow>>) -> Result<Duration> {
+    /// inserts alone (RowBinary encoding included: the crate encodes while it sends, each row
+    /// from its enriched reading, as the sink does).
+    pub(crate) fn clickhouse_insert(&mut self, rows: &Arc<Vec<Enriched>>) -> Result<Duration> {
         let db = self.clickhouse_database("ch_raw")?;
         let url = self.args.clickhouse_url.clone();
         let took = self.rt.block_on(async {
@@ -38,9 +39,9 @@ impl Bench {
             let client = prepared.client().clone();
             let start = Instant::now();
             for batch in rows.chunks(CLICKHOUSE_BATCH_ROWS) {
-                let mut insert = client.insert::<ClickhouseRow>("iot_data").await?;
+                let mut insert = client.insert::<ClickhouseRow<'static>>("iot_data").await?;
                 for row in batch {
-                    insert.write(row).await?;
+                    insert.write(&ClickhouseRow::from(row)).await?;
                 }
                 insert.end().await?;
             }
@@ -139,18 +140,19 @@ impl Bench {
     }
 }
 
-/// The ClickHouse sink's rows for `readings`, enriched with `devices` as the job does (the
-/// counterpart of `iotflow_benches::rows`, which gives the MySQL sink's).
-pub(crate) fn clickhouse_rows(readings: &[Reading], devices: &[DeviceInfo]) -> Vec<ClickhouseRow> {
-    let by_id: HashMap<&str, &DeviceInfo> =
-        devices.iter().map(|d| (d.pboxid.as_str(), d)).collect();
+/// The ClickHouse sink's rows for `readings`: the readings enriched with `devices` as the job
+/// enriches them, each device's record shared (the counterpart of `iotflow_benches::rows`,
+/// which gives the MySQL sink's).
+pub(crate) fn clickhouse_rows(readings: &[Reading], devices: &[DeviceInfo]) -> Vec<Enriched> {
+    let by_id: HashMap<&str, Arc<DeviceInfo>> = devices
+        .iter()
+        .map(|d| (d.pboxid.as_str(), Arc::new(d.clone())))
+        .collect();
     readings
         .iter()
-        .map(|r| {
-            ClickhouseRow::from(&Enriched {
-                reading: r.clone(),
-                device: by_id.get(r.pboxid.as_str()).map(|d| (*d).clone()),
-            })
+        .map(|r| Enriched {
+            reading: r.clone(),
+            device: by_id.get(r.pboxid.as_str()).cloned(),
         })
         .collect()
 }
