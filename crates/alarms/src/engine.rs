@@ -1,0 +1,248 @@
+//! The alarm state machine: one state per (rule, device), fed each device's readings in
+//! event-time order.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::{Rule, RuleError, Severity};
+
+/// One reading as the rules see it: the device, its event time, its value, and the parts of
+/// its business record (as of that reading) that rules look at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Device id.
+    pub pboxid: String,
+    /// Event time, milliseconds (the reading's local wall time read as UTC, as the stores keep it).
+    pub at_ms: i64,
+    /// The reading's value, exact.
+    pub metric: Decimal,
+    /// The device's model, from its record.
+    pub model: Option<String>,
+    /// The device's site, from its record.
+    pub site: Option<String>,
+    /// The device's `work_threshold`, from its record.
+    pub threshold: Option<Decimal>,
+}
+
+/// Whether an event opens or closes an alarm episode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The episode begins.
+    Raised,
+    /// The episode ends.
+    Cleared,
+}
+
+/// One transition of one (rule, device).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Event {
+    /// The rule's id.
+    pub rule: String,
+    /// The device.
+    pub pboxid: String,
+    /// Raised or cleared.
+    pub kind: EventKind,
+    /// The rule's severity.
+    pub severity: Severity,
+    /// Event time of the transition: the reading that raised or cleared; for offline, the
+    /// last reading's time plus the rule's silence (raised) and the next reading (cleared).
+    pub at_ms: i64,
+    /// The metric of the reading at the transition (offline raised: of the last reading).
+    pub value: Decimal,
+    /// Event time of the episode's first reading: the first of the breaching run (offline: the
+    /// last reading before the silence).
+    pub first_ms: i64,
+    /// Event time of the episode's last reading before this event (raised: the raising one).
+    pub last_ms: i64,
+}
+
+/// Where one (threshold rule, device) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not in alarm; `run` is the time of the first reading of the current breaching run.
+    Normal { run: Option<i64> },
+    /// In alarm since the breaching run that began at `first`; `last` is its latest reading.
+    Active { first: i64, last: i64 },
+}
+
+/// One device: its latest reading and its state under each rule (index-aligned with the
+/// engine's rules; an offline rule's entry says whether it is raised, as `Active`).
+#[derive(Debug)]
+struct Device {
+    last: Sample,
+    states: Vec<State>,
+}
+
+/// Evaluates rules over readings in event-time order.
+///
+/// Feed each device's readings in event-time order with [`Engine::observe`] (a [`Reorder`]
+/// buffer gives that order; readings of different devices may interleave in any way) and the
+/// watermark with [`Engine::advance`] (it fires offline alarms). Readings with the same time
+/// are expected in order of their metric, and an exact repeat of the previous reading of a
+/// device is ignored: then the events are a function of the set of readings.
+///
+/// [`Reorder`]: crate::Reorder
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<Rule>,
+    devices: HashMap<String, Device>,
+    /// Offline timers: (fires at, device, rule index), for devices whose last reading an
+    /// offline rule applies to and that are not offline yet.
+    timers: BTreeSet<(i64, String, usize)>,
+}
+
+impl Engine {
+    /// An engine for `rules`, each checked ([`Rule::check`]) and with a unique id.
+    pub fn new(rules: Vec<Rule>) -> Result<Engine, RuleError> {
+        let mut ids = HashSet::new();
+        for rule in &rules {
+            rule.check()?;
+            if !ids.insert(rule.id.as_str()) {
+                return Err(RuleError {
+                    rule: rule.id.clone(),
+                    reason: "another rule has the same id".into(),
+                });
+            }
+        }
+        Ok(Engine {
+            rules,
+            devices: HashMap::new(),
+            timers: BTreeSet::new(),
+        })
+    }
+
+    /// The rules, in the order given.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Applies the next reading of its device; the events it causes go to `out`, in event-time
+    /// order for the device.
+    pub fn observe(&mut self, s: &Sample, out: &mut Vec<Event>) {
+        let fresh = !self.devices.contains_key(&s.pboxid);
+        if fresh {
+            let states = vec![State::Normal { run: None }; self.rules.len()];
+            let last = s.clone();
+            self.devices
+                .insert(s.pboxid.clone(), Device { last, states });
+        }
+        let device = self.devices.get_mut(&s.pboxid).expect("inserted above");
+        let prev = if fresh {
+            None
+        } else if device.last == *s {
+            // An exact repeat of the reading just applied (a redelivery): nothing changes.
+            return;
+        } else {
+            Some(device.last.clone())
+        };
+        for (i, rule) in self.rules.iter().enumerate() {
+            let event = |kind, at_ms, value, first_ms, last_ms| Event {
+                rule: rule.id.clone(),
+                pboxid: s.pboxid.clone(),
+                kind,
+                severity: rule.severity,
+                at_ms,
+                value,
+                first_ms,
+                last_ms,
+            };
+            let state = &mut device.states[i];
+            if let Some(after) = rule.offline_after() {
+                match (*state, &prev) {
+                    (State::Active { first, last }, _) => {
+                        out.push(event(EventKind::Cleared, s.at_ms, s.metric, first, last));
+                        *state = State::Normal { run: None };
+                    }
+                    (State::Normal { .. }, Some(p)) => {
+                        self.timers.remove(&(p.at_ms + after, s.pboxid.clone(), i));
+                        if rule.applies(p) && s.at_ms - p.at_ms >= after {
+                            out.push(event(
+                                EventKind::Raised,
+                                p.at_ms + after,
+                                p.metric,
+                                p.at_ms,
+                                p.at_ms,
+                            ));
+                            out.push(event(
+                                EventKind::Cleared,
+                                s.at_ms,
+                                s.metric,
+                                p.at_ms,
+                                p.at_ms,
+                            ));
+                        }
+                    }
+                    (State::Normal { .. }, None) => {}
+                }
+                if rule.applies(s) {
+                    self.timers.insert((s.at_ms + after, s.pboxid.clone(), i));
+                }
+                continue;
+            }
+            let breach = rule.applies(s) && rule.breaches(s);
+            *state = match *state {
+                State::Normal { run } if breach => {
+                    let start = run.unwrap_or(s.at_ms);
+                    if s.at_ms - start >= rule.duration_ms {
+                        out.push(event(EventKind::Raised, s.at_ms, s.metric, start, s.at_ms));
+                        State::Active {
+                            first: start,
+                            last: s.at_ms,
+                        }
+                    } else {
+                        State::Normal { run: Some(start) }
+                    }
+                }
+                State::Normal { .. } => State::Normal { run: None },
+                State::Active { first, last } if !rule.applies(s) || rule.clears(s) => {
+                    out.push(event(EventKind::Cleared, s.at_ms, s.metric, first, last));
+                    State::Normal { run: None }
+                }
+                State::Active { first, .. } => State::Active {
+                    first,
+                    last: s.at_ms,
+                },
+            };
+        }
+        device.last = s.clone();
+    }
+
+    /// Event time is complete through `watermark`: raises the offline alarms whose silence
+    /// ended at or before it.
+    pub fn advance(&mut self, watermark: i64, out: &mut Vec<Event>) {
+        while let Some((at, _, _)) = self.timers.first() {
+            if *at > watermark {
+                break;
+            }
+            let (at, pboxid, i) = self.timers.pop_first().expect("a first timer");
+            let rule = &self.rules[i];
+            let device = self.devices.get_mut(&pboxid).expect("a timer's device");
+            let last = device.last.at_ms;
+            device.states[i] = State::Active { first: last, last };
+            out.push(Event {
+                rule: rule.id.clone(),
+                pboxid,
+                kind: EventKind::Raised,
+                severity: rule.severity,
+                at_ms: at,
+                value: device.last.metric,
+                first_ms: last,
+                last_ms: last,
+            });
+        }
+    }
+
+    /// The active alarms: (rule index, device).
+    pub fn active(&self) -> impl Iterator<Item = (&Rule, &str)> {
+        self.devices.iter().flat_map(move |(id, d)| {
+            d.states
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| matches!(s, State::Active { .. }))
+                .map(move |(i, _)| (&self.rules[i], id.as_str()))
+        })
+    }
+}

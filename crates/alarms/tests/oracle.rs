@@ -1,0 +1,301 @@
+//! The engine behind a lateness buffer, fed seeded random histories in shuffled arrival orders,
+//! against the direct definitions (`reference`): rules of every kind, ties in time and value,
+//! repeated readings, device records that change, and disorder inside the lateness bound.
+
+use iotflow_alarms::reference::reference;
+use iotflow_alarms::{Condition, Engine, Event, Pushed, Reorder, Rule, Sample, Scope, Severity};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rust_decimal::Decimal;
+
+fn d(v: i64) -> Decimal {
+    Decimal::from(v)
+}
+
+fn rule(id: &str, scope: Scope, condition: Condition, duration_ms: i64, hysteresis: i64) -> Rule {
+    Rule {
+        id: id.into(),
+        scope,
+        condition,
+        duration_ms,
+        hysteresis: d(hysteresis),
+        severity: Severity::Warning,
+        device_threshold: false,
+    }
+}
+
+fn random_rules(rng: &mut SmallRng) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for i in 0..rng.random_range(1..6) {
+        let scope = match rng.random_range(0..4) {
+            0 => Scope::All,
+            1 => Scope::Device(format!("dev-{}", rng.random_range(0..4))),
+            2 => Scope::Model(format!("m{}", rng.random_range(0..2))),
+            _ => Scope::Site(format!("s{}", rng.random_range(0..2))),
+        };
+        let condition = match rng.random_range(0..4) {
+            0 => Condition::Above {
+                value: d(rng.random_range(3..8)),
+            },
+            1 => Condition::Below {
+                value: d(rng.random_range(2..7)),
+            },
+            2 => {
+                let low = rng.random_range(1..4);
+                Condition::Outside {
+                    low: d(low),
+                    high: d(low + rng.random_range(3..6)),
+                }
+            }
+            _ => Condition::Offline {
+                after_ms: rng.random_range(1..6) * 1000,
+            },
+        };
+        let hysteresis = match condition {
+            Condition::Outside { .. } => rng.random_range(0..2),
+            _ => rng.random_range(0..3),
+        };
+        let mut r = rule(
+            &format!("r{i}"),
+            scope,
+            condition,
+            rng.random_range(0..4) * 1000,
+            hysteresis,
+        );
+        r.device_threshold = rng.random_bool(0.3);
+        rules.push(r);
+    }
+    rules
+}
+
+/// A history of a few devices on a coarse grid of times and values (ties on purpose), with
+/// gaps (for offline) and records that change once (model, site, threshold).
+fn random_history(rng: &mut SmallRng) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for dev in 0..4 {
+        let mut t = rng.random_range(0..3) * 500;
+        let change_at = rng.random_range(0..40) * 500;
+        for _ in 0..rng.random_range(0..40) {
+            t += match rng.random_range(0..10) {
+                0 => 0,
+                1 => 7000,
+                _ => 500 * rng.random_range(1..3),
+            };
+            let changed = t >= change_at;
+            let s = Sample {
+                pboxid: format!("dev-{dev}"),
+                at_ms: t,
+                metric: d(rng.random_range(0..10)),
+                model: Some(format!("m{}", (dev + changed as i32) % 2)),
+                site: (dev != 3).then(|| format!("s{}", dev % 2)),
+                threshold: (dev % 2 == 0).then(|| d(4 + changed as i64)),
+            };
+            if rng.random_bool(0.1) {
+                samples.push(s.clone());
+            }
+            samples.push(s);
+        }
+    }
+    samples
+}
+
+/// Runs `samples` in arrival order through a [`Reorder`] of `lateness` into an engine,
+/// releasing after every reading; then completes event time through `end`. Returns the
+/// sorted events and the late readings.
+fn run(rules: &[Rule], arrivals: &[Sample], lateness: i64, end: i64) -> (Vec<Event>, Vec<Sample>) {
+    let mut engine = Engine::new(rules.to_vec()).unwrap();
+    let mut order = Reorder::new(lateness);
+    let mut events = Vec::new();
+    let mut late = Vec::new();
+    for s in arrivals {
+        if order.push(s.clone()) == Pushed::Late {
+            late.push(s.clone());
+        }
+        if let Some(w) = order.watermark() {
+            for s in order.release(w) {
+                engine.observe(&s, &mut events);
+            }
+            engine.advance(w, &mut events);
+        }
+    }
+    for s in order.release(end) {
+        engine.observe(&s, &mut events);
+    }
+    engine.advance(end, &mut events);
+    events.sort();
+    (events, late)
+}
+
+#[test]
+fn any_arrival_order_inside_the_bound_gives_the_reference_history() {
+    let lateness = 3000;
+    for seed in 0..400 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let rules = random_rules(&mut rng);
+        let history = random_history(&mut rng);
+        let end = history.iter().map(|s| s.at_ms).max().unwrap_or(0) + rng.random_range(0..8000);
+        let want = reference(&rules, &history, end);
+        for _ in 0..3 {
+            // Each reading arrives at its time plus a delay inside the bound: when it
+            // arrives, nothing newer than its time + lateness has been seen.
+            let mut arrivals: Vec<(i64, usize)> = history
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.at_ms + rng.random_range(0..lateness), i))
+                .collect();
+            arrivals.sort();
+            let arrivals: Vec<Sample> = arrivals
+                .into_iter()
+                .map(|(_, i)| history[i].clone())
+                .collect();
+            let (got, late) = run(&rules, &arrivals, lateness, end);
+            assert!(
+                late.is_empty(),
+                "seed {seed}: {} late inside the bound",
+                late.len()
+            );
+            assert_eq!(got, want, "seed {seed}, rules {rules:#?}");
+        }
+    }
+}
+
+#[test]
+fn readings_beyond_the_bound_are_reported_and_change_nothing() {
+    let lateness = 1000;
+    for seed in 0..200 {
+        let mut rng = SmallRng::seed_from_u64(1000 + seed);
+        let rules = random_rules(&mut rng);
+        let history = random_history(&mut rng);
+        let end = history.iter().map(|s| s.at_ms).max().unwrap_or(0);
+        // Arbitrary disorder, well past the bound.
+        let mut arrivals = history.clone();
+        for i in (1..arrivals.len()).rev() {
+            let j = rng.random_range(0..=i);
+            arrivals.swap(i, j);
+        }
+        let (got, late) = run(&rules, &arrivals, lateness, end);
+        // What was applied is exactly the history without the late readings (a late reading
+        // whose twin was applied in time takes nothing away).
+        let applied: Vec<Sample> = {
+            let mut rest = arrivals.clone();
+            for l in &late {
+                let k = rest.iter().position(|s| s == l).unwrap();
+                rest.remove(k);
+            }
+            rest
+        };
+        assert_eq!(got, reference(&rules, &applied, end), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_rule_raises_after_its_duration_and_clears_past_its_hysteresis() {
+    let r = rule(
+        "hot",
+        Scope::All,
+        Condition::Above { value: d(50) },
+        2000,
+        5,
+    );
+    let s = |t: i64, m: i64| Sample {
+        pboxid: "p".into(),
+        at_ms: t,
+        metric: d(m),
+        model: None,
+        site: None,
+        threshold: None,
+    };
+    let mut engine = Engine::new(vec![r]).unwrap();
+    let mut out = Vec::new();
+    for (t, m) in [
+        (0, 60),
+        (1000, 49),
+        (2000, 70),
+        (3000, 71),
+        (4000, 72),
+        (5000, 47),
+        (6000, 45),
+    ] {
+        engine.observe(&s(t, m), &mut out);
+    }
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| (e.kind, e.at_ms, e.first_ms, e.last_ms))
+        .collect();
+    use iotflow_alarms::EventKind::*;
+    // 60 at 0 starts a run that 49 breaks; 70..72 hold from 2000 to 4000 (2 s): raised at
+    // 4000. 47 is inside the hysteresis (> 50 - 5): still active; 45 clears.
+    assert_eq!(
+        got,
+        vec![(Raised, 4000, 2000, 4000), (Cleared, 6000, 2000, 5000)]
+    );
+    assert_eq!(engine.active().count(), 0);
+}
+
+#[test]
+fn offline_is_raised_by_the_watermark_and_cleared_by_the_next_reading() {
+    let r = rule(
+        "gone",
+        Scope::All,
+        Condition::Offline { after_ms: 10_000 },
+        0,
+        0,
+    );
+    let s = |id: &str, t: i64| Sample {
+        pboxid: id.into(),
+        at_ms: t,
+        metric: d(1),
+        model: None,
+        site: None,
+        threshold: None,
+    };
+    let mut engine = Engine::new(vec![r]).unwrap();
+    let mut out = Vec::new();
+    engine.observe(&s("a", 0), &mut out);
+    engine.advance(9_999, &mut out);
+    assert!(out.is_empty());
+    engine.advance(10_000, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].kind, out[0].at_ms),
+        (iotflow_alarms::EventKind::Raised, 10_000)
+    );
+    assert_eq!(engine.active().count(), 1);
+    engine.observe(&s("a", 15_000), &mut out);
+    assert_eq!(
+        (out[1].kind, out[1].at_ms),
+        (iotflow_alarms::EventKind::Cleared, 15_000)
+    );
+    assert_eq!(
+        engine.active().count(),
+        0,
+        "a device that never reported is not offline"
+    );
+}
+
+#[test]
+fn rules_that_cannot_work_are_refused_with_the_reason() {
+    let band = rule(
+        "b",
+        Scope::All,
+        Condition::Outside {
+            low: d(10),
+            high: d(12),
+        },
+        0,
+        2,
+    );
+    let e = Engine::new(vec![band]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("alarm rule `b`: hysteresis 2 leaves no value"),
+        "{e}"
+    );
+    let twice = rule("x", Scope::All, Condition::Above { value: d(1) }, 0, 0);
+    let e = Engine::new(vec![twice.clone(), twice]).unwrap_err();
+    assert!(e.to_string().contains("same id"), "{e}");
+    let neg = rule("n", Scope::All, Condition::Above { value: d(1) }, -1, 0);
+    assert!(Engine::new(vec![neg]).is_err());
+    let off = rule("o", Scope::All, Condition::Offline { after_ms: 0 }, 0, 0);
+    assert!(Engine::new(vec![off]).is_err());
+}
