@@ -59,13 +59,55 @@ pub struct Event {
     pub last_ms: i64,
 }
 
-/// Where one (threshold rule, device) stands.
+/// Where one (rule, device) stands (an offline rule is `Active` while the device is offline).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+pub enum State {
     /// Not in alarm; `run` is the time of the first reading of the current breaching run.
-    Normal { run: Option<i64> },
+    Normal {
+        /// Event time of the breaching run's first reading, if a run is open.
+        run: Option<i64>,
+    },
     /// In alarm since the breaching run that began at `first`; `last` is its latest reading.
-    Active { first: i64, last: i64 },
+    Active {
+        /// Event time of the episode's first reading.
+        first: i64,
+        /// Event time of the episode's latest reading.
+        last: i64,
+    },
+}
+
+/// What the engine knows of one device, as [`Engine::snapshot`] gives it and
+/// [`Engine::restore`] takes it: enough to continue exactly where it stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSnapshot {
+    /// The device's latest reading applied.
+    pub last: Sample,
+    /// Its state under each rule, by rule id.
+    pub states: Vec<(String, State)>,
+}
+
+impl Event {
+    /// An event of `rule` for `pboxid`.
+    pub fn new(
+        rule: &Rule,
+        pboxid: &str,
+        kind: EventKind,
+        at_ms: i64,
+        value: Decimal,
+        first_ms: i64,
+        last_ms: i64,
+    ) -> Event {
+        Event {
+            rule: rule.id.clone(),
+            pboxid: pboxid.to_string(),
+            kind,
+            severity: rule.severity,
+            at_ms,
+            value,
+            first_ms,
+            last_ms,
+        }
+    }
 }
 
 /// One device: its latest reading and its state under each rule (index-aligned with the
@@ -114,6 +156,61 @@ impl Engine {
         })
     }
 
+    /// Every device's state, for storing beside the input position it corresponds to.
+    pub fn snapshot(&self) -> Vec<DeviceSnapshot> {
+        let mut devices: Vec<DeviceSnapshot> = self
+            .devices
+            .values()
+            .map(|d| DeviceSnapshot {
+                last: d.last.clone(),
+                states: self
+                    .rules
+                    .iter()
+                    .zip(&d.states)
+                    .map(|(r, s)| (r.id.clone(), *s))
+                    .collect(),
+            })
+            .collect();
+        devices.sort_by(|a, b| a.last.pboxid.cmp(&b.last.pboxid));
+        devices
+    }
+
+    /// An engine for `rules` that continues from `devices` ([`Engine::snapshot`]): it gives
+    /// the events the snapshotted engine would have given next. A state of a rule no longer
+    /// in `rules` is dropped; a new rule starts normal on every device.
+    pub fn restore(rules: Vec<Rule>, devices: Vec<DeviceSnapshot>) -> Result<Engine, RuleError> {
+        let mut engine = Engine::new(rules)?;
+        for d in devices {
+            let states: Vec<State> = engine
+                .rules
+                .iter()
+                .map(|r| {
+                    d.states
+                        .iter()
+                        .find(|(id, _)| *id == r.id)
+                        .map_or(State::Normal { run: None }, |(_, s)| *s)
+                })
+                .collect();
+            for (i, rule) in engine.rules.iter().enumerate() {
+                if let (Some(after), State::Normal { .. }) = (rule.offline_after(), states[i]) {
+                    if rule.applies(&d.last) {
+                        engine
+                            .timers
+                            .insert((d.last.at_ms + after, d.last.pboxid.clone(), i));
+                    }
+                }
+            }
+            engine.devices.insert(
+                d.last.pboxid.clone(),
+                Device {
+                    last: d.last,
+                    states,
+                },
+            );
+        }
+        Ok(engine)
+    }
+
     /// The rules, in the order given.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
@@ -139,15 +236,8 @@ impl Engine {
             Some(device.last.clone())
         };
         for (i, rule) in self.rules.iter().enumerate() {
-            let event = |kind, at_ms, value, first_ms, last_ms| Event {
-                rule: rule.id.clone(),
-                pboxid: s.pboxid.clone(),
-                kind,
-                severity: rule.severity,
-                at_ms,
-                value,
-                first_ms,
-                last_ms,
+            let event = |kind, at_ms, value, first_ms, last_ms| {
+                Event::new(rule, &s.pboxid, kind, at_ms, value, first_ms, last_ms)
             };
             let state = &mut device.states[i];
             if let Some(after) = rule.offline_after() {
@@ -222,16 +312,15 @@ impl Engine {
             let device = self.devices.get_mut(&pboxid).expect("a timer's device");
             let last = device.last.at_ms;
             device.states[i] = State::Active { first: last, last };
-            out.push(Event {
-                rule: rule.id.clone(),
-                pboxid,
-                kind: EventKind::Raised,
-                severity: rule.severity,
-                at_ms: at,
-                value: device.last.metric,
-                first_ms: last,
-                last_ms: last,
-            });
+            out.push(Event::new(
+                rule,
+                &pboxid,
+                EventKind::Raised,
+                at,
+                device.last.metric,
+                last,
+                last,
+            ));
         }
     }
 

@@ -16,6 +16,6 @@ mod order;
 pub mod reference;
 mod rule;
 
-pub use engine::{Engine, Event, EventKind, Sample};
+pub use engine::{DeviceSnapshot, Engine, Event, EventKind, Sample, State};
 pub use order::{Pushed, Reorder};
 pub use rule::{Condition, Rule, RuleError, Scope, Severity};

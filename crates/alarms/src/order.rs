@@ -45,7 +45,7 @@ impl Reorder {
 
     /// Takes a reading.
     pub fn push(&mut self, s: Sample) -> Pushed {
-        if false {
+        if self.released.is_some_and(|w| s.at_ms <= w) {
             return Pushed::Late;
         }
         self.newest = Some(self.newest.map_or(s.at_ms, |n| n.max(s.at_ms)));
@@ -73,6 +73,32 @@ impl Reorder {
         std::mem::replace(&mut self.held, rest)
             .into_values()
             .collect()
+    }
+
+    /// What the buffer holds, for storing: the newest time seen, the watermark released
+    /// through, and the readings held (in release order).
+    pub fn snapshot(&self) -> (Option<i64>, Option<i64>, Vec<Sample>) {
+        (
+            self.newest,
+            self.released,
+            self.held.values().cloned().collect(),
+        )
+    }
+
+    /// A buffer that continues from [`Reorder::snapshot`].
+    pub fn restore(
+        lateness_ms: i64,
+        newest: Option<i64>,
+        released: Option<i64>,
+        held: Vec<Sample>,
+    ) -> Reorder {
+        let mut order = Reorder::new(lateness_ms);
+        order.newest = newest;
+        order.released = released;
+        for s in held {
+            order.held.insert((s.at_ms, s.pboxid.clone(), s.metric), s);
+        }
+        order
     }
 
     /// Readings held.

@@ -23,15 +23,8 @@ pub fn reference(rules: &[Rule], samples: &[Sample], watermark: i64) -> Vec<Even
     for (pboxid, readings) in &devices {
         let seq: Vec<&Sample> = readings.values().copied().collect();
         for rule in rules {
-            let event = |kind, at_ms, value, first_ms, last_ms| Event {
-                rule: rule.id.clone(),
-                pboxid: pboxid.to_string(),
-                kind,
-                severity: rule.severity,
-                at_ms,
-                value,
-                first_ms,
-                last_ms,
+            let event = |kind, at_ms, value, first_ms, last_ms| {
+                Event::new(rule, pboxid, kind, at_ms, value, first_ms, last_ms)
             };
             if let Some(after) = rule.offline_after() {
                 // Silences between consecutive readings, then after the last one.

@@ -103,11 +103,32 @@ fn random_history(rng: &mut SmallRng) -> Vec<Sample> {
 /// releasing after every reading; then completes event time through `end`. Returns the
 /// sorted events and the late readings.
 fn run(rules: &[Rule], arrivals: &[Sample], lateness: i64, end: i64) -> (Vec<Event>, Vec<Sample>) {
+    run_restarting(rules, arrivals, lateness, end, None)
+}
+
+/// [`run`], but with the engine and the buffer stopped after `restart_after` arrivals and
+/// continued from their snapshots (the rules handed over in reverse order: states follow the
+/// rule ids, not positions).
+fn run_restarting(
+    rules: &[Rule],
+    arrivals: &[Sample],
+    lateness: i64,
+    end: i64,
+    restart_after: Option<usize>,
+) -> (Vec<Event>, Vec<Sample>) {
     let mut engine = Engine::new(rules.to_vec()).unwrap();
     let mut order = Reorder::new(lateness);
     let mut events = Vec::new();
     let mut late = Vec::new();
-    for s in arrivals {
+    for (k, s) in arrivals.iter().enumerate() {
+        if Some(k) == restart_after {
+            let devices = engine.snapshot();
+            let (newest, released, held) = order.snapshot();
+            let mut reversed = rules.to_vec();
+            reversed.reverse();
+            engine = Engine::restore(reversed, devices).unwrap();
+            order = Reorder::restore(lateness, newest, released, held);
+        }
         if order.push(s.clone()) == Pushed::Late {
             late.push(s.clone());
         }
@@ -155,6 +176,10 @@ fn any_arrival_order_inside_the_bound_gives_the_reference_history() {
                 late.len()
             );
             assert_eq!(got, want, "seed {seed}, rules {rules:#?}");
+            // Stopped anywhere and continued from the snapshots: the same history.
+            let k = rng.random_range(0..arrivals.len().max(1));
+            let (restarted, _) = run_restarting(&rules, &arrivals, lateness, end, Some(k));
+            assert_eq!(restarted, want, "seed {seed}, restarted after {k} readings");
         }
     }
 }
@@ -173,7 +198,8 @@ fn readings_beyond_the_bound_are_reported_and_change_nothing() {
             let j = rng.random_range(0..=i);
             arrivals.swap(i, j);
         }
-        let (got, late) = run(&rules, &arrivals, lateness, end);
+        let k = rng.random_range(0..arrivals.len().max(1));
+        let (got, late) = run_restarting(&rules, &arrivals, lateness, end, Some(k));
         // What was applied is exactly the history without the late readings (a late reading
         // whose twin was applied in time takes nothing away).
         let applied: Vec<Sample> = {
