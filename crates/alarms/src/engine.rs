@@ -10,19 +10,21 @@ use crate::{Rule, RuleError, Severity};
 
 /// One reading as the rules see it: the device, its event time, its value, and the parts of
 /// its business record (as of that reading) that rules look at.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
     /// Device id.
     pub pboxid: String,
     /// Event time, milliseconds (the reading's local wall time read as UTC, as the stores keep it).
     pub at_ms: i64,
     /// The reading's value, exact.
+    #[serde(with = "iotflow_model::serde_bin::decimal")]
     pub metric: Decimal,
     /// The device's model, from its record.
     pub model: Option<String>,
     /// The device's site, from its record.
     pub site: Option<String>,
     /// The device's `work_threshold`, from its record.
+    #[serde(with = "iotflow_model::serde_bin::opt_decimal")]
     pub threshold: Option<Decimal>,
 }
 
@@ -134,6 +136,8 @@ pub struct Engine {
     /// Offline timers: (fires at, device, rule index), for devices whose last reading an
     /// offline rule applies to and that are not offline yet.
     timers: BTreeSet<(i64, String, usize)>,
+    /// Devices whose state changed since the last [`Engine::take_changed`].
+    changed: HashSet<String>,
 }
 
 impl Engine {
@@ -153,6 +157,7 @@ impl Engine {
             rules,
             devices: HashMap::new(),
             timers: BTreeSet::new(),
+            changed: HashSet::new(),
         })
     }
 
@@ -173,6 +178,49 @@ impl Engine {
             .collect();
         devices.sort_by(|a, b| a.last.pboxid.cmp(&b.last.pboxid));
         devices
+    }
+
+    /// The snapshots of the devices whose state changed since the previous call (or since
+    /// the engine was made), sorted by device: what an incremental checkpoint stores.
+    pub fn take_changed(&mut self) -> Vec<DeviceSnapshot> {
+        let mut ids: Vec<String> = self.changed.drain().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| {
+                self.devices.get(&id).map(|d| DeviceSnapshot {
+                    last: d.last.clone(),
+                    states: self
+                        .rules
+                        .iter()
+                        .zip(&d.states)
+                        .map(|(r, s)| (r.id.clone(), *s))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The snapshot of one device, if it has a reading applied.
+    pub fn device(&self, pboxid: &str) -> Option<DeviceSnapshot> {
+        self.devices.get(pboxid).map(|d| DeviceSnapshot {
+            last: d.last.clone(),
+            states: self
+                .rules
+                .iter()
+                .zip(&d.states)
+                .map(|(r, s)| (r.id.clone(), *s))
+                .collect(),
+        })
+    }
+
+    /// Event time of the device's latest reading applied.
+    pub fn last_at(&self, pboxid: &str) -> Option<i64> {
+        self.devices.get(pboxid).map(|d| d.last.at_ms)
+    }
+
+    /// Devices known (with at least one reading applied).
+    pub fn devices(&self) -> usize {
+        self.devices.len()
     }
 
     /// An engine for `rules` that continues from `devices` ([`Engine::snapshot`]): it gives
@@ -235,6 +283,9 @@ impl Engine {
         } else {
             Some(device.last.clone())
         };
+        if !self.changed.contains(&s.pboxid) {
+            self.changed.insert(s.pboxid.clone());
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             let event = |kind, at_ms, value, first_ms, last_ms| {
                 Event::new(rule, &s.pboxid, kind, at_ms, value, first_ms, last_ms)
@@ -312,6 +363,7 @@ impl Engine {
             let device = self.devices.get_mut(&pboxid).expect("a timer's device");
             let last = device.last.at_ms;
             device.states[i] = State::Active { first: last, last };
+            self.changed.insert(pboxid.clone());
             out.push(Event::new(
                 rule,
                 &pboxid,

@@ -15,7 +15,9 @@ mod engine;
 mod order;
 pub mod reference;
 mod rule;
+pub mod stored;
 
 pub use engine::{DeviceSnapshot, Engine, Event, EventKind, Sample, State};
 pub use order::{Pushed, Reorder};
 pub use rule::{Condition, Rule, RuleError, Scope, Severity};
+pub use stored::{StoredClock, StoredDevice, StoredError, StoredSample, StoredState};

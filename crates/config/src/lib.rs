@@ -11,6 +11,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod alarms;
+pub use alarms::{AlarmRuleConfig, AlarmsConfig, Exact};
+
 /// Everything the streaming job reads from its configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,6 +36,8 @@ pub struct Config {
     pub worktime: WorktimeConfig,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Device alarms (`[alarms]`, `[[alarms.rules]]`).
+    pub alarms: AlarmsConfig,
 }
 
 /// Job identity and dataflow pacing.
@@ -666,7 +671,17 @@ impl Config {
                 self.clickhouse.write_timeout_ms as usize,
             ),
         ];
-        for (key, value) in positive {
+        let alarms = [
+            (
+                "alarms.checkpoint_interval_ms",
+                self.alarms.checkpoint_interval_ms as usize,
+            ),
+            (
+                "alarms.idle_partition_ms",
+                self.alarms.idle_partition_ms as usize,
+            ),
+        ];
+        for (key, value) in positive.into_iter().chain(alarms) {
             if value == 0 {
                 return Err(ConfigError::Value(format!("{key} must be greater than 0")));
             }
@@ -697,17 +712,21 @@ impl Config {
         if self.kafka.brokers.trim().is_empty() {
             return Err(ConfigError::Value("kafka.brokers must not be empty".into()));
         }
-        if !self
-            .mysql
-            .table
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(ConfigError::Value(format!(
-                "mysql.table `{}` must be letters, digits and underscores",
-                self.mysql.table
-            )));
+        for (key, table) in [
+            ("mysql.table", &self.mysql.table),
+            ("alarms.table", &self.alarms.table),
+            ("alarms.state_table", &self.alarms.state_table),
+        ] {
+            if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ConfigError::Value(format!(
+                    "{key} `{table}` must be letters, digits and underscores"
+                )));
+            }
         }
+        if self.alarms.topic.trim().is_empty() {
+            return Err(ConfigError::Value("alarms.topic must not be empty".into()));
+        }
+        self.alarms.parsed_rules()?;
         Ok(())
     }
 

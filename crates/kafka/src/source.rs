@@ -175,6 +175,10 @@ pub struct SourceHandle {
     pub stop: AtomicBool,
     /// Commit-enabled readers (one per worker) still running in this process.
     pub running_readers: AtomicUsize,
+    /// Set once a commit-enabled reader of this process has begun to drain (stop or idle
+    /// exit): operators that hold back the commit for data they keep (the alarms' lateness
+    /// buffer) store that data instead, so the drain can complete.
+    pub draining: AtomicBool,
 }
 
 impl SourceHandle {
@@ -187,6 +191,7 @@ impl SourceHandle {
         Arc::new(SourceHandle {
             stop: AtomicBool::new(false),
             running_readers: AtomicUsize::new(readers),
+            draining: AtomicBool::new(false),
         })
     }
 }
@@ -610,6 +615,9 @@ pub fn kafka_source<'scope>(
                         state = State::Draining;
                     }
                     if matches!(state, State::Draining) {
+                        if options.commit {
+                            lifecycle.draining.store(true, Ordering::SeqCst);
+                        }
                         let to = *c.time() + 1;
                         close_epoch(c, &mut pending, &mut snapshot, &next, to);
                     }

@@ -269,6 +269,16 @@ impl Metrics {
         handler.map(|h| h(query))
     }
 
+    /// The `job_name` label of every metric.
+    pub fn job_name(&self) -> &str {
+        &self.job_name
+    }
+
+    /// The `job_id` label of every metric.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
     /// The registry, for exposition.
     pub fn registry(&self) -> &Registry {
         &self.registry

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use iotflow_alarms_flow::AlarmsConnector;
 use iotflow_config::Config;
 use iotflow_file::{FileSummary, InputFile};
 use iotflow_kafka::{DeadLetterLedger, DeadLetterProducer, SourceHandle};
@@ -35,6 +36,8 @@ pub struct JobContext {
     pub dead_letters: Option<DeadLetterProducer>,
     /// Which dead letters are already in the dead-letter topic (read back at start).
     pub ledger: Arc<DeadLetterLedger>,
+    /// The alarm rules, their state and outputs (when `alarms.enabled`).
+    pub alarms: Option<AlarmsConnector>,
     /// The live work-time view (when `worktime.live` is on).
     pub live: Option<Arc<Mutex<LiveBoard>>>,
     /// The input files (`--input`), read instead of the readings topic.

@@ -9,6 +9,10 @@
 //! iot-broadcast ──broadcast-source──device-upsert──broadcast──arrange ──────────┴─ probe ─▶ commits
 //! ```
 //!
+//! With `[alarms] enabled`, the enriched readings also go (exchanged by device) to the `alarms`
+//! operator, whose checkpoints (`alarm-checkpoint`: events to `iot-alarms`, episodes and state
+//! to MySQL) the probe sees like a sink's writes.
+//!
 //! Each enabled sink is optional; the probe sees every one of them. Operators and sinks are
 //! built by their crates; this file only wires them. With `--input` a `file-source` takes the
 //! place of the `kafka-source` (same records, the file as partition, the line's byte offset as
@@ -17,6 +21,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use iotflow_alarms_flow::Alarms;
 use iotflow_enrich::{device_updates, replicate_dimension, EnrichWith};
 use iotflow_file::{file_source, FileSourceOptions, FILE_TOPIC};
 use iotflow_kafka::SourceOptions;
@@ -139,6 +144,14 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         }
         if let Some(s) = &ctx.elasticsearch {
             stored.push(enriched.clone().sink_to(s, &sinks));
+        }
+        if let Some(a) = &ctx.alarms {
+            stored.push(
+                enriched
+                    .clone()
+                    .alarms(a, &sinks, ctx.lifecycle.clone())
+                    .map_err(|e| anyhow::anyhow!("alarms: {e}"))?,
+            );
         }
         if stored.is_empty() {
             // No sink enabled: the probe still waits for enrichment.

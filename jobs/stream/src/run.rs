@@ -129,6 +129,21 @@ pub fn run(
         None
     };
 
+    let alarms = if config.alarms.enabled {
+        Some(
+            runtime
+                .block_on(iotflow_alarms_flow::prepare(
+                    &config,
+                    &metrics,
+                    files.is_none(),
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("alarms pre-flight check failed")?,
+        )
+    } else {
+        None
+    };
+
     // Rows a store refuses (a value its column cannot hold, a mapping conflict) go to the
     // dead-letter topic; the producer needs the runtime (its delivery futures are awaited by
     // the writer tasks).
@@ -209,6 +224,7 @@ pub fn run(
         elasticsearch,
         dead_letters,
         ledger,
+        alarms,
         live,
         files: files.clone(),
     };
