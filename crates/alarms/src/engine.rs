@@ -163,19 +163,8 @@ impl Engine {
 
     /// Every device's state, for storing beside the input position it corresponds to.
     pub fn snapshot(&self) -> Vec<DeviceSnapshot> {
-        let mut devices: Vec<DeviceSnapshot> = self
-            .devices
-            .values()
-            .map(|d| DeviceSnapshot {
-                last: d.last.clone(),
-                states: self
-                    .rules
-                    .iter()
-                    .zip(&d.states)
-                    .map(|(r, s)| (r.id.clone(), *s))
-                    .collect(),
-            })
-            .collect();
+        let mut devices: Vec<DeviceSnapshot> =
+            self.devices.values().map(|d| self.snapshot_of(d)).collect();
         devices.sort_by(|a, b| a.last.pboxid.cmp(&b.last.pboxid));
         devices
     }
@@ -185,24 +174,16 @@ impl Engine {
     pub fn take_changed(&mut self) -> Vec<DeviceSnapshot> {
         let mut ids: Vec<String> = self.changed.drain().collect();
         ids.sort();
-        ids.into_iter()
-            .filter_map(|id| {
-                self.devices.get(&id).map(|d| DeviceSnapshot {
-                    last: d.last.clone(),
-                    states: self
-                        .rules
-                        .iter()
-                        .zip(&d.states)
-                        .map(|(r, s)| (r.id.clone(), *s))
-                        .collect(),
-                })
-            })
-            .collect()
+        ids.into_iter().filter_map(|id| self.device(&id)).collect()
     }
 
     /// The snapshot of one device, if it has a reading applied.
     pub fn device(&self, pboxid: &str) -> Option<DeviceSnapshot> {
-        self.devices.get(pboxid).map(|d| DeviceSnapshot {
+        self.devices.get(pboxid).map(|d| self.snapshot_of(d))
+    }
+
+    fn snapshot_of(&self, d: &Device) -> DeviceSnapshot {
+        DeviceSnapshot {
             last: d.last.clone(),
             states: self
                 .rules
@@ -210,7 +191,7 @@ impl Engine {
                 .zip(&d.states)
                 .map(|(r, s)| (r.id.clone(), *s))
                 .collect(),
-        })
+        }
     }
 
     /// Event time of the device's latest reading applied.
