@@ -314,12 +314,10 @@ impl WorkerState {
             reorder,
             lateness,
             idle: Duration::from_millis(c.options.idle_partition_ms),
-            newest: c
-                .partitions
-                .iter()
-                .map(|p| (*p, (None, now)))
-                .chain(clock.newest.into_iter().map(|(p, t)| (p, (Some(t), now))))
-                .collect(),
+            // Every partition starts unheard, as at a first start: the replay of each begins at
+            // its committed offset, so the stored newest times are ahead of what it brings. The
+            // watermark restarts from `released` and moves on only as the replay catches up.
+            newest: c.partitions.iter().map(|p| (*p, (None, now))).collect(),
             released: clock.released,
             floors,
             floors_changed: HashSet::new(),
@@ -360,6 +358,7 @@ impl WorkerState {
                     self.floors_changed.insert(s.pboxid.clone());
                 }
             }
+            tracing::trace!(target: "iotflow_alarms_flow::reading", worker = self.worker, t, pboxid = %s.pboxid, at = s.at_ms, metric = %s.metric, partition, offset, seen, released = ?self.released, "take");
             if let Some(released) = self.released.filter(|r| s.at_ms <= *r) {
                 if seen {
                     self.replayed.inc();
@@ -454,6 +453,7 @@ impl WorkerState {
                 self.replayed.inc();
                 continue;
             }
+            tracing::trace!(target: "iotflow_alarms_flow::reading", worker = self.worker, pboxid = %s.pboxid, at = s.at_ms, metric = %s.metric, w, "apply");
             self.engine.observe(&s, &mut self.events);
         }
         self.engine.advance(w, &mut self.events);

@@ -64,7 +64,10 @@ pub enum StoredState {
 pub struct StoredClock {
     /// The watermark the lateness buffer has released through.
     pub released: Option<i64>,
-    /// (partition, newest event time seen) per source partition.
+    /// (partition, newest event time seen) per source partition. Stored for inspection only,
+    /// never restored: a restart reads each partition again from its committed offset, behind
+    /// this point, and a watermark built from it would pass readings the replay has yet to
+    /// bring (they would be taken as already applied, and lost).
     pub newest: Vec<(i32, i64)>,
     /// Readings held in the lateness buffer that must be kept with the state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -503,7 +503,6 @@ fn publish_devices(f: &Fixture, n: usize) {
 }
 
 #[test]
-#[ignore = "issue 12, open: about 1 run in 3 loses single readings near a restart (see docs/alarms.md, Known gaps); run with --ignored"]
 fn alarms_are_exact_through_sigkills() {
     let f = Fixture::new("alarms-crash", 2);
     let alarms_topic = format!("{}-alarms", f.topic);
