@@ -118,6 +118,8 @@ impl Event {
 struct Device {
     last: Sample,
     states: Vec<State>,
+    /// Per rule: when its offline timer fires (set while the rule waits on this device).
+    due: Vec<Option<i64>>,
 }
 
 /// Evaluates rules over readings in event-time order.
@@ -209,8 +211,16 @@ impl Engine {
     /// in `rules` is dropped; a new rule starts normal on every device.
     pub fn restore(rules: Vec<Rule>, devices: Vec<DeviceSnapshot>) -> Result<Engine, RuleError> {
         let mut engine = Engine::new(rules)?;
+        engine.load(devices, None);
+        Ok(engine)
+    }
+
+    /// Takes `devices` under the engine's rules (states by rule id); offline timers of a
+    /// device waiting under a rule fire at its last reading plus the silence, or at `from`
+    /// if that is later (a rule that takes effect at `from` cannot fire before it).
+    fn load(&mut self, devices: Vec<DeviceSnapshot>, from: Option<i64>) {
         for d in devices {
-            let states: Vec<State> = engine
+            let states: Vec<State> = self
                 .rules
                 .iter()
                 .map(|r| {
@@ -220,24 +230,89 @@ impl Engine {
                         .map_or(State::Normal { run: None }, |(_, s)| *s)
                 })
                 .collect();
-            for (i, rule) in engine.rules.iter().enumerate() {
+            let mut due = vec![None; self.rules.len()];
+            for (i, rule) in self.rules.iter().enumerate() {
                 if let (Some(after), State::Normal { .. }) = (rule.offline_after(), states[i]) {
                     if rule.applies(&d.last) {
-                        engine
-                            .timers
-                            .insert((d.last.at_ms + after, d.last.pboxid.clone(), i));
+                        let at = (d.last.at_ms + after).max(from.unwrap_or(i64::MIN));
+                        self.timers.insert((at, d.last.pboxid.clone(), i));
+                        due[i] = Some(at);
                     }
                 }
             }
-            engine.devices.insert(
+            self.devices.insert(
                 d.last.pboxid.clone(),
                 Device {
                     last: d.last,
                     states,
+                    due,
                 },
             );
         }
-        Ok(engine)
+    }
+
+    /// Replaces the rules from event time `at` on: every reading before `at` must have been
+    /// observed and none at or after it. Offline alarms due before `at` fire first (under
+    /// the old rules). A rule that goes, or whose condition changes between offline and a
+    /// value condition, clears its active alarms at `at` (with the device's latest value)
+    /// and any breaching run; a rule that stays (by id) keeps its states, and the next
+    /// reading is judged by its new version; a new rule starts normal. Refused, changing
+    /// nothing, when the new rules do not check.
+    pub fn change_rules(
+        &mut self,
+        rules: Vec<Rule>,
+        at: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), RuleError> {
+        let next = Engine::new(rules)?;
+        self.advance(at.saturating_sub(1), out);
+        let same_kind = |old: &Rule| {
+            next.rules.iter().any(|r| {
+                r.id == old.id && r.offline_after().is_some() == old.offline_after().is_some()
+            })
+        };
+        let mut ids: Vec<&String> = self.devices.keys().collect();
+        ids.sort();
+        let mut devices = Vec::with_capacity(ids.len());
+        for id in ids {
+            let d = &self.devices[id];
+            let mut states = Vec::with_capacity(d.states.len());
+            let mut dropped = false;
+            for (rule, state) in self.rules.iter().zip(&d.states) {
+                if same_kind(rule) {
+                    states.push((rule.id.clone(), *state));
+                    continue;
+                }
+                match *state {
+                    State::Active { first, last } => {
+                        dropped = true;
+                        out.push(Event::new(
+                            rule,
+                            id,
+                            EventKind::Cleared,
+                            at,
+                            d.last.metric,
+                            first,
+                            last,
+                        ));
+                    }
+                    State::Normal { run: Some(_) } => dropped = true,
+                    State::Normal { run: None } => {}
+                }
+            }
+            if dropped {
+                self.changed.insert(id.clone());
+            }
+            devices.push(DeviceSnapshot {
+                last: d.last.clone(),
+                states,
+            });
+        }
+        self.rules = next.rules;
+        self.devices.clear();
+        self.timers.clear();
+        self.load(devices, Some(at));
+        Ok(())
     }
 
     /// The rules, in the order given.
@@ -251,9 +326,10 @@ impl Engine {
         let fresh = !self.devices.contains_key(&s.pboxid);
         if fresh {
             let states = vec![State::Normal { run: None }; self.rules.len()];
+            let due = vec![None; self.rules.len()];
             let last = s.clone();
             self.devices
-                .insert(s.pboxid.clone(), Device { last, states });
+                .insert(s.pboxid.clone(), Device { last, states, due });
         }
         let device = self.devices.get_mut(&s.pboxid).expect("inserted above");
         let prev = if fresh {
@@ -279,28 +355,27 @@ impl Engine {
                         *state = State::Normal { run: None };
                     }
                     (State::Normal { .. }, Some(p)) => {
-                        self.timers.remove(&(p.at_ms + after, s.pboxid.clone(), i));
-                        if rule.applies(p) && s.at_ms - p.at_ms >= after {
-                            out.push(event(
-                                EventKind::Raised,
-                                p.at_ms + after,
-                                p.metric,
-                                p.at_ms,
-                                p.at_ms,
-                            ));
-                            out.push(event(
-                                EventKind::Cleared,
-                                s.at_ms,
-                                s.metric,
-                                p.at_ms,
-                                p.at_ms,
-                            ));
+                        // The silence since `p` raised at its timer, had the watermark passed
+                        // it before this reading came.
+                        if let Some(due) = device.due[i].take() {
+                            self.timers.remove(&(due, s.pboxid.clone(), i));
+                            if due <= s.at_ms {
+                                out.push(event(EventKind::Raised, due, p.metric, p.at_ms, p.at_ms));
+                                out.push(event(
+                                    EventKind::Cleared,
+                                    s.at_ms,
+                                    s.metric,
+                                    p.at_ms,
+                                    p.at_ms,
+                                ));
+                            }
                         }
                     }
                     (State::Normal { .. }, None) => {}
                 }
                 if rule.applies(s) {
                     self.timers.insert((s.at_ms + after, s.pboxid.clone(), i));
+                    device.due[i] = Some(s.at_ms + after);
                 }
                 continue;
             }
@@ -342,6 +417,7 @@ impl Engine {
             let (at, pboxid, i) = self.timers.pop_first().expect("a first timer");
             let rule = &self.rules[i];
             let device = self.devices.get_mut(&pboxid).expect("a timer's device");
+            device.due[i] = None;
             let last = device.last.at_ms;
             device.states[i] = State::Active { first: last, last };
             self.changed.insert(pboxid.clone());

@@ -2,7 +2,9 @@
 //! against the direct definitions (`reference`): rules of every kind, ties in time and value,
 //! repeated readings, device records that change, and disorder inside the lateness bound.
 
-use iotflow_alarms::reference::reference;
+use std::collections::VecDeque;
+
+use iotflow_alarms::reference::{reference, reference_with_changes};
 use iotflow_alarms::{Condition, Engine, Event, Pushed, Reorder, Rule, Sample, Scope, Severity};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -103,7 +105,29 @@ fn random_history(rng: &mut SmallRng) -> Vec<Sample> {
 /// releasing after every reading; then completes event time through `end`. Returns the
 /// sorted events and the late readings.
 fn run(rules: &[Rule], arrivals: &[Sample], lateness: i64, end: i64) -> (Vec<Event>, Vec<Sample>) {
-    run_restarting(rules, arrivals, lateness, end, None)
+    run_restarting(rules, &[], arrivals, lateness, end, None)
+}
+
+/// Releases through `w`, changing the rules at each pending change the watermark passes:
+/// first the readings before the change, then the change, then the rest.
+fn release(
+    engine: &mut Engine,
+    order: &mut Reorder,
+    pending: &mut VecDeque<(i64, Vec<Rule>)>,
+    w: i64,
+    events: &mut Vec<Event>,
+) {
+    while pending.front().is_some_and(|(at, _)| *at <= w) {
+        let (at, rules) = pending.pop_front().expect("a pending change");
+        for s in order.release(at - 1) {
+            engine.observe(&s, events);
+        }
+        engine.change_rules(rules, at, events).unwrap();
+    }
+    for s in order.release(w) {
+        engine.observe(&s, events);
+    }
+    engine.advance(w, events);
 }
 
 /// [`run`], but with the engine and the buffer stopped after `restart_after` arrivals and
@@ -111,12 +135,14 @@ fn run(rules: &[Rule], arrivals: &[Sample], lateness: i64, end: i64) -> (Vec<Eve
 /// rule ids, not positions).
 fn run_restarting(
     rules: &[Rule],
+    changes: &[(i64, Vec<Rule>)],
     arrivals: &[Sample],
     lateness: i64,
     end: i64,
     restart_after: Option<usize>,
 ) -> (Vec<Event>, Vec<Sample>) {
     let mut engine = Engine::new(rules.to_vec()).unwrap();
+    let mut pending: VecDeque<(i64, Vec<Rule>)> = changes.iter().cloned().collect();
     let mut order = Reorder::new(lateness);
     let mut events = Vec::new();
     let mut late = Vec::new();
@@ -124,7 +150,7 @@ fn run_restarting(
         if Some(k) == restart_after {
             let devices = engine.snapshot();
             let (newest, released, held) = order.snapshot();
-            let mut reversed = rules.to_vec();
+            let mut reversed = engine.rules().to_vec();
             reversed.reverse();
             engine = Engine::restore(reversed, devices).unwrap();
             order = Reorder::restore(lateness, newest, released, held);
@@ -133,16 +159,10 @@ fn run_restarting(
             late.push(s.clone());
         }
         if let Some(w) = order.watermark() {
-            for s in order.release(w) {
-                engine.observe(&s, &mut events);
-            }
-            engine.advance(w, &mut events);
+            release(&mut engine, &mut order, &mut pending, w, &mut events);
         }
     }
-    for s in order.release(end) {
-        engine.observe(&s, &mut events);
-    }
-    engine.advance(end, &mut events);
+    release(&mut engine, &mut order, &mut pending, end, &mut events);
     events.sort();
     (events, late)
 }
@@ -178,10 +198,159 @@ fn any_arrival_order_inside_the_bound_gives_the_reference_history() {
             assert_eq!(got, want, "seed {seed}, rules {rules:#?}");
             // Stopped anywhere and continued from the snapshots: the same history.
             let k = rng.random_range(0..arrivals.len().max(1));
-            let (restarted, _) = run_restarting(&rules, &arrivals, lateness, end, Some(k));
+            let (restarted, _) = run_restarting(&rules, &[], &arrivals, lateness, end, Some(k));
             assert_eq!(restarted, want, "seed {seed}, restarted after {k} readings");
         }
     }
+}
+
+/// The next version of a rule set: a rule removed, one added, one changed in bound, scope,
+/// duration or kind (the same id), or several of these.
+fn changed_rules(rng: &mut SmallRng, rules: &[Rule], generation: usize) -> Vec<Rule> {
+    let mut next = rules.to_vec();
+    let fresh = random_rules(rng);
+    for _ in 0..rng.random_range(1..4) {
+        match rng.random_range(0..3) {
+            0 if !next.is_empty() => {
+                next.remove(rng.random_range(0..next.len()));
+            }
+            1 => {
+                let mut r = fresh[rng.random_range(0..fresh.len())].clone();
+                r.id = format!("g{generation}-{}", next.len());
+                if !next.iter().any(|n| n.id == r.id) {
+                    next.push(r);
+                }
+            }
+            _ if !next.is_empty() => {
+                // Same id, another version: possibly another kind.
+                let k = rng.random_range(0..next.len());
+                let mut r = fresh[rng.random_range(0..fresh.len())].clone();
+                r.id = next[k].id.clone();
+                next[k] = r;
+            }
+            _ => {}
+        }
+    }
+    next
+}
+
+#[test]
+fn rule_changes_take_effect_at_their_event_time_whatever_the_arrival_order() {
+    let lateness = 3000;
+    let mut changed_kinds = 0;
+    for seed in 0..400 {
+        let mut rng = SmallRng::seed_from_u64(5000 + seed);
+        let rules = random_rules(&mut rng);
+        let history = random_history(&mut rng);
+        let last = history.iter().map(|s| s.at_ms).max().unwrap_or(0);
+        let end = last + rng.random_range(0..8000);
+        // One to three changes, at times on the readings' grid (ties with readings on
+        // purpose) or between.
+        let mut changes: Vec<(i64, Vec<Rule>)> = Vec::new();
+        let mut current = rules.clone();
+        let mut times: Vec<i64> = (0..rng.random_range(1..4))
+            .map(|_| rng.random_range(0..(end / 250).max(1) + 4) * 250)
+            .collect();
+        times.sort();
+        for (g, at) in times.into_iter().enumerate() {
+            let next = changed_rules(&mut rng, &current, g);
+            changed_kinds += next
+                .iter()
+                .filter(|n| {
+                    current.iter().any(|c| {
+                        c.id == n.id && c.offline_after().is_some() != n.offline_after().is_some()
+                    })
+                })
+                .count();
+            changes.push((at, next.clone()));
+            current = next;
+        }
+        let want = reference_with_changes(&rules, &changes, &history, end);
+        for _ in 0..2 {
+            let mut arrivals: Vec<(i64, usize)> = history
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.at_ms + rng.random_range(0..lateness), i))
+                .collect();
+            arrivals.sort();
+            let arrivals: Vec<Sample> = arrivals
+                .into_iter()
+                .map(|(_, i)| history[i].clone())
+                .collect();
+            let (got, late) = run_restarting(&rules, &changes, &arrivals, lateness, end, None);
+            assert!(late.is_empty(), "seed {seed}: late inside the bound");
+            assert_eq!(
+                got, want,
+                "seed {seed}, rules {rules:#?}, changes {changes:#?}"
+            );
+            let k = rng.random_range(0..arrivals.len().max(1));
+            let (restarted, _) =
+                run_restarting(&rules, &changes, &arrivals, lateness, end, Some(k));
+            assert_eq!(restarted, want, "seed {seed}, restarted after {k} readings");
+        }
+    }
+    assert!(
+        changed_kinds > 20,
+        "changes of kind were tried: {changed_kinds}"
+    );
+}
+
+#[test]
+fn a_removed_rule_clears_at_its_removal_and_a_new_offline_rule_raises_from_it() {
+    let hot = rule("hot", Scope::All, Condition::Above { value: d(50) }, 0, 0);
+    let gone = rule(
+        "gone",
+        Scope::All,
+        Condition::Offline { after_ms: 5_000 },
+        0,
+        0,
+    );
+    let s = |t: i64, m: i64| Sample {
+        pboxid: "p".into(),
+        at_ms: t,
+        metric: d(m),
+        model: None,
+        site: None,
+        threshold: None,
+    };
+    let mut engine = Engine::new(vec![hot]).unwrap();
+    let mut out = Vec::new();
+    engine.observe(&s(0, 60), &mut out);
+    engine.observe(&s(1000, 70), &mut out);
+    // At 20 s "hot" goes and "gone" comes: the open episode ends at 20 s with the latest
+    // value; the device, silent since 1 s, is offline from 20 s (not from 6 s: the rule
+    // did not exist then).
+    engine.change_rules(vec![gone], 20_000, &mut out).unwrap();
+    engine.advance(20_000, &mut out);
+    let got: Vec<_> = out
+        .iter()
+        .map(|e| {
+            (
+                e.rule.as_str(),
+                e.kind,
+                e.at_ms,
+                e.value,
+                e.first_ms,
+                e.last_ms,
+            )
+        })
+        .collect();
+    use iotflow_alarms::EventKind::*;
+    assert_eq!(
+        got,
+        vec![
+            ("hot", Raised, 0, d(60), 0, 0),
+            ("hot", Cleared, 20_000, d(70), 0, 1000),
+            ("gone", Raised, 20_000, d(70), 1000, 1000),
+        ]
+    );
+    let bad = rule("b", Scope::All, Condition::Above { value: d(1) }, -1, 0);
+    assert!(engine.change_rules(vec![bad], 30_000, &mut out).is_err());
+    assert_eq!(
+        engine.rules()[0].id,
+        "gone",
+        "a refused change changes nothing"
+    );
 }
 
 #[test]
@@ -199,7 +368,7 @@ fn readings_beyond_the_bound_are_reported_and_change_nothing() {
             arrivals.swap(i, j);
         }
         let k = rng.random_range(0..arrivals.len().max(1));
-        let (got, late) = run_restarting(&rules, &arrivals, lateness, end, Some(k));
+        let (got, late) = run_restarting(&rules, &[], &arrivals, lateness, end, Some(k));
         // What was applied is exactly the history without the late readings (a late reading
         // whose twin was applied in time takes nothing away).
         let applied: Vec<Sample> = {
