@@ -85,12 +85,49 @@ impl AlarmsConnector {
                 *e = (*e).min(*t);
             }
         }
+        // The rule set of the worker that applied the newest one.
+        let rules = clocks
+            .iter()
+            .filter_map(|(_, _, c)| c.rules.as_deref())
+            .filter_map(|r| {
+                serde_json::from_str::<operator::InEffect>(r)
+                    .ok()
+                    .map(|e| (e, r))
+            })
+            .max_by_key(|(e, _)| (e.set.effective_ms, e.set.version, e.applied_at))
+            .map(|(_, r)| r.to_string());
         StoredClock {
             released,
             newest: newest.into_iter().collect(),
             held: clocks.iter().flat_map(|(_, _, c)| c.held.clone()).collect(),
+            rules,
         }
     }
+}
+
+/// The rule sets of `alarms.rules_topic` from its records, on every worker. A record that is
+/// not a rule set is logged (with its position) and skipped; the rules in effect stay.
+pub fn rule_sets<'scope>(
+    records: timely::dataflow::StreamVec<'scope, u64, iotflow_kafka::KafkaRecord>,
+    topic: String,
+) -> timely::dataflow::StreamVec<'scope, u64, iotflow_config::RuleSet> {
+    use timely::dataflow::operators::vec::{Broadcast, Map};
+    records
+        .flat_map(move |r| {
+            let set = r
+                .payload
+                .as_deref()
+                .map(serde_json::from_slice::<iotflow_config::RuleSet>);
+            match set {
+                Some(Ok(set)) => Some(set),
+                Some(Err(e)) => {
+                    tracing::error!(topic = %topic, partition = r.partition, offset = r.offset, "not an alarm rule set, skipped: {e}");
+                    None
+                }
+                None => None,
+            }
+        })
+        .broadcast()
 }
 
 fn ddl(template: &str, default: &str, table: &str) -> String {

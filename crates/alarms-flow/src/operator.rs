@@ -23,13 +23,15 @@ use std::time::{Duration, Instant};
 use iotflow_alarms::{
     Engine, Event, Pushed, Reorder, Sample, StoredClock, StoredDevice, StoredSample,
 };
+use iotflow_config::RuleSet;
 use iotflow_kafka::SourceHandle;
 use iotflow_metrics::RateLimitedLog;
 use iotflow_model::Enriched;
 use iotflow_sink::{BatchPolicy, SinkBatches, SinkEnv, SinkOptions};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Capability;
@@ -60,15 +62,27 @@ pub fn sample_of(e: &Enriched) -> Point {
     )
 }
 
+/// The table's rule set in effect on a worker, as its clock stores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InEffect {
+    /// The set, as published.
+    pub set: RuleSet,
+    /// The event time it was applied from: its own, or (a set that came after the watermark
+    /// had passed it) the first time after the watermark.
+    pub applied_at: i64,
+}
+
 /// `.alarms(&connector, &env)`: the alarm operator and its checkpoint writer on a stream of
 /// enriched readings.
 pub trait Alarms<'scope> {
-    /// Evaluates the connector's rules over the stream. The returned stream carries no data;
-    /// its frontier passes a time once every effect of the readings before it is stored.
+    /// Evaluates the connector's rules over the stream; `rules` brings the table's rule sets
+    /// (`alarms.rules_topic`), every one to every worker. The returned stream carries no
+    /// data; its frontier passes a time once every effect of the readings before it is stored.
     /// `lifecycle` tells when the readers drain (the final checkpoint then stores the
     /// lateness buffer).
     fn alarms(
         self,
+        rules: Option<StreamVec<'scope, u64, RuleSet>>,
         connector: &AlarmsConnector,
         env: &SinkEnv,
         lifecycle: Arc<SourceHandle>,
@@ -78,6 +92,7 @@ pub trait Alarms<'scope> {
 impl<'scope> Alarms<'scope> for StreamVec<'scope, u64, Enriched> {
     fn alarms(
         self,
+        rules: Option<StreamVec<'scope, u64, RuleSet>>,
         connector: &AlarmsConnector,
         env: &SinkEnv,
         lifecycle: Arc<SourceHandle>,
@@ -86,17 +101,28 @@ impl<'scope> Alarms<'scope> for StreamVec<'scope, u64, Enriched> {
         let (index, peers) = (scope.index(), scope.peers());
         let mut state = WorkerState::restore(connector, index, peers)?;
         let interval = Duration::from_millis(connector.options.checkpoint_interval_ms);
+        let rules = match rules {
+            Some(r) => r,
+            None => timely::dataflow::operators::ToStream::to_stream(Vec::<RuleSet>::new(), scope),
+        };
         let checkpoints = self
             .map(|e| sample_of(&e))
-            .unary_frontier::<CapacityContainerBuilder<Vec<Checkpoint>>, _, _, _>(
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<Checkpoint>>, _, _, _, _>(
+                rules,
                 Exchange::new(|p: &Point| crate::device_hash(&p.0.pboxid)),
+                Pipeline,
                 "alarms",
                 move |_cap, info| {
                     let activator = scope.activator_for(info.address);
                     let mut stash: BTreeMap<u64, Vec<Point>> = BTreeMap::new();
                     let mut cap: Option<Capability<u64>> = None;
                     let mut last_checkpoint = Instant::now();
-                    move |(input, frontier), output| {
+                    move |(input, frontier), (sets, sets_frontier), output| {
+                        sets.for_each(|_, data| {
+                            for set in data.drain(..) {
+                                state.schedule(set);
+                            }
+                        });
                         input.for_each(|stamp, data| {
                             let Some(t) = stamp.least().copied() else {
                                 return;
@@ -111,7 +137,10 @@ impl<'scope> Alarms<'scope> for StreamVec<'scope, u64, Enriched> {
                         });
                         let now = Instant::now();
                         while let Some(entry) = stash.first_entry() {
-                            if frontier.less_equal(entry.key()) {
+                            // Readings wait for the rule sets published before them too.
+                            if frontier.less_equal(entry.key())
+                                || sets_frontier.less_equal(entry.key())
+                            {
                                 break;
                             }
                             let t = *entry.key();
@@ -231,6 +260,10 @@ struct WorkerState {
     events: Vec<Event>,
     /// Draining: checkpoints store the lateness buffer, which then holds nothing back.
     drained: bool,
+    /// The table's rule set in effect, if one was applied.
+    in_effect: Option<InEffect>,
+    /// Rule sets to apply when the watermark passes their time, by that time.
+    pending: BTreeMap<i64, RuleSet>,
     connector: AlarmsConnector,
     metrics_held: prometheus::IntGauge,
     late: prometheus::IntCounter,
@@ -255,8 +288,27 @@ impl WorkerState {
             floors.insert(id.clone(), f.into_iter().collect());
             snapshots.push(snapshot);
         }
-        let engine = Engine::restore(c.rules.clone(), snapshots).map_err(|e| e.to_string())?;
         let clock = c.clock_for(worker, peers);
+        let in_effect: Option<InEffect> = clock
+            .rules
+            .as_deref()
+            .map(|r| {
+                serde_json::from_str(r).map_err(|e| {
+                    format!(
+                        "{}: the stored rule set is not readable: {e}",
+                        c.options.state_table
+                    )
+                })
+            })
+            .transpose()?;
+        let rules = match &in_effect {
+            Some(e) => c
+                .options
+                .rules_with(&e.set)
+                .map_err(|e| format!("the stored rule set: {e}"))?,
+            None => c.rules.clone(),
+        };
+        let engine = Engine::restore(rules, snapshots).map_err(|e| e.to_string())?;
         let now = Instant::now();
         let mut restored_held = BTreeSet::new();
         let mut held = Vec::new();
@@ -326,6 +378,8 @@ impl WorkerState {
             dirty_since: None,
             events: Vec::new(),
             drained: false,
+            in_effect,
+            pending: BTreeMap::new(),
             connector: c.clone(),
             metrics_held: c.metrics.held(worker),
             late: c.metrics.late(worker),
@@ -441,22 +495,15 @@ impl WorkerState {
             self.dirty(t);
         }
         let before = self.events.len();
-        for s in self.reorder.release(w) {
-            // Only after a change of the cluster's shape can a reading older than the
-            // device's latest applied one come here: it was applied (or late) before.
-            if let Some(last) = self
-                .engine
-                .last_at(&s.pboxid)
-                .filter(|last| s.at_ms < *last)
-            {
-                tracing::debug!(worker = self.worker, pboxid = %s.pboxid, at = s.at_ms, last, "released reading older than the device's latest: skipped");
-                self.replayed.inc();
-                continue;
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > w {
+                break;
             }
-            tracing::trace!(target: "iotflow_alarms_flow::reading", worker = self.worker, pboxid = %s.pboxid, at = s.at_ms, metric = %s.metric, w, "apply");
-            self.engine.observe(&s, &mut self.events);
+            let (at, set) = entry.remove_entry();
+            self.apply_through(at.saturating_sub(1));
+            self.change_rules(at, set);
         }
-        self.engine.advance(w, &mut self.events);
+        self.apply_through(w);
         while let Some((_, max)) = self.epoch_max.first_key_value() {
             if *max > w {
                 break;
@@ -474,6 +521,82 @@ impl WorkerState {
                 .expect("alarm board")
                 .events(new);
         }
+    }
+
+    /// A rule set from the topic: scheduled at its time, or (the watermark passed that) at the
+    /// first time after the watermark, unless it is one already applied.
+    fn schedule(&mut self, set: RuleSet) {
+        if let Some(e) = &self.in_effect {
+            if (set.effective_ms, set.version) <= (e.set.effective_ms, e.set.version)
+                || set.rules == e.set.rules
+            {
+                return;
+            }
+        }
+        let mut at = set.effective_ms;
+        if let Some(released) = self.released.filter(|r| at <= *r) {
+            if self.pending.is_empty() {
+                tracing::warn!(
+                    worker = self.worker,
+                    version = set.version,
+                    effective = %crate::board::time_text(set.effective_ms),
+                    released_through = %crate::board::time_text(released),
+                    "alarm rule set came after event time passed its effective time: applied from the watermark on"
+                );
+            }
+            at = released.saturating_add(1);
+        }
+        self.pending.insert(at, set);
+    }
+
+    /// Replaces the rules from `at` on (every reading before it applied).
+    fn change_rules(&mut self, at: i64, set: RuleSet) {
+        let rules = match self.connector.options.rules_with(&set) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(
+                    worker = self.worker,
+                    version = set.version,
+                    "alarm rule set refused, the rules in effect stay: {e}"
+                );
+                return;
+            }
+        };
+        match self.engine.change_rules(rules, at, &mut self.events) {
+            Ok(()) => {
+                if self.worker == 0 {
+                    tracing::info!(version = set.version, rules = self.engine.rules().len(), from = %crate::board::time_text(at), "alarm rules changed");
+                }
+                self.in_effect = Some(InEffect {
+                    set,
+                    applied_at: at,
+                });
+            }
+            Err(e) => tracing::error!(
+                worker = self.worker,
+                "alarm rule set refused, the rules in effect stay: {e}"
+            ),
+        }
+    }
+
+    /// Applies the buffered readings through `w` and fires the offline alarms due by then.
+    fn apply_through(&mut self, w: i64) {
+        for s in self.reorder.release(w) {
+            // Only after a change of the cluster's shape can a reading older than the
+            // device's latest applied one come here: it was applied (or late) before.
+            if let Some(last) = self
+                .engine
+                .last_at(&s.pboxid)
+                .filter(|last| s.at_ms < *last)
+            {
+                tracing::debug!(worker = self.worker, pboxid = %s.pboxid, at = s.at_ms, last, "released reading older than the device's latest: skipped");
+                self.replayed.inc();
+                continue;
+            }
+            tracing::trace!(target: "iotflow_alarms_flow::reading", worker = self.worker, pboxid = %s.pboxid, at = s.at_ms, metric = %s.metric, w, "apply");
+            self.engine.observe(&s, &mut self.events);
+        }
+        self.engine.advance(w, &mut self.events);
     }
 
     /// The checkpoint of everything since the previous one; once draining it also stores the
@@ -524,6 +647,10 @@ impl WorkerState {
                 .filter_map(|(p, (t, _))| t.map(|t| (*p, t)))
                 .collect(),
             held,
+            rules: self
+                .in_effect
+                .as_ref()
+                .map(|e| serde_json::to_string(e).expect("rule set serializes")),
         };
         tracing::debug!(
             worker = self.worker,

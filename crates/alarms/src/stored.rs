@@ -72,6 +72,10 @@ pub struct StoredClock {
     /// Readings held in the lateness buffer that must be kept with the state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<StoredSample>,
+    /// The table's rule set in effect (`alarms.rules_topic`), as its caller encodes it; none
+    /// while only the configured rules are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
 }
 
 /// A reading held in the lateness buffer, stored.

@@ -35,6 +35,12 @@ pub struct AlarmsConfig {
     pub checkpoint_interval_ms: u64,
     /// The rules (`[[alarms.rules]]`). Default none.
     pub rules: Vec<AlarmRuleConfig>,
+    /// Topic of the rule sets `iotflow publish-devices` publishes from the MySQL table
+    /// `alarm_rules` (schemas/mysql/alarm_rules.sql); empty (the default) for rules from this
+    /// file only. Both sides read it: the publisher publishes there, the job applies each set
+    /// from its event time on, beside the rules of this file (a table rule with the id of a
+    /// configured one replaces it).
+    pub rules_topic: String,
 }
 
 impl Default for AlarmsConfig {
@@ -48,6 +54,7 @@ impl Default for AlarmsConfig {
             idle_partition_ms: 10_000,
             checkpoint_interval_ms: 2000,
             rules: Vec::new(),
+            rules_topic: String::new(),
         }
     }
 }
@@ -138,17 +145,47 @@ impl<'de> Deserialize<'de> for Exact {
 impl AlarmsConfig {
     /// The rules, each checked; an error names the rule and what is wrong.
     pub fn parsed_rules(&self) -> Result<Vec<Rule>, ConfigError> {
-        let rules: Vec<Rule> = self
+        parse_rules(&self.rules, "alarms.rules")
+    }
+
+    /// The rules in effect with the table's `set`: those of this file, then the set's (one
+    /// with the id of a configured rule replaces it). An error names the rule.
+    pub fn rules_with(&self, set: &RuleSet) -> Result<Vec<Rule>, ConfigError> {
+        let mut all: Vec<AlarmRuleConfig> = self
             .rules
             .iter()
-            .enumerate()
-            .map(|(i, r)| r.to_rule(i))
-            .collect::<Result<_, _>>()?;
-        // The engine checks each rule and that ids are unique; its error names the rule.
-        iotflow_alarms::Engine::new(rules.clone())
-            .map_err(|e| ConfigError::Value(format!("alarms.rules: {e}")))?;
-        Ok(rules)
+            .filter(|r| !set.rules.iter().any(|t| t.id == r.id))
+            .cloned()
+            .collect();
+        all.extend(set.rules.iter().cloned());
+        parse_rules(&all, "alarm_rules")
     }
+}
+
+fn parse_rules(rules: &[AlarmRuleConfig], what: &str) -> Result<Vec<Rule>, ConfigError> {
+    let rules: Vec<Rule> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.to_rule(i))
+        .collect::<Result<_, _>>()?;
+    // The engine checks each rule and that ids are unique; its error names the rule.
+    iotflow_alarms::Engine::new(rules.clone())
+        .map_err(|e| ConfigError::Value(format!("{what}: {e}")))?;
+    Ok(rules)
+}
+
+/// One record of `alarms.rules_topic`: the whole enabled rule set of the table `alarm_rules`,
+/// in effect from event time `effective_ms` on (milliseconds of the naive local time read as
+/// UTC, as readings' event times are).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleSet {
+    /// Event time the set applies from.
+    pub effective_ms: i64,
+    /// The highest outbox id it covers (0 for the set published at the publisher's start):
+    /// for diagnostics.
+    pub version: u64,
+    /// The rules, as `[[alarms.rules]]` entries.
+    pub rules: Vec<AlarmRuleConfig>,
 }
 
 impl AlarmRuleConfig {

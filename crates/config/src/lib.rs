@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod alarms;
-pub use alarms::{AlarmRuleConfig, AlarmsConfig, Exact};
+pub use alarms::{AlarmRuleConfig, AlarmsConfig, Exact, RuleSet};
 
 /// Everything the streaming job reads from its configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -125,9 +125,34 @@ impl SourceOptions {
     /// never committed, never paused; it finishes once `finish_after` (the readers' probe) is
     /// done.
     pub fn dimension(config: &Config, finish_after: ProbeHandle<u64>) -> SourceOptions {
+        SourceOptions::whole_topic(
+            "broadcast-source",
+            &config.kafka.broadcast_topic,
+            config,
+            finish_after,
+        )
+    }
+
+    /// The alarm rule sets (`rules-source` on `alarms.rules_topic`): like
+    /// [`SourceOptions::dimension`], replayed from the beginning and loaded before time moves.
+    pub fn rules(config: &Config, finish_after: ProbeHandle<u64>) -> SourceOptions {
+        SourceOptions::whole_topic(
+            "rules-source",
+            &config.alarms.rules_topic,
+            config,
+            finish_after,
+        )
+    }
+
+    fn whole_topic(
+        name: &str,
+        topic: &str,
+        config: &Config,
+        finish_after: ProbeHandle<u64>,
+    ) -> SourceOptions {
         SourceOptions {
-            name: "broadcast-source".into(),
-            topic: config.kafka.broadcast_topic.clone(),
+            name: name.into(),
+            topic: topic.into(),
             start: StartFrom::Beginning,
             commit: false,
             wait_for_catch_up: true,

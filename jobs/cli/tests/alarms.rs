@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
@@ -578,4 +578,199 @@ fn alarms_are_exact_through_sigkills() {
         "events on the topic: {} distinct, {repeats} repeated",
         ids.len()
     );
+}
+
+/// A rule of the table, as the publisher publishes it.
+fn table_rule(
+    id: &str,
+    when: &str,
+    value: Option<&str>,
+    after_secs: Option<u64>,
+) -> iotflow_config::AlarmRuleConfig {
+    iotflow_config::AlarmRuleConfig {
+        id: id.into(),
+        when: when.into(),
+        value: value.map(|v| iotflow_config::Exact(v.into())),
+        after_secs,
+        ..Default::default()
+    }
+}
+
+fn rule_count_received(port: u16, f: &Fixture) -> f64 {
+    let label = format!("job_name=\"{}\"", f.name);
+    scrape(port).map_or(0.0, |t| {
+        metric_sum(
+            &t,
+            "iotflow_kafka_messages_received_total",
+            &[&label, "operator=\"rules-source\""],
+        )
+    })
+}
+
+/// Waits until the publisher has published every rule change (the outbox is empty) and the
+/// job has read `sets` rule sets.
+fn wait_for_rules(f: &Fixture, port: u16, sets: f64, child: &mut Child) {
+    wait_for(
+        "the rule sets published and read",
+        Duration::from_secs(60),
+        || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the job exited ({status})");
+            }
+            let left: Vec<u64> = f.query("SELECT COUNT(*) FROM alarm_rules_changes");
+            (left[0] == 0 && rule_count_received(port, f) >= sets).then_some(())
+        },
+    );
+}
+
+#[test]
+fn rules_from_mysql_change_live_at_their_event_time_and_through_a_sigkill() {
+    let f = Fixture::new("alarm-rules", 2);
+    let alarms_topic = format!("{}-alarms", f.topic);
+    let rules_topic = format!("{}-rules", f.topic);
+    create_topic(&alarms_topic, 1);
+    create_topic(&rules_topic, 1);
+    let toml = rules_toml(10_000);
+    let config = iotflow_config::Config::from_toml_with_env(&toml, "", Vec::new()).unwrap();
+    let seed: u64 = rand::random();
+    eprintln!("alarm data seed {seed}");
+    let readings = plan(seed, 24, 400);
+    let (e1, e2) = (START_MS + 150_000, START_MS + 300_000);
+
+    // The table: first one rule; at e1 a rule changed, a configured rule replaced, an offline
+    // rule added; at e2 the first one retired (disabled from e2) and the offline one changed.
+    seed_device_info(&f, &device_records(24));
+    f.query::<u64>(&format!(
+        "INSERT INTO alarm_rules (id, `when`, value, effective_from) VALUES ('tbl-hot', 'above', 60, '{}')",
+        text(START_MS)
+    ));
+    let set = |rules: Vec<iotflow_config::AlarmRuleConfig>| {
+        config
+            .alarms
+            .rules_with(&iotflow_config::RuleSet {
+                rules,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    let mut hot = table_rule("hot", "below", Some("10"), None);
+    hot.severity = Some("critical".into());
+    let v0 = set(vec![table_rule("tbl-hot", "above", Some("60"), None)]);
+    let v1 = set(vec![
+        hot.clone(),
+        table_rule("tbl-gone", "offline", None, Some(5)),
+        table_rule("tbl-hot", "above", Some("70"), None),
+    ]);
+    let v2 = set(vec![hot, table_rule("tbl-gone", "offline", None, Some(3))]);
+    let changes = vec![(e1, v1), (e2, v2)];
+    let mut events = Vec::new();
+    for w in 0..2 {
+        let mine: Vec<Sample> = readings
+            .iter()
+            .filter(|p| iotflow_alarms_flow::worker_of(&p.sample.pboxid, 2) == w)
+            .map(|p| p.sample.clone())
+            .collect();
+        let watermark = mine.iter().map(|s| s.at_ms).max().unwrap() - LATENESS_MS;
+        let applied: Vec<Sample> = mine.into_iter().filter(|s| s.at_ms <= watermark).collect();
+        events.extend(iotflow_alarms::reference::reference_with_changes(
+            &v0, &changes, &applied, watermark,
+        ));
+    }
+    let without = expected(&v0, &readings, 2);
+    assert_ne!(
+        episodes(&without),
+        episodes(&events),
+        "the changes change the history"
+    );
+    for (rule, why) in [
+        ("tbl-gone", "the offline rule added at e1 raises"),
+        ("hot", "the replaced configured rule raises"),
+    ] {
+        assert!(events.iter().any(|e| e.rule == rule), "{why}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| e.rule == "tbl-hot" && e.kind == EventKind::Cleared && e.at_ms == e2),
+        "the retired rule clears its open episodes at e2"
+    );
+    let want = episodes(&events);
+
+    let config_path = write_config(&f, &toml);
+    let publisher_port = free_port();
+    let mut publisher = Command::new(env!("CARGO_BIN_EXE_iotflow"))
+        .arg("publish-devices")
+        .arg("--config")
+        .arg(&config_path)
+        .env("IOTFLOW__KAFKA__BROKERS", brokers())
+        .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &f.broadcast)
+        .env("IOTFLOW__MYSQL__URL", &f.db_url)
+        .env("IOTFLOW__PUBLISHER__POLL_INTERVAL_MS", "100")
+        .env("IOTFLOW__ALARMS__RULES_TOPIC", &rules_topic)
+        .env(
+            "IOTFLOW__PUBLISHER__METRICS_LISTEN",
+            format!("127.0.0.1:{publisher_port}"),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Arrival order is event time plus < 3 s: the readings before `at - 10 s` keep the
+    // watermark short of `at`, so each change is published before event time reaches it.
+    let split = |at: i64| {
+        readings
+            .iter()
+            .position(|p| p.sample.at_ms >= at - 10_000)
+            .unwrap()
+    };
+    let (k1, k2) = (split(e1), split(e2));
+    let start_job = |run: usize| {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("{}-run{run}.log", f.group));
+        eprintln!("run {run} logs to {}", log.display());
+        let child = alarm_job(&f, &config_path, 2, port, &alarms_topic)
+            .env("IOTFLOW__ALARMS__RULES_TOPIC", &rules_topic)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (child, port)
+    };
+    let (mut child, port) = start_job(0);
+    // The snapshot at the publisher's start and the insert's own set.
+    wait_for_rules(&f, port, 2.0, &mut child);
+    send(&f.topic, &readings[..k1], 0.0);
+    f.query::<u64>(&format!(
+        "INSERT INTO alarm_rules (id, `when`, value, after_secs, severity, effective_from) VALUES \
+         ('tbl-hot', 'above', 70, NULL, 'warning', '{t}'), ('hot', 'below', 10, NULL, 'critical', '{t}'), \
+         ('tbl-gone', 'offline', NULL, 5, 'warning', '{t}') \
+         ON DUPLICATE KEY UPDATE value = VALUES(value), effective_from = VALUES(effective_from)",
+        t = text(e1)
+    ));
+    wait_for_rules(&f, port, 3.0, &mut child);
+    send(&f.topic, &readings[k1..k2], 0.0);
+    // A checkpoint past e1 (an episode of the rule added there is stored with the state).
+    wait_for(
+        "an episode of tbl-gone stored",
+        Duration::from_secs(60),
+        || table(&f).iter().any(|e| e.0 == "tbl-gone").then_some(()),
+    );
+    // A SIGKILL after the first change: the restarted job continues with the stored set.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, port) = start_job(1);
+    wait_for_rules(&f, port, 3.0, &mut child);
+    f.query::<u64>(&format!(
+        "UPDATE alarm_rules SET enabled = (id <> 'tbl-hot'), after_secs = IF(id = 'tbl-gone', 3, after_secs), \
+         effective_from = '{}'",
+        text(e2)
+    ));
+    wait_for_rules(&f, port, 4.0, &mut child);
+    send(&f.topic, &readings[k2..], 0.0);
+    wait_for_table(&f, &want, &mut child, Duration::from_secs(120));
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the job's clean stop: {status}");
+    publisher.kill().unwrap();
+    publisher.wait().unwrap();
+    assert_eq!(table(&f), want, "after the stop");
 }

@@ -37,10 +37,16 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 /// The schema the publisher works on: `device_info`, `device_info_changes` and the triggers.
 pub const DEVICE_INFO_DDL: &str = include_str!("../../../schemas/mysql/device_info.sql");
 
+/// The alarm rules table, its outbox and triggers (published when `alarms.rules_topic` is set).
+pub const ALARM_RULES_DDL: &str = include_str!("../../../schemas/mysql/alarm_rules.sql");
+
 /// Creates the tables and triggers when missing.
 pub async fn create_schema(pool: &Pool) -> anyhow::Result<()> {
     let mut conn = pool.get_conn().await?;
-    for statement in split_script(DEVICE_INFO_DDL) {
+    for statement in split_script(DEVICE_INFO_DDL)
+        .into_iter()
+        .chain(split_script(ALARM_RULES_DDL))
+    {
         conn.query_drop(&statement)
             .await
             .with_context(|| format!("creating the device schema: {}", first_line(&statement)))?;
@@ -359,6 +365,143 @@ async fn drain_once(pool: &Pool, publisher: &Publisher, limit: usize) -> anyhow:
     Ok(ids.len())
 }
 
+/// Columns of `alarm_rules` read for a rule, in this order, by [`rule_from_row`].
+const RULE_COLUMNS: &str =
+    "id, `when`, CAST(value AS CHAR), CAST(low AS CHAR), CAST(high AS CHAR), \
+     after_secs, for_ms, CAST(hysteresis AS CHAR), severity, device, model, site, device_threshold";
+
+fn rule_from_row(mut row: mysql_async::Row) -> anyhow::Result<iotflow_config::AlarmRuleConfig> {
+    let text = |row: &mut mysql_async::Row, i: usize| -> Option<String> {
+        row.take::<Option<String>, _>(i).flatten()
+    };
+    let exact = |v: Option<String>| {
+        v.map(|v| {
+            // DECIMAL(24, 8) comes as `80.00000000`: the same number, written short.
+            iotflow_config::Exact(
+                v.parse::<Decimal>()
+                    .map(|d| d.normalize().to_string())
+                    .unwrap_or(v),
+            )
+        })
+    };
+    let id = text(&mut row, 0).context("alarm_rules: a rule without an id")?;
+    let after_secs: Option<u64> = row.take::<Option<u64>, _>(5).flatten();
+    let for_ms: Option<u64> = row.take::<Option<u64>, _>(6).flatten();
+    let device_threshold: Option<bool> = row.take::<Option<bool>, _>(12).flatten();
+    Ok(iotflow_config::AlarmRuleConfig {
+        when: text(&mut row, 1).unwrap_or_default(),
+        value: exact(text(&mut row, 2)),
+        low: exact(text(&mut row, 3)),
+        high: exact(text(&mut row, 4)),
+        after_secs,
+        for_secs: None,
+        for_ms: for_ms.filter(|ms| *ms > 0),
+        hysteresis: exact(text(&mut row, 7)).filter(|h| h.0 != "0"),
+        severity: text(&mut row, 8),
+        device: text(&mut row, 9),
+        model: text(&mut row, 10),
+        site: text(&mut row, 11),
+        device_threshold: device_threshold.unwrap_or(false),
+        id,
+    })
+}
+
+/// Reads the enabled rules of `alarm_rules`, in id order.
+async fn read_rules(conn: &mut Conn) -> anyhow::Result<Vec<iotflow_config::AlarmRuleConfig>> {
+    let rows: Vec<mysql_async::Row> = conn
+        .query(format!(
+            "SELECT {RULE_COLUMNS} FROM alarm_rules WHERE enabled ORDER BY id"
+        ))
+        .await
+        .context("reading alarm_rules")?;
+    rows.into_iter().map(rule_from_row).collect()
+}
+
+/// `TIMESTAMPDIFF` from the epoch: a `DATETIME` as milliseconds of its naive time read as UTC,
+/// as readings' event times are, whatever the session's time zone.
+const EPOCH_MS: &str = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {}) DIV 1000";
+
+/// Publishes the rule set to `topic` (key `rules`) and waits for the broker.
+async fn publish_rules(
+    publisher: &Publisher,
+    topic: &str,
+    set: &iotflow_config::RuleSet,
+) -> anyhow::Result<()> {
+    let payload = serde_json::to_string(set).context("encoding the rule set")?;
+    let record = FutureRecord::<str, str>::to(topic)
+        .key("rules")
+        .payload(&payload);
+    match publisher
+        .producer
+        .send(record, Duration::from_secs(30))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err((e, _)) => bail!("publishing the alarm rules to {topic}: {e}"),
+    }
+}
+
+/// At the start: the current rule set, from the latest time a rule was changed (a set the job
+/// already has changes nothing there).
+async fn rules_snapshot(pool: &Pool, publisher: &Publisher, topic: &str) -> anyhow::Result<usize> {
+    let mut conn = pool.get_conn().await?;
+    let since: Option<i64> = conn
+        .query_first(format!(
+            "SELECT {} FROM alarm_rules",
+            EPOCH_MS.replace(
+                "{}",
+                "COALESCE(MAX(COALESCE(effective_from, updated_at)), '1970-01-01')"
+            )
+        ))
+        .await
+        .context("reading alarm_rules")?;
+    let rules = read_rules(&mut conn).await?;
+    drop(conn);
+    let n = rules.len();
+    let set = iotflow_config::RuleSet {
+        effective_ms: since.unwrap_or(0),
+        version: 0,
+        rules,
+    };
+    publish_rules(publisher, topic, &set).await?;
+    Ok(n)
+}
+
+/// One round of rule changes: when the outbox has rows, publishes the whole set from the
+/// latest of their times, then deletes the rows it covered. Returns how many rows.
+async fn rules_once(pool: &Pool, publisher: &Publisher, topic: &str) -> anyhow::Result<usize> {
+    let mut conn = pool.get_conn().await?;
+    let pending: Option<(Option<u64>, Option<i64>, u64)> = conn
+        .query_first(format!(
+            "SELECT MAX(id), {}, COUNT(*) FROM alarm_rules_changes",
+            EPOCH_MS.replace("{}", "MAX(effective_at)")
+        ))
+        .await
+        .context("reading alarm_rules_changes")?;
+    let Some((Some(version), Some(effective_ms), count)) = pending else {
+        return Ok(0);
+    };
+    // Read after the outbox: the set holds at least every change up to `version`.
+    let rules = read_rules(&mut conn).await?;
+    let set = iotflow_config::RuleSet {
+        effective_ms,
+        version,
+        rules,
+    };
+    publish_rules(publisher, topic, &set).await?;
+    conn.exec_drop("DELETE FROM alarm_rules_changes WHERE id <= ?", (version,))
+        .await
+        .context("deleting published rule changes")?;
+    tracing::info!(
+        version,
+        rules = set.rules.len(),
+        effective_ms,
+        topic,
+        "published the alarm rules"
+    );
+    Ok(count as usize)
+}
+
 /// How the publisher runs.
 #[derive(Clone, Debug, Default)]
 pub struct PublishArgs {
@@ -432,6 +575,7 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     }
 
     let poll = Duration::from_millis(p.poll_interval_ms);
+    let rules_topic = config.alarms.rules_topic.as_str();
     let mut failures = 0u32;
     let mut log = RateLimitedLog::new(Duration::from_secs(10));
     'leader: while !stop.load(Ordering::SeqCst) {
@@ -457,10 +601,25 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                 lead.release().await;
                 continue 'leader;
             }
-            match snapshot(&pool, &publisher).await {
-                Ok(n) => {
+            let rules = async {
+                if rules_topic.is_empty() {
+                    return Ok(None);
+                }
+                rules_snapshot(&pool, &publisher, rules_topic)
+                    .await
+                    .map(Some)
+            };
+            match async {
+                Ok::<_, anyhow::Error>((snapshot(&pool, &publisher).await?, rules.await?))
+            }
+            .await
+            {
+                Ok((n, rules)) => {
                     publisher.metrics.snapshot_devices.set(n as i64);
                     tracing::info!(devices = n, topic = %publisher.topic, "published the device snapshot");
+                    if let Some(r) = rules {
+                        tracing::info!(rules = r, topic = %rules_topic, "published the alarm rules");
+                    }
                     break;
                 }
                 Err(e) => {
@@ -486,7 +645,15 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
                 lead.release().await;
                 continue 'leader;
             }
-            match drain_once(&pool, &publisher, p.batch_rows).await {
+            let round = async {
+                let rules = if rules_topic.is_empty() {
+                    0
+                } else {
+                    rules_once(&pool, &publisher, rules_topic).await?
+                };
+                Ok::<_, anyhow::Error>(drain_once(&pool, &publisher, p.batch_rows).await? + rules)
+            };
+            match round.await {
                 Ok(0) => {
                     failures = 0;
                     if args.once {

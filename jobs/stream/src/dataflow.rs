@@ -103,12 +103,30 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
         let devices = kafka_source(
             scope,
             &c.kafka,
-            SourceOptions::dimension(c, readers),
+            SourceOptions::dimension(c, readers.clone()),
             m.source("broadcast-source", w),
             None,
             Rc::new(Cell::new(0)),
             ctx.lifecycle.clone(),
         )?;
+        let rule_sets = match &ctx.alarms {
+            Some(_) if !c.alarms.rules_topic.is_empty() => {
+                let records = kafka_source(
+                    scope,
+                    &c.kafka,
+                    SourceOptions::rules(c, readers.clone()),
+                    m.source("rules-source", w),
+                    None,
+                    Rc::new(Cell::new(0)),
+                    ctx.lifecycle.clone(),
+                )?;
+                Some(iotflow_alarms_flow::rule_sets(
+                    records,
+                    c.alarms.rules_topic.clone(),
+                ))
+            }
+            _ => None,
+        };
         let changes = device_changes(devices, c.kafka.broadcast_topic.clone());
         let dimension = replicate_dimension(device_updates(changes));
 
@@ -149,7 +167,7 @@ pub fn build(worker: &mut Worker, ctx: &JobContext) -> anyhow::Result<ProbeHandl
             stored.push(
                 enriched
                     .clone()
-                    .alarms(a, &sinks, ctx.lifecycle.clone())
+                    .alarms(rule_sets, a, &sinks, ctx.lifecycle.clone())
                     .map_err(|e| anyhow::anyhow!("alarms: {e}"))?,
             );
         }
