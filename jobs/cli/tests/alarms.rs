@@ -447,9 +447,11 @@ fn every_rule_kind_matches_the_reference_and_late_readings_are_counted_not_appli
     send(&f.topic, &readings, 0.0);
     let config = write_config(&f, &text);
     let port = free_port();
-    let mut child = alarm_job(&f, &config, 2, port, &alarms_topic)
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::new(
+        alarm_job(&f, &config, 2, port, &alarms_topic)
+            .spawn()
+            .unwrap(),
+    );
     wait_for_table(&f, &want, &mut child, Duration::from_secs(120));
 
     // Readings later than the bound: counted, shown, and the table does not move.
@@ -488,7 +490,7 @@ fn every_rule_kind_matches_the_reference_and_late_readings_are_counted_not_appli
     assert!(!metrics.contains("al-0"), "a device id in a metric label");
 
     sigterm(&child);
-    let (ok, stderr) = finish(child, Duration::from_secs(60));
+    let (ok, stderr) = finish(child.take(), Duration::from_secs(60));
     assert!(ok, "job failed:\n{stderr}");
     assert_eq!(table(&f), want, "after the stop");
     // Every event once on the topic (one run, clean stop), with the ids of the reference.
@@ -527,10 +529,12 @@ fn alarms_are_exact_through_sigkills() {
     for run in 0..3 {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("{}-run{run}.log", f.group));
-        let mut child = alarm_job(&f, &config, 2, port, &alarms_topic)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = Reaped::new(
+            alarm_job(&f, &config, 2, port, &alarms_topic)
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         eprintln!("run {run} logs to {}", log.display());
         wait_for(
             "an alarm checkpoint stored",
@@ -556,9 +560,11 @@ fn alarms_are_exact_through_sigkills() {
         "a kill happened before the end: {at_kill:?}"
     );
     let port = free_port();
-    let mut child = alarm_job(&f, &config, 2, port, &alarms_topic)
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::new(
+        alarm_job(&f, &config, 2, port, &alarms_topic)
+            .spawn()
+            .unwrap(),
+    );
     wait_for_table(&f, &want, &mut child, Duration::from_secs(180));
     assert_eq!(
         label_sum(port, "iotflow_alarm_late_readings_total", &f),
@@ -566,7 +572,7 @@ fn alarms_are_exact_through_sigkills() {
         "no reading inside the bound was taken as late across the restarts"
     );
     sigterm(&child);
-    let (ok, stderr) = finish(child, Duration::from_secs(60));
+    let (ok, stderr) = finish(child.take(), Duration::from_secs(60));
     assert!(ok, "job failed:\n{stderr}");
     assert_eq!(table(&f), want, "after the stop");
     // At least once on the topic, never an event the reference does not have.
@@ -698,23 +704,25 @@ fn rules_from_mysql_change_live_at_their_event_time_and_through_a_sigkill() {
 
     let config_path = write_config(&f, &toml);
     let publisher_port = free_port();
-    let mut publisher = Command::new(env!("CARGO_BIN_EXE_iotflow"))
-        .arg("publish-devices")
-        .arg("--config")
-        .arg(&config_path)
-        .env("IOTFLOW__KAFKA__BROKERS", brokers())
-        .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &f.broadcast)
-        .env("IOTFLOW__MYSQL__URL", &f.db_url)
-        .env("IOTFLOW__PUBLISHER__POLL_INTERVAL_MS", "100")
-        .env("IOTFLOW__ALARMS__RULES_TOPIC", &rules_topic)
-        .env(
-            "IOTFLOW__PUBLISHER__METRICS_LISTEN",
-            format!("127.0.0.1:{publisher_port}"),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut publisher = Reaped::new(
+        Command::new(env!("CARGO_BIN_EXE_iotflow"))
+            .arg("publish-devices")
+            .arg("--config")
+            .arg(&config_path)
+            .env("IOTFLOW__KAFKA__BROKERS", brokers())
+            .env("IOTFLOW__KAFKA__BROADCAST_TOPIC", &f.broadcast)
+            .env("IOTFLOW__MYSQL__URL", &f.db_url)
+            .env("IOTFLOW__PUBLISHER__POLL_INTERVAL_MS", "100")
+            .env("IOTFLOW__ALARMS__RULES_TOPIC", &rules_topic)
+            .env(
+                "IOTFLOW__PUBLISHER__METRICS_LISTEN",
+                format!("127.0.0.1:{publisher_port}"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Arrival order is event time plus < 3 s: the readings before `at - 10 s` keep the
     // watermark short of `at`, so each change is published before event time reaches it.
     let split = |at: i64| {
@@ -733,7 +741,7 @@ fn rules_from_mysql_change_live_at_their_event_time_and_through_a_sigkill() {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        (child, port)
+        (Reaped::new(child), port)
     };
     let (mut child, port) = start_job(0);
     // The snapshot at the publisher's start and the insert's own set.
