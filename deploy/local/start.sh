@@ -2,7 +2,8 @@
 # Start the local iotflow stack (idempotent): MariaDB on 127.0.0.1:$MYSQL_PORT, the tansu
 # Kafka-protocol broker (memory storage) on 127.0.0.1:$BROKER_PORT, ClickHouse on
 # 127.0.0.1:$CLICKHOUSE_HTTP_PORT (HTTP) / $CLICKHOUSE_TCP_PORT (native) and the Prometheus
-# Pushgateway on 127.0.0.1:$PUSHGATEWAY_PORT. Installs what is missing first.
+# Pushgateway on 127.0.0.1:$PUSHGATEWAY_PORT and Mosquitto on 127.0.0.1:$MQTT_PORT. Installs what
+# is missing first.
 # Services run detached and survive the calling shell; stop them with deploy/local/stop.sh.
 # Prints one line per service. Exit status 2 means a port is held by something that is not ours.
 set -euo pipefail
@@ -18,6 +19,7 @@ MARIADB_TIMEOUT="${IOTFLOW_MARIADB_TIMEOUT:-120}"
 TANSU_TIMEOUT="${IOTFLOW_TANSU_TIMEOUT:-60}"
 CLICKHOUSE_TIMEOUT="${IOTFLOW_CLICKHOUSE_TIMEOUT:-60}"
 PUSHGATEWAY_TIMEOUT="${IOTFLOW_PUSHGATEWAY_TIMEOUT:-30}"
+MOSQUITTO_TIMEOUT="${IOTFLOW_MOSQUITTO_TIMEOUT:-30}"
 
 # ---------------------------------------------------------------- MariaDB
 start_mariadb() {
@@ -237,6 +239,52 @@ pushgateway_ready() {
     curl -fsS --max-time 2 "http://127.0.0.1:${PUSHGATEWAY_PORT}/-/ready" >/dev/null 2>&1
 }
 
+# ---------------------------------------------------------------- Mosquitto
+start_mosquitto() {
+    local dir="$IOTFLOW_MOSQUITTO_DIR" pidfile="$IOTFLOW_MOSQUITTO_DIR/mosquitto.pid"
+    local log="$IOTFLOW_MOSQUITTO_DIR/mosquitto.log" conf="$IOTFLOW_MOSQUITTO_DIR/mosquitto.conf" pid
+
+    pid="$(iotflow_pid_alive "$pidfile" mosquitto)" || pid=""
+    if [ -n "$pid" ]; then
+        iotflow_wait_for "Mosquitto" "$MOSQUITTO_TIMEOUT" "$log" "$pid" mosquitto_ready
+        return 0
+    fi
+
+    iotflow_require_free_port "$MQTT_PORT" "Mosquitto (MQTT_PORT)"
+    mkdir -p "$dir/data"
+    rm -f "$pidfile"
+    # - persistence: sessions and their queued QoS 1 messages survive a broker restart (written
+    #   every autosave_interval seconds and at a clean stop);
+    # - max_queued_messages 0: no cap on what waits for a disconnected persistent session (the
+    #   default of 1000 drops QoS 1 messages while the bridge is down or slow);
+    # - max_inflight_messages: QoS 1 messages sent to a client and not yet acknowledged. The bridge
+    #   acknowledges only after Kafka did, so this window bounds its throughput (default 20).
+    cat >"$conf" <<CONF
+listener ${MQTT_PORT} 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location ${dir}/data/
+autosave_interval 5
+max_queued_messages 0
+max_inflight_messages 1000
+log_dest file ${log}
+log_type error
+log_type warning
+log_type notice
+CONF
+    # Runs as the calling user (as root, mosquitto switches to user "mosquitto", which may not
+    # reach this directory): "user" in the config names the current one.
+    echo "user $(id -un)" >>"$conf"
+    setsid /usr/sbin/mosquitto -c "$conf" </dev/null >>"$log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$pidfile"
+    iotflow_wait_for "Mosquitto" "$MOSQUITTO_TIMEOUT" "$log" "$pid" mosquitto_ready
+}
+
+mosquitto_ready() {
+    iotflow_port_open "$MQTT_PORT"
+}
+
 start_mariadb
 echo "mariadb: mysql://${MYSQL_USER}@127.0.0.1:${MYSQL_PORT}/${MYSQL_DATABASE} (socket $IOTFLOW_MARIADB_SOCKET)"
 start_tansu
@@ -245,3 +293,5 @@ start_clickhouse
 echo "clickhouse: ${IOTFLOW_TEST_CLICKHOUSE_URL} (native 127.0.0.1:${CLICKHOUSE_TCP_PORT}, user default, log $IOTFLOW_CLICKHOUSE_DIR/log)"
 start_pushgateway
 echo "pushgateway: ${IOTFLOW_TEST_PUSHGATEWAY_URL} (persistence $IOTFLOW_PUSHGATEWAY_DIR/pushgateway.data, log $IOTFLOW_PUSHGATEWAY_DIR/pushgateway.log)"
+start_mosquitto
+echo "mosquitto: mqtt://127.0.0.1:${MQTT_PORT} (persistent sessions in $IOTFLOW_MOSQUITTO_DIR/data, log $IOTFLOW_MOSQUITTO_DIR/mosquitto.log)"

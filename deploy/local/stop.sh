@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stop the local iotflow stack started by deploy/local/start.sh (idempotent). Only stops the
 # processes recorded in our pid files; never touches other MariaDB, broker, ClickHouse or
-# Pushgateway instances.
-# Usage: stop.sh [mariadb] [tansu] [clickhouse] [pushgateway]     (default: all four)
+# Pushgateway or Mosquitto instances.
+# Usage: stop.sh [mariadb] [tansu] [clickhouse] [pushgateway] [mosquitto]     (default: all five)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -16,14 +16,16 @@ stop_mariadb=0
 stop_tansu=0
 stop_clickhouse=0
 stop_pushgateway=0
-[ "$#" -gt 0 ] || set -- mariadb tansu clickhouse pushgateway
+stop_mosquitto=0
+[ "$#" -gt 0 ] || set -- mariadb tansu clickhouse pushgateway mosquitto
 for arg in "$@"; do
     case "$arg" in
     mariadb) stop_mariadb=1 ;;
     tansu) stop_tansu=1 ;;
     clickhouse) stop_clickhouse=1 ;;
     pushgateway) stop_pushgateway=1 ;;
-    *) iotflow_die "stop.sh: unknown service '$arg' (expected: mariadb, tansu, clickhouse, pushgateway)" ;;
+    mosquitto) stop_mosquitto=1 ;;
+    *) iotflow_die "stop.sh: unknown service '$arg' (expected: mariadb, tansu, clickhouse, pushgateway, mosquitto)" ;;
     esac
 done
 
@@ -45,6 +47,17 @@ if [ "$stop_pushgateway" -eq 1 ]; then
         iotflow_terminate "$pid" pushgateway "$STOP_TIMEOUT" || { iotflow_log "pushgateway (pid $pid) is still there"; pg_failed=1; failed=1; }
     fi
     [ "$pg_failed" -ne 0 ] || rm -f "$pushgateway_pidfile"
+fi
+
+# ---------------------------------------------------------------- Mosquitto
+mosquitto_pidfile="$IOTFLOW_MOSQUITTO_DIR/mosquitto.pid"
+if [ "$stop_mosquitto" -eq 1 ]; then
+    mq_failed=0
+    # SIGTERM makes Mosquitto save its persistence file (sessions, queued messages) and exit.
+    if pid="$(iotflow_pid_alive "$mosquitto_pidfile" mosquitto)"; then
+        iotflow_terminate "$pid" mosquitto "$STOP_TIMEOUT" || { iotflow_log "mosquitto (pid $pid) is still there"; mq_failed=1; failed=1; }
+    fi
+    [ "$mq_failed" -ne 0 ] || rm -f "$mosquitto_pidfile"
 fi
 
 # ---------------------------------------------------------------- ClickHouse

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 mod alarms;
 pub use alarms::{AlarmRuleConfig, AlarmsConfig, Exact, RuleSet};
+mod mqtt;
+pub use mqtt::{MqttConfig, DEVICE_ID_LEVEL};
 
 /// Everything the streaming job reads from its configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Device alarms (`[alarms]`, `[[alarms.rules]]`).
     pub alarms: AlarmsConfig,
+    /// The MQTT bridge (`iotflow mqtt-bridge`).
+    pub mqtt: MqttConfig,
 }
 
 /// Job identity and dataflow pacing.
@@ -727,6 +731,7 @@ impl Config {
             return Err(ConfigError::Value("alarms.topic must not be empty".into()));
         }
         self.alarms.parsed_rules()?;
+        self.mqtt.validate()?;
         Ok(())
     }
 

@@ -139,6 +139,24 @@ enum Command {
         /// publish-devices` then carries them to the broadcast topic.
         #[arg(long, value_name = "MYSQL_URL")]
         devices_to_mysql: Option<String>,
+        /// Publish the readings to this MQTT broker (`host:port`, QoS 1) instead of the
+        /// readings topic; `iotflow mqtt-bridge` carries them on (docs/mqtt.md).
+        #[arg(long, value_name = "HOST:PORT")]
+        mqtt: Option<String>,
+        /// MQTT topic of each reading, `{pboxid}` replaced by the device id (with --mqtt).
+        #[arg(long, default_value = "pboxes/{pboxid}/readings", requires = "mqtt")]
+        mqtt_topic: String,
+    },
+    /// Bridge MQTT to the readings topic: subscribe with QoS 1 in a persistent session, send
+    /// each message to Kafka keyed by device, acknowledge to MQTT after Kafka did
+    /// (docs/mqtt.md).
+    MqttBridge {
+        /// Configuration file (TOML): `[mqtt]`, `[kafka]`.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Stop after this many messages were forwarded and acknowledged (0 = until SIGTERM).
+        #[arg(long, default_value_t = 0)]
+        max_messages: u64,
     },
     /// Device work time per day (rules in docs/worktime.md): one day, a range, or a daily
     /// schedule; results to MySQL `device_work_time`, run metrics to the Pushgateway.
@@ -282,6 +300,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => status::run(args),
+        Command::MqttBridge {
+            config,
+            max_messages,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            iotflow_mqtt_bridge::run(config, iotflow_mqtt_bridge::BridgeArgs { max_messages })
+        }
         Command::PublishDevices { config, once } => {
             let config = Config::load(config.as_deref())?;
             iotflow_publisher::run(config, iotflow_publisher::PublishArgs { once })
@@ -299,6 +324,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             start,
             no_devices,
             devices_to_mysql,
+            mqtt,
+            mqtt_topic,
         } => {
             let start = match start {
                 Some(s) => chrono::NaiveDateTime::parse_from_str(&s, "%Y-%m-%d %H:%M:%S")
@@ -337,6 +364,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let started = std::time::Instant::now();
+            if let Some(addr) = mqtt {
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                    .with_context(|| format!("--mqtt `{addr}` is not host:port"))?;
+                anyhow::ensure!(
+                    mqtt_topic.contains(iotflow_config::DEVICE_ID_LEVEL),
+                    "--mqtt-topic `{mqtt_topic}` has no {}",
+                    iotflow_config::DEVICE_ID_LEVEL
+                );
+                let readings = iotflow_gen::Generator::new(options).map(|r| (r.key, r.payload));
+                let sent = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(iotflow_mqtt_bridge::publish(
+                        &host,
+                        port,
+                        &mqtt_topic,
+                        readings,
+                        rate,
+                        |n| {
+                            eprintln!(
+                                "published {n} readings ({:.0}/s)",
+                                n as f64 / started.elapsed().as_secs_f64()
+                            );
+                        },
+                    ))?;
+                eprintln!(
+                    "published {sent} readings to mqtt://{addr}/{mqtt_topic} in {:.1?}",
+                    started.elapsed()
+                );
+                return Ok(());
+            }
             let sent = iotflow_gen::produce(
                 &brokers,
                 &topic,

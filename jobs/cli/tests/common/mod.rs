@@ -697,3 +697,90 @@ pub fn clickhouse_per_device(f: &Fixture) -> PerDevice {
     })
     .collect()
 }
+
+/// Per device (count, exact sums) of the valid readings `options` generates: what `iot_data`
+/// must hold.
+pub fn expected_per_device(options: &iotflow_gen::GenOptions) -> PerDevice {
+    let mut e = PerDevice::new();
+    for g in iotflow_gen::Generator::new(options.clone()) {
+        if let Some(x) = g.expected {
+            let d = e.entry(x.pboxid).or_default();
+            d.0 += 1;
+            d.1 += x.metric;
+            d.2 += x.latitude;
+            d.3 += x.longitude;
+        }
+    }
+    for v in e.values_mut() {
+        v.1 = v.1.normalize();
+        v.2 = v.2.normalize();
+        v.3 = v.3.normalize();
+    }
+    e
+}
+
+/// The local Mosquitto, `(host, port)`, from `IOTFLOW_TEST_MQTT` (default 127.0.0.1:1883).
+pub fn mqtt() -> (String, u16) {
+    let addr = std::env::var("IOTFLOW_TEST_MQTT").unwrap_or_else(|_| "127.0.0.1:1883".into());
+    let (h, p) = addr
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("IOTFLOW_TEST_MQTT `{addr}` is not host:port"));
+    (h.to_string(), p.parse().expect("a port"))
+}
+
+/// One record as [`read_topic`] gives it: key, payload, headers.
+pub type Record = (Option<String>, Vec<u8>, BTreeMap<String, String>);
+
+/// Every record of `topic` from the start, read until `enough` says so, or for `timeout`.
+pub fn read_topic(
+    topic: &str,
+    timeout: Duration,
+    mut enough: impl FnMut(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set(
+            "group.id",
+            format!("read-{topic}-{}", rand::random::<u32>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    // Assigned, not subscribed: no consumer-group join (which takes the local broker ~20 s).
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("topic metadata");
+    let mut assignment = TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        assignment
+            .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < timeout && !enough(&out) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().unwrap_or_default().to_vec(),
+                headers,
+            ));
+        }
+    }
+    out
+}

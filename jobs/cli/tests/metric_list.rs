@@ -3,13 +3,15 @@
 //! the dashboards' PromQL against it, so the list must come from the registry itself, not from
 //! reading the Rust source.
 //!
-//! The test builds a [`Metrics`] registry, touches every family through the public handles
-//! (a labelled family appears in the exposition only once it has a child), and compares what
-//! the registry gathers with the committed file. When a family is added, renamed or relabelled
+//! The test builds a [`Metrics`] registry, registers the families the alarm operators and the
+//! MQTT bridge add to it, touches every family through the public handles (a labelled family
+//! appears in the exposition only once it has a child), and compares what the registry gathers
+//! with the committed file. (It lives in the `iotflow` crate because that one sees every crate
+//! that registers metrics.) When a family is added, renamed or relabelled
 //! the test fails; regenerate the file with
 //!
 //! ```text
-//! IOTFLOW_WRITE_METRIC_LIST=1 cargo test -p iotflow-metrics --test metric_list
+//! IOTFLOW_WRITE_METRIC_LIST=1 cargo test -p iotflow --test metric_list
 //! ```
 //!
 //! and commit it. A new labelled family also needs a touch in [`touch_every_family`], or it is
@@ -40,6 +42,22 @@ fn touch_every_family(m: &Metrics) {
     m.enrich("enrich", 0);
     m.publisher();
     m.sink("mysql", "sink", 0);
+    let alarms = iotflow_alarms_flow::AlarmMetrics::register(m, m.job_name(), m.job_id());
+    alarms.late(0);
+    alarms.replayed(0);
+    alarms.held(0);
+    alarms.restored_active("rule", "warning");
+    alarms.event(&iotflow_alarms::Event {
+        rule: "rule".into(),
+        pboxid: "p".into(),
+        kind: iotflow_alarms::EventKind::Raised,
+        severity: iotflow_alarms::Severity::Warning,
+        at_ms: 0,
+        value: Default::default(),
+        first_ms: 0,
+        last_ms: 0,
+    });
+    iotflow_mqtt_bridge::BridgeMetrics::register(m);
 }
 
 fn type_name(t: MetricType) -> &'static str {
@@ -100,8 +118,8 @@ fn render(families: &[Family]) -> String {
     format!(
         "{{\n  \"//\": {},\n  \"metrics\": [\n{}\n  ]\n}}\n",
         q(&format!(
-            "Generated from the iotflow-metrics registry by crates/metrics/tests/metric_list.rs; \
-             regenerate with {WRITE}=1 cargo test -p iotflow-metrics --test metric_list"
+            "Generated from the iotflow registry by jobs/cli/tests/metric_list.rs; \
+             regenerate with {WRITE}=1 cargo test -p iotflow --test metric_list"
         )),
         lines.join(",\n")
     )
