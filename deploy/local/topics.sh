@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Create the iotflow topics on the local tansu broker if they are missing (idempotent):
-#   iot-topic      $IOT_TOPIC_PARTITIONS partitions (default 8)
-#   iot-broadcast  1 partition
-#   iot-dlq        1 partition
+#   iot-topic        $IOT_TOPIC_PARTITIONS partitions (default 8)
+#   iot-broadcast    1 partition
+#   iot-dlq          1 partition
+#   iot-alarms       $IOT_TOPIC_PARTITIONS partitions: alarm events (alarms.topic), keyed by
+#                    device like the readings (a device's events go to one partition)
+#   iot-alarm-rules  1 partition: the alarm rule sets publish-devices publishes from MySQL
+#                    (alarms.rules_topic, used only when set, e.g. to this name); every worker
+#                    of the job reads the whole topic from the beginning
 # A topic that exists with a different partition count (tansu cannot add partitions) is deleted
 # and created again: the local broker keeps topics in memory only.
 set -euo pipefail
@@ -59,3 +64,5 @@ existing="$(existing_topics)"
 ensure_topic iot-topic "$IOT_TOPIC_PARTITIONS"
 ensure_topic iot-broadcast 1
 ensure_topic iot-dlq 1
+ensure_topic iot-alarms "$IOT_TOPIC_PARTITIONS"
+ensure_topic iot-alarm-rules 1
