@@ -1,8 +1,9 @@
 //! The built-in web UI in headless Chromium (Debian `chromium`, installed by
 //! `deploy/local/install.sh`), against the running job while the simulator sends readings: the
 //! page loads with no script error, shows the job graph with live rates, lag, sink health,
-//! recent dead-letter reasons and today's live work time, and its numbers change between two
-//! loads. A screenshot is left at `target/ui/iotflow-ui.png`.
+//! recent dead-letter reasons, today's live work time and the alarms (active and recent), and
+//! its numbers change between two loads. A screenshot is left at `target/ui/iotflow-ui.png`.
+//! The MQTT bridge's page shows the bridge.
 
 mod common;
 
@@ -84,14 +85,35 @@ fn the_web_ui_shows_live_numbers_without_errors() {
     let producer =
         std::thread::spawn(move || produce(&b, &topic, Generator::new(options), 3_000.0, |_| {}));
     let port = free_port();
-    let mut job = f.job(2, port).spawn().unwrap();
+    let alarms = format!("al-{}", f.topic);
+    create_topic(&alarms, 1);
+    let mut job = f
+        .job(2, port)
+        .env("IOTFLOW__ALARMS__ENABLED", "true")
+        .env("IOTFLOW__ALARMS__TOPIC", &alarms)
+        // The simulator's metric wanders over 0..100: this rule raises and clears all the time.
+        .env(
+            "IOTFLOW__ALARMS__RULES",
+            r#"[{id = "hot", when = "above", value = "60", hysteresis = "10", severity = "critical"}]"#,
+        )
+        .spawn()
+        .unwrap();
     let label = format!("job_name=\"{}\"", f.name);
-    wait_for("rows and dead letters", Duration::from_secs(60), || {
-        let t = scrape_running(port, &mut job);
-        (metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) > 0.0
-            && metric_sum(&t, "iotflow_dlq_records_total", &[&label]) > 0.0)
-            .then_some(())
-    });
+    wait_for(
+        "rows, dead letters and alarms",
+        Duration::from_secs(60),
+        || {
+            let t = scrape_running(port, &mut job);
+            (metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) > 0.0
+                && metric_sum(&t, "iotflow_dlq_records_total", &[&label]) > 0.0
+                && metric_sum(
+                    &t,
+                    "iotflow_alarm_events_total",
+                    &[&label, "kind=\"cleared\""],
+                ) > 0.0)
+                .then_some(())
+        },
+    );
     let url = format!("http://127.0.0.1:{port}/");
 
     let (first, stderr) = render(&url, 4000, None);
@@ -145,6 +167,15 @@ fn the_web_ui_shows_live_numbers_without_errors() {
         text_of(&first, "wtday").contains("devices"),
         "live work time shown"
     );
+    assert!(
+        text_of(&first, "alarmstate").contains("active"),
+        "the alarm summary: {}",
+        text_of(&first, "alarmstate")
+    );
+    assert!(
+        first.contains("<td>hot</td>") && first.contains(">raised<") && first.contains(">cleared<"),
+        "recent alarm events shown"
+    );
     let total_first = text_of(&first, "total").to_string();
 
     // Numbers move while the simulator runs.
@@ -175,4 +206,44 @@ fn the_web_ui_shows_live_numbers_without_errors() {
     job.kill().unwrap();
     job.wait().unwrap();
     let _ = producer.join();
+}
+
+#[test]
+fn the_mqtt_bridge_page_shows_the_bridge() {
+    let (host, mqtt_port) = mqtt();
+    let f = Fixture::new("web-ui-mqtt", 1);
+    let port = free_port();
+    let client_id = format!("ui-{}", f.topic);
+    let mut bridge = Reaped::new(
+        Command::new(env!("CARGO_BIN_EXE_iotflow"))
+            .arg("mqtt-bridge")
+            .env("IOTFLOW__KAFKA__BROKERS", brokers())
+            .env("IOTFLOW__KAFKA__TOPIC", &f.topic)
+            .env("IOTFLOW__MQTT__HOST", host)
+            .env("IOTFLOW__MQTT__PORT", mqtt_port.to_string())
+            .env("IOTFLOW__MQTT__CLIENT_ID", &client_id)
+            .env("IOTFLOW__MQTT__TOPICS", format!("[\"{client_id}/+\"]"))
+            .env(
+                "IOTFLOW__MQTT__STATE_DIR",
+                std::env::temp_dir().join(format!("iotflow-test-{client_id}")),
+            )
+            .env("IOTFLOW__MQTT__METRICS_LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the bridge's subscription", Duration::from_secs(60), || {
+        let t = scrape_running(port, &mut bridge);
+        (metric_sum(&t, "iotflow_mqtt_subscribed", &[]) == 1.0).then_some(())
+    });
+    let (page, stderr) = render(&format!("http://127.0.0.1:{port}/"), 3000, None);
+    assert_eq!(text_of(&page, "errors"), "", "page errors shown");
+    assert!(!stderr.contains("Uncaught"), "console errors:\n{stderr}");
+    assert!(
+        !page.contains("id=\"mqttsection\" hidden"),
+        "the MQTT section is shown on the bridge's page"
+    );
+    assert!(page.contains("class=\"ok\">yes<"), "connected");
+    assert_eq!(text_of(&page, "job"), "mqtt-bridge");
 }
