@@ -179,6 +179,28 @@ fn readings_cross_the_bridge_through_sigkills_and_land_exactly_once() {
         0.0
     );
     assert_eq!(metric_sum(&t, "iotflow_mqtt_connected", &[]), 1.0);
+    // `iotflow status` knows the bridge.
+    let out = Command::new(env!("CARGO_BIN_EXE_iotflow"))
+        .args([
+            "status",
+            "--json",
+            "--interval-ms",
+            "300",
+            "-e",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let process = &status["processes"][0];
+    assert_eq!(process["kind"], "mqtt-bridge", "{status}");
+    assert_eq!(process["mqtt_bridge"]["connected"], true, "{status}");
+    assert_eq!(process["mqtt_bridge"]["in_flight"], 0.0, "{status}");
     sigterm(&bridge_child);
     let status = bridge_child.take().wait().unwrap();
     assert!(

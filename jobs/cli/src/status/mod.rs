@@ -1,5 +1,5 @@
 //! `iotflow status`: what `flink list` was for the old system. Reads the metrics endpoints of
-//! running iotflow processes (streaming job processes and the device publisher), scrapes each
+//! running iotflow processes (streaming job processes, the device publisher and the MQTT bridge), scrapes each
 //! twice an interval apart, and prints one line per process: job, uptime, throughput, consumer
 //! lag, sink state; or DOWN with the reason when an endpoint does not answer.
 //!
@@ -45,6 +45,9 @@ pub struct StatusArgs {
     /// Without --endpoint/--targets: leave out the device publisher.
     #[arg(long)]
     pub no_publisher: bool,
+    /// Without --endpoint/--targets: also read the MQTT bridge (`mqtt.metrics_listen`).
+    #[arg(long)]
+    pub mqtt_bridge: bool,
     /// Time between the two scrapes the rates come from, milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub interval_ms: u64,

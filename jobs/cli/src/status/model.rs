@@ -128,6 +128,8 @@ pub enum Kind {
     Stream,
     /// `iotflow publish-devices`.
     Publisher,
+    /// `iotflow mqtt-bridge`.
+    Bridge,
     /// Something answering /metrics without iotflow process metrics.
     Other,
 }
@@ -138,6 +140,7 @@ impl Kind {
         match self {
             Kind::Stream => "stream",
             Kind::Publisher => "publisher",
+            Kind::Bridge => "mqtt-bridge",
             Kind::Other => "other",
         }
     }
@@ -169,6 +172,40 @@ pub struct PublisherStatus {
     pub errors_total: f64,
     /// State between the scrapes.
     pub state: State,
+}
+
+/// The MQTT bridge's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BridgeStatus {
+    /// Connected to the MQTT broker at the second scrape.
+    pub connected: bool,
+    /// Messages received per second between the scrapes.
+    pub received_per_second: f64,
+    /// Messages Kafka acknowledged per second between the scrapes.
+    pub forwarded_per_second: f64,
+    /// Received, not yet acknowledged by Kafka, at the second scrape.
+    pub in_flight: f64,
+    /// Redeliveries and resends dropped so far.
+    pub duplicates_dropped_total: f64,
+    /// State between the scrapes.
+    pub state: State,
+}
+
+/// The bridge's state from two scrapes: RETRYING when it is not connected or Kafka or
+/// connection errors grew, OK when it forwarded messages or has some in flight, IDLE otherwise.
+pub fn bridge_state(
+    connected: bool,
+    errors: (f64, f64),
+    forwarded: (f64, f64),
+    in_flight: f64,
+) -> State {
+    if !connected || errors.1 > errors.0 {
+        State::Retrying
+    } else if forwarded.1 > forwarded.0 || in_flight > 0.0 {
+        State::Ok
+    } else {
+        State::Idle
+    }
 }
 
 /// One process, up or down.
@@ -204,6 +241,8 @@ pub struct ProcessStatus {
     pub sink_state: Option<State>,
     /// For a publisher.
     pub publisher: Option<PublisherStatus>,
+    /// For an MQTT bridge.
+    pub bridge: Option<BridgeStatus>,
 }
 
 impl ProcessStatus {
@@ -224,6 +263,7 @@ impl ProcessStatus {
             sinks: Vec::new(),
             sink_state: None,
             publisher: None,
+            bridge: None,
         }
     }
 }
@@ -234,6 +274,8 @@ pub fn assess(t: &Target, a: &Exposition, b: &Exposition, seconds: f64, now: f64
     s.down = None;
     s.kind = if b.has("iotflow_publisher_backlog") {
         Kind::Publisher
+    } else if b.has("iotflow_mqtt_in_flight") {
+        Kind::Bridge
     } else if b.has("iotflow_process_start_time_seconds")
         || b.has("iotflow_kafka_messages_received_total")
     {
@@ -313,6 +355,29 @@ pub fn assess(t: &Target, a: &Exposition, b: &Exposition, seconds: f64, now: f64
             records_per_second: per_second(records.0, records.1, seconds),
             errors_total: errors.1,
             state: publisher_state(errors, records, backlog),
+        });
+    }
+    if s.kind == Kind::Bridge {
+        let get = |e: &Exposition, name: &str| e.sum(name, &[]).unwrap_or(0.0);
+        let pair = |name: &str| (get(a, name), get(b, name));
+        let forwarded = pair("iotflow_mqtt_messages_forwarded_total");
+        let received = pair("iotflow_mqtt_messages_received_total");
+        let errors = {
+            let (k, c) = (
+                pair("iotflow_mqtt_produce_errors_total"),
+                pair("iotflow_mqtt_connection_errors_total"),
+            );
+            (k.0 + c.0, k.1 + c.1)
+        };
+        let connected = get(b, "iotflow_mqtt_connected") > 0.0;
+        let in_flight = get(b, "iotflow_mqtt_in_flight");
+        s.bridge = Some(BridgeStatus {
+            connected,
+            received_per_second: per_second(received.0, received.1, seconds),
+            forwarded_per_second: per_second(forwarded.0, forwarded.1, seconds),
+            in_flight,
+            duplicates_dropped_total: get(b, "iotflow_mqtt_duplicates_dropped_total"),
+            state: bridge_state(connected, errors, forwarded, in_flight),
         });
     }
     s
@@ -432,6 +497,21 @@ iotflow_sink_batch_write_seconds_bucket{job_id="00ab",job_name="plant-a",operato
                 && State::Retrying > State::Ok
                 && State::Ok > State::Idle
         );
+    }
+
+    #[test]
+    fn bridge_states() {
+        assert_eq!(
+            bridge_state(false, (0.0, 0.0), (1.0, 5.0), 0.0),
+            State::Retrying
+        );
+        assert_eq!(
+            bridge_state(true, (1.0, 2.0), (1.0, 5.0), 0.0),
+            State::Retrying
+        );
+        assert_eq!(bridge_state(true, (1.0, 1.0), (1.0, 5.0), 0.0), State::Ok);
+        assert_eq!(bridge_state(true, (0.0, 0.0), (5.0, 5.0), 3.0), State::Ok);
+        assert_eq!(bridge_state(true, (0.0, 0.0), (5.0, 5.0), 0.0), State::Idle);
     }
 
     #[test]

@@ -51,6 +51,14 @@ impl ProcessStatus {
                 "errors_total": p.errors_total,
                 "state": p.state.as_str(),
             })),
+            "mqtt_bridge": self.bridge.as_ref().map(|b| json!({
+                "connected": b.connected,
+                "received_per_second": round3(b.received_per_second),
+                "forwarded_per_second": round3(b.forwarded_per_second),
+                "in_flight": b.in_flight,
+                "duplicates_dropped_total": b.duplicates_dropped_total,
+                "state": b.state.as_str(),
+            })),
         })
     }
 }
@@ -98,6 +106,19 @@ pub fn render_table(statuses: &[ProcessStatus]) -> String {
             continue;
         }
         let (received, written, lag, state) = match (&s.kind, &s.publisher) {
+            (Kind::Bridge, _) if s.bridge.is_some() => {
+                let b = s.bridge.as_ref().expect("checked");
+                (
+                    format!("mqtt {}", rate_text(b.received_per_second)),
+                    format!("kafka {}", rate_text(b.forwarded_per_second)),
+                    format!("in flight {}", b.in_flight),
+                    if b.connected {
+                        b.state.as_str().to_string()
+                    } else {
+                        format!("{} (not connected to MQTT)", b.state.as_str())
+                    },
+                )
+            }
             (Kind::Publisher, Some(p)) => (
                 dash(),
                 format!("published {}", rate_text(p.records_per_second)),

@@ -53,6 +53,12 @@ pub(super) fn targets(args: &StatusArgs) -> anyhow::Result<Vec<Target>> {
                 labels: BTreeMap::from([("component".to_string(), "publisher".to_string())]),
             });
         }
+        if args.mqtt_bridge && !config.mqtt.metrics_listen.is_empty() {
+            add(Target {
+                endpoint: process_endpoint(&config.mqtt.metrics_listen, 0)?,
+                labels: BTreeMap::from([("component".to_string(), "mqtt-bridge".to_string())]),
+            });
+        }
     }
     Ok(out)
 }
