@@ -167,6 +167,22 @@ fn run_restarting(
     (events, late)
 }
 
+/// `history` in an arrival order inside the bound: each reading arrives at its time plus a
+/// random delay below `lateness`, so when it arrives nothing newer than its time + lateness
+/// has been seen.
+fn arrivals_within(rng: &mut SmallRng, history: &[Sample], lateness: i64) -> Vec<Sample> {
+    let mut arrivals: Vec<(i64, usize)> = history
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.at_ms + rng.random_range(0..lateness), i))
+        .collect();
+    arrivals.sort();
+    arrivals
+        .into_iter()
+        .map(|(_, i)| history[i].clone())
+        .collect()
+}
+
 #[test]
 fn any_arrival_order_inside_the_bound_gives_the_reference_history() {
     let lateness = 3000;
@@ -177,18 +193,7 @@ fn any_arrival_order_inside_the_bound_gives_the_reference_history() {
         let end = history.iter().map(|s| s.at_ms).max().unwrap_or(0) + rng.random_range(0..8000);
         let want = reference(&rules, &history, end);
         for _ in 0..3 {
-            // Each reading arrives at its time plus a delay inside the bound: when it
-            // arrives, nothing newer than its time + lateness has been seen.
-            let mut arrivals: Vec<(i64, usize)> = history
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.at_ms + rng.random_range(0..lateness), i))
-                .collect();
-            arrivals.sort();
-            let arrivals: Vec<Sample> = arrivals
-                .into_iter()
-                .map(|(_, i)| history[i].clone())
-                .collect();
+            let arrivals = arrivals_within(&mut rng, &history, lateness);
             let (got, late) = run(&rules, &arrivals, lateness, end);
             assert!(
                 late.is_empty(),
@@ -201,6 +206,31 @@ fn any_arrival_order_inside_the_bound_gives_the_reference_history() {
             let (restarted, _) = run_restarting(&rules, &[], &arrivals, lateness, end, Some(k));
             assert_eq!(restarted, want, "seed {seed}, restarted after {k} readings");
         }
+    }
+}
+
+#[test]
+fn a_reading_delivered_twice_changes_nothing() {
+    // What an at-least-once producer upstream can do (docs/mqtt.md): the same reading (device,
+    // time, value) arrives again, shortly after or inside the bound. The alarm history is
+    // the one of the readings without their copies.
+    let lateness = 3000;
+    for seed in 0..200 {
+        let mut rng = SmallRng::seed_from_u64(9000 + seed);
+        let rules = random_rules(&mut rng);
+        let history = random_history(&mut rng);
+        let end = history.iter().map(|s| s.at_ms).max().unwrap_or(0) + rng.random_range(0..8000);
+        let want = reference(&rules, &history, end);
+        let mut doubled = history.clone();
+        for s in &history {
+            if rng.random_range(0..3) == 0 {
+                doubled.push(s.clone());
+            }
+        }
+        let arrivals = arrivals_within(&mut rng, &doubled, lateness);
+        let (got, late) = run(&rules, &arrivals, lateness, end);
+        assert!(late.is_empty(), "seed {seed}: late inside the bound");
+        assert_eq!(got, want, "seed {seed}, rules {rules:#?}");
     }
 }
 
@@ -267,16 +297,7 @@ fn rule_changes_take_effect_at_their_event_time_whatever_the_arrival_order() {
         }
         let want = reference_with_changes(&rules, &changes, &history, end);
         for _ in 0..2 {
-            let mut arrivals: Vec<(i64, usize)> = history
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.at_ms + rng.random_range(0..lateness), i))
-                .collect();
-            arrivals.sort();
-            let arrivals: Vec<Sample> = arrivals
-                .into_iter()
-                .map(|(_, i)| history[i].clone())
-                .collect();
+            let arrivals = arrivals_within(&mut rng, &history, lateness);
             let (got, late) = run_restarting(&rules, &changes, &arrivals, lateness, end, None);
             assert!(late.is_empty(), "seed {seed}: late inside the bound");
             assert_eq!(

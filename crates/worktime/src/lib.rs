@@ -383,6 +383,35 @@ mod tests {
     }
 
     #[test]
+    fn a_reading_delivered_twice_changes_segments_and_working_time_not() {
+        // An at-least-once producer upstream can deliver a reading twice (docs/mqtt.md): the
+        // copy is one more reading, at the same time and value, and nothing else.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+        for _ in 0..300 {
+            let mut t = at(0, 0, 0);
+            let mut points = Vec::new();
+            for _ in 0..rng.random_range(1..60) {
+                t += [1_000, 30_000, 299_000, 301_000][rng.random_range(0..4)];
+                points.push((t, v(["10", "50", "50.5", "90"][rng.random_range(0..4)])));
+            }
+            let once = both(&points);
+            let mut twice = points.clone();
+            let copies = rng.random_range(1..=points.len());
+            for _ in 0..copies {
+                twice.push(points[rng.random_range(0..points.len())]);
+            }
+            let got = both(&twice);
+            assert_eq!(
+                (got.segments, got.working_ms, got.first_ms, got.last_ms),
+                (once.segments, once.working_ms, once.first_ms, once.last_ms),
+                "{points:?}"
+            );
+            assert_eq!(got.readings, once.readings + copies as u64);
+        }
+    }
+
+    #[test]
     fn live_leaves_late_readings_out() {
         let mut live = LiveDay::new(20_188);
         assert!(live.push((at(8, 0, 0), v("60")), T, GAP));

@@ -334,6 +334,26 @@ async fn run_async(config: Config, args: BridgeArgs) -> anyhow::Result<()> {
                 if p.dup {
                     bm.redelivered.inc();
                 }
+                if p.retain {
+                    // A retained message, sent because the bridge (re)subscribed: the last
+                    // message of its topic, which the session received live when it was
+                    // published. Acknowledged, not forwarded again.
+                    bm.retained_skipped.inc();
+                    bm.in_flight.inc();
+                    let item = InFlight {
+                        connection: current,
+                        key: None,
+                        payload: p.payload.clone(),
+                        publish: p,
+                        received: Instant::now(),
+                        delivery: None,
+                        entry: None,
+                    };
+                    if tx.send(item).is_err() {
+                        anyhow::bail!("the acknowledging task stopped");
+                    }
+                    continue;
+                }
                 let Keyed {
                     key,
                     payload,

@@ -16,6 +16,8 @@ pub struct BridgeMetrics {
     pub acknowledged: IntCounter,
     /// Redeliveries the ledger knew Kafka had: acknowledged, not sent again.
     pub duplicates_dropped: IntCounter,
+    /// Retained messages the broker sent on (re)subscribing: acknowledged, not forwarded.
+    pub retained_skipped: IntCounter,
     /// Messages forwarded without a key (no device id found).
     pub unkeyed: IntCounter,
     /// Messages whose topic named another device than their payload.
@@ -72,6 +74,7 @@ impl BridgeMetrics {
             forwarded: counter("iotflow_mqtt_messages_forwarded_total", "MQTT messages the Kafka broker acknowledged."),
             acknowledged: counter("iotflow_mqtt_messages_acknowledged_total", "MQTT messages acknowledged to the MQTT broker, each after Kafka acknowledged it."),
             duplicates_dropped: counter("iotflow_mqtt_duplicates_dropped_total", "Redelivered MQTT messages the bridge's ledger knew Kafka already had: acknowledged without sending them again."),
+            retained_skipped: counter("iotflow_mqtt_retained_skipped_total", "Retained MQTT messages the broker sent because the bridge (re)subscribed: acknowledged, not forwarded (the session received them live when they were published)."),
             unkeyed: counter("iotflow_mqtt_messages_unkeyed_total", "Messages forwarded without a Kafka key: no device id in the payload or the topic (the stream job dead-letters them with their reason)."),
             key_mismatch: counter("iotflow_mqtt_key_mismatch_total", "Messages whose topic named a different device than their payload's pboxid (keyed by the payload's)."),
             produce_errors: counter("iotflow_mqtt_produce_errors_total", "Kafka sends that failed; each is sent again until Kafka acknowledges it."),
