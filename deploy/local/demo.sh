@@ -4,7 +4,8 @@
 # Starts MariaDB + the Kafka-protocol broker (installing them on a fresh machine), creates the
 # topics, builds iotflow, publishes the business records of DEVICES devices, runs the simulator
 # for DEMO_SECONDS at RATE readings/s (1% malformed, 2% from unknown devices) while the job runs
-# with 2 workers, then shows what arrived where. DEMO_SECONDS=0 runs until Ctrl-C.
+# with 2 workers and two alarm rules, then shows what arrived where: the readings in iot_data,
+# the alarm episodes (raised and cleared) in device_alarms. DEMO_SECONDS=0 runs until Ctrl-C.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -34,6 +35,11 @@ job_log="$IOTFLOW_HOME/demo-job.log"
 echo "==> job: iotflow run -w $WORKERS --config deploy/iotflow.example.toml (log: $job_log)" >&2
 echo "    metrics: http://127.0.0.1:9249/metrics   web UI: http://127.0.0.1:9249/" >&2
 export IOTFLOW__JOB__IDLE_EXIT_SECS="${IOTFLOW__JOB__IDLE_EXIT_SECS:-5}"
+# Alarms (docs/alarms.md): the simulator's metric wanders over 0..100, so "overheat" raises on
+# a device above 90 for 3 s of event time and clears at or below 80; "cold" is a warning below 5.
+export IOTFLOW__ALARMS__ENABLED="${IOTFLOW__ALARMS__ENABLED:-true}"
+demo_rules='[{id = "overheat", when = "above", value = "90", for_secs = 3, hysteresis = "10", severity = "critical"}, {id = "cold", when = "below", value = "5", severity = "warning"}]'
+export IOTFLOW__ALARMS__RULES="${IOTFLOW__ALARMS__RULES:-$demo_rules}"
 [ "$DEMO_SECONDS" = "0" ] && export IOTFLOW__JOB__IDLE_EXIT_SECS=0
 "$bin" run -w "$WORKERS" --config deploy/iotflow.example.toml 2> >(tee "$job_log" >&2) &
 job_pid=$!
@@ -43,6 +49,8 @@ sleep 3
 if kill -0 "$job_pid" 2>/dev/null; then
     echo "==> a sample of the live metrics:" >&2
     curl -fsS http://127.0.0.1:9249/metrics | grep -E '^iotflow_(kafka_messages_received|parse_(success|failure)|sink_rows_written)_total' | head -8 || true
+    echo "==> alarms in effect now (iotflow_alarms_active):" >&2
+    curl -fsS http://127.0.0.1:9249/metrics | grep -E '^iotflow_alarms_active' | head -4 || true
 fi
 wait "$gen_pid"
 wait "$job_pid"
@@ -55,6 +63,12 @@ sql "SELECT PARTITION_NAME, TABLE_ROWS FROM information_schema.PARTITIONS WHERE 
 sql "SELECT event_time, pboxid, metric, company, site, line FROM iot_data ORDER BY event_time DESC LIMIT 5"
 stored="$(mariadb -h127.0.0.1 -P"$MYSQL_PORT" -u"$MYSQL_USER" -p"$MYSQL_PASSWORD" "$MYSQL_DATABASE" -N -e "SELECT COUNT(*) FROM iot_data")"
 [ "${stored:-0}" -gt 0 ] || iotflow_die "the demo stored no reading; see $job_log"
+if [ "$IOTFLOW__ALARMS__ENABLED" = "true" ]; then
+    echo
+    echo "==> alarm episodes in device_alarms (raised and cleared in event time; events on the topic iot-alarms):"
+    sql "SELECT rule_id, severity, COUNT(*) AS episodes, SUM(cleared_at IS NOT NULL) AS cleared, SUM(cleared_at IS NULL) AS still_active FROM device_alarms GROUP BY rule_id, severity"
+    sql "SELECT rule_id, pboxid, raised_at, raised_value, cleared_at, cleared_value FROM device_alarms WHERE cleared_at IS NOT NULL ORDER BY raised_at DESC LIMIT 5"
+fi
 echo
 echo "==> rejected records are in the Kafka topic iot-dlq (reason in the iotflow.reason header);"
 echo "    the job log has the first of them: grep rejected $job_log"

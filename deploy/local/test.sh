@@ -25,6 +25,7 @@ iotflow_pid_alive "$IOTFLOW_MARIADB_RUN/mariadb.pid" mariadbd >/dev/null || to_s
 iotflow_pid_alive "$IOTFLOW_TANSU_DIR/tansu.pid" tansu >/dev/null || to_stop+=(tansu)
 iotflow_pid_alive "$IOTFLOW_CLICKHOUSE_DIR/clickhouse.pid" clickhouse >/dev/null || to_stop+=(clickhouse)
 iotflow_pid_alive "$IOTFLOW_PUSHGATEWAY_DIR/pushgateway.pid" prometheus-push >/dev/null || to_stop+=(pushgateway)
+iotflow_pid_alive "$IOTFLOW_MOSQUITTO_DIR/mosquitto.pid" mosquitto >/dev/null || to_stop+=(mosquitto)
 
 cleanup() {
     local rc=$?
