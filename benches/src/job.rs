@@ -23,6 +23,9 @@ pub const READ_AGE: &str = "iotflow_kafka_read_age_seconds";
 pub const BATCH_WRITE: &str = "iotflow_sink_batch_write_seconds";
 /// Gauge: devices in each worker's copy of the dimension.
 pub const DIMENSION_DEVICES: &str = "iotflow_dimension_devices";
+/// Gauge: the readings source's last committed offset (next offset to read) per partition; on
+/// a fresh topic their sum is the readings whose every effect is stored.
+pub const COMMITTED_OFFSET: &str = "iotflow_kafka_committed_offset";
 
 /// How often [`RunningJob`] reads `/metrics` while it waits.
 pub const SCRAPE_EVERY: Duration = Duration::from_millis(50);
@@ -63,6 +66,9 @@ pub struct JobSpec {
     pub process: usize,
     /// The cluster's hostfile (`-h`: one `host:port` per process), when `processes > 1`.
     pub hostfile: Option<PathBuf>,
+    /// A configuration file (`iotflow run --config`), for what the environment cannot say
+    /// (arrays of tables: `[[alarms.rules]]`); the `IOTFLOW__*` variables override it.
+    pub config: Option<PathBuf>,
     /// More `IOTFLOW__*` overrides, set after (and so over) the ones above; set on the child's
     /// command only, never in this process.
     pub env: Vec<(String, String)>,
@@ -102,6 +108,9 @@ impl JobSpec {
         }
         if let Some(hostfile) = &self.hostfile {
             command.arg("-h").arg(hostfile);
+        }
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
         }
         command
             .env("IOTFLOW__KAFKA__BROKERS", &self.brokers)

@@ -17,6 +17,17 @@ pub fn sum(text: &str, name: &str) -> f64 {
     Exposition::parse(text).sum(name, &[]).unwrap_or(0.0)
 }
 
+/// The sum of the samples of `name` whose labels match every `label = value` of `filter` (0
+/// when none does).
+///
+/// ```
+/// let text = "x_total{kind=\"raised\",w=\"0\"} 3\nx_total{kind=\"cleared\",w=\"0\"} 4\nx_total{kind=\"raised\",w=\"1\"} 2\n";
+/// assert_eq!(iotflow_benches::prom::sum_where(text, "x_total", &[("kind", "raised")]), 5.0);
+/// ```
+pub fn sum_where(text: &str, name: &str, filter: &[(&str, &str)]) -> f64 {
+    Exposition::parse(text).sum(name, filter).unwrap_or(0.0)
+}
+
 /// The cumulative buckets `(le, count)` of histogram `name`, summed over all other labels and
 /// sorted by `le` (the last one is `+Inf`).
 pub fn histogram(text: &str, name: &str) -> Vec<(f64, f64)> {

@@ -12,8 +12,10 @@ use std::time::Duration;
 use crate::job::DEFAULT_BATCH_ROWS;
 use crate::prom;
 
+mod alarms;
 mod goals;
 mod sinks;
+pub use alarms::{AlarmCounts, AlarmFigures, AlarmRun, RuleMix};
 pub use goals::{DimensionRun, IssueFigures, ProcessRun, ONE_MILLION};
 pub use sinks::{SinkFigures, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS};
 
@@ -76,8 +78,11 @@ pub struct Report {
     pub live: Vec<LiveRun>,
     /// (6) ClickHouse and (7) the Elasticsearch stand-in.
     pub sinks: SinkFigures,
-    /// (8)–(11): memory, all sinks, two processes, the goals of issue 11.
+    /// (4c), (7a), (8)–(10): parse + enrich, the stand-in alone, all sinks, memory, two
+    /// processes, and the goals of issue 11.
     pub issue: IssueFigures,
+    /// (11) of issue 12: the job with alarms against the job without sinks.
+    pub alarms: AlarmFigures,
 }
 
 /// One run of the job over the backlog.
@@ -488,6 +493,9 @@ impl Report {
         for line in &issue.tables {
             let _ = writeln!(s, "{line}");
         }
+        for line in self.alarms.lines(info) {
+            let _ = writeln!(s, "{line}");
+        }
         if let Some(verdict) = self.batch_verdict(&info.batch_rows) {
             let _ = writeln!(s, "\n{verdict}");
         }
@@ -605,6 +613,7 @@ mod tests {
             }],
             sinks: SinkFigures::default(),
             issue: IssueFigures::default(),
+            alarms: AlarmFigures::default(),
         }
     }
 

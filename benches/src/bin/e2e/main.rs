@@ -22,22 +22,28 @@
 //! 8. with `--all-sinks N`: the job with MySQL, ClickHouse and the stand-in over a backlog of N
 //!    readings, and live at `--live-rate`;
 //! 9. the job without sinks per dimension size (10 000, 50 000, 100 000 devices): peak RSS;
-//! 10. the job without sinks as 2 processes × 1 worker and as 1 process × 2 workers.
+//! 10. the job without sinks as 2 processes × 1 worker and as 1 process × 2 workers;
+//! 11. issue 12: the job without sinks against the same job with `[alarms] enabled` and
+//!     `--alarm-rules` rules (a mix of every kind and scope, [`alarms`]), each until every
+//!     reading is enriched and until every offset is committed (with alarms: every reading's
+//!     events on the topic, episodes and state in MySQL); peak RSS and the alarms' counts.
 //!
 //! Every job process's RSS is sampled every 50 ms for its peak. (4c), parse + enrich on one
 //! timely worker, is the reference of goal 1; a goals table sets each figure against the goal
 //! of issue 11.
 //!
-//! (2), (3), (5a), (5c), (6), (7), (7a), (8), (9) and (10) are repeated `--rounds` times, interleaved, and reported as
+//! (2), (3), (5a), (5c), (6), (7), (7a), (8), (9), (10) and (11) are repeated `--rounds` times, interleaved, and reported as
 //! medians with their ranges; the ratios of the job to (2), (3), (4) and (5c) say which part
-//! bounds it, those of (6b) to (6a) and of (6b) and (7) to (5a) compare the sinks. Everything the
+//! bounds it, those of (6b) to (6a) and of (6b) and (7) to (5a) compare the sinks, that of
+//! (11) what the alarms cost. Everything the
 //! harness creates (topics, `iotflow_bench_*` databases in MariaDB and ClickHouse) is its own and
 //! is removed at the end unless `--keep`. Run it through `bash benches/e2e.sh`, which builds and
 //! starts what it needs; see `docs/benchmarks.md`.
 //!
 //! This file holds the command line and the run's state; the phases are in [`phases`], the
 //! raw measurements of the stores in [`raw`], the runs of the job with one other sink in
-//! [`sink_runs`] and the scratch topics and databases in [`scratch`]. The report is data
+//! [`sink_runs`], the alarms runs in [`alarms`] and the scratch topics and databases in
+//! [`scratch`]. The report is data
 //! ([`iotflow_benches::report::Report`]), rendered once by `iotflow_benches::report`.
 
 use std::path::PathBuf;
@@ -49,6 +55,7 @@ use iotflow_es_stand_in::StandIn;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
+mod alarms;
 mod issue;
 mod phases;
 mod raw;
@@ -143,6 +150,12 @@ struct Args {
     /// Skip 2 processes × 1 worker against 1 process × 2 workers (10).
     #[arg(long)]
     no_processes: bool,
+    /// Skip the job with alarms against the job without sinks (11).
+    #[arg(long)]
+    no_alarms: bool,
+    /// Rules of the alarms runs (11), a fixed mix of every kind and scope.
+    #[arg(long, default_value_t = 100)]
+    alarm_rules: usize,
 }
 
 /// The name `StandIn::spawn` gives the thread that serves every request of the stand-in.
@@ -221,6 +234,8 @@ enum JobRun {
     Dimension(usize),
     /// (10) without sinks, as this many processes (1 × 2 workers or 2 × 1 worker).
     Processes(usize),
+    /// (11) without sinks (`false`) or with alarms on (`true`), followed to the last commit.
+    Alarms(bool),
 }
 
 /// The job's topics for one phase.

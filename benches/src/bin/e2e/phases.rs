@@ -1,5 +1,6 @@
 //! The harness's phases in their order: generate and produce (1), parse in-process (4), then
-//! the interleaved rounds of (2), (3), (5a), (5c), (6) and (7), and the live runs (5b).
+//! the interleaved rounds of (2), (3), (5a), (5c), (6), (7) and (8)–(11), and the live runs
+//! (5b).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,6 +182,21 @@ impl Bench {
             None
         };
 
+        // 11. The rule file, written and checked once.
+        let alarm_rules = if self.args.no_alarms {
+            None
+        } else {
+            let rules = self.alarm_rules(self.args.alarm_rules, &devices)?;
+            eprintln!(
+                "e2e: [11] {} alarm rules in {}",
+                rules.mix.rules,
+                rules.path.display()
+            );
+            report.alarms.mix = Some(rules.mix.clone());
+            report.alarms.idle_partition_ms = crate::alarms::IDLE_PARTITION_MS;
+            Some(rules)
+        };
+
         // 2, 3, 5, 6 and 7 once per round, interleaved, so that a noisy minute hits all of
         // them; the order of the job runs rotates from round to round.
         let rounds = self.args.rounds.max(1);
@@ -207,6 +223,9 @@ impl Bench {
         );
         if !self.args.no_processes {
             runs.extend([JobRun::Processes(1), JobRun::Processes(2)]);
+        }
+        if alarm_rules.is_some() {
+            runs.extend([JobRun::Alarms(false), JobRun::Alarms(true)]);
         }
         for round in 0..rounds {
             eprintln!("e2e: round {} of {rounds}", round + 1);
@@ -288,6 +307,17 @@ impl Bench {
                         )?;
                         report.issue.processes.push(run);
                     }
+                    JobRun::Alarms(on) => {
+                        let rules = alarm_rules.as_ref().filter(|_| on);
+                        let what = match rules {
+                            Some(r) => format!("alarms on, {} rules", r.mix.rules),
+                            None => "no sinks".into(),
+                        };
+                        eprintln!("e2e:   [11] job over the backlog, {what}, to the last commit");
+                        let run_name = if on { "alarms" } else { "alarms-off" };
+                        let run = self.alarm_run(&job_topics, rules, &name(run_name))?;
+                        report.alarms.runs.push(run);
+                    }
                 }
             }
         }
@@ -360,6 +390,7 @@ impl Bench {
             processes: 1,
             process: 0,
             hostfile: None,
+            config: None,
             env: Vec::new(),
         }
     }
