@@ -9,6 +9,7 @@ pub mod exposition;
 pub mod http;
 mod log;
 mod server;
+pub mod signals;
 
 use std::sync::Arc;
 

@@ -267,16 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .enable_all()
                         .build()
                         .expect("signal runtime");
-                    rt.block_on(async {
-                        let mut term = tokio::signal::unix::signal(
-                            tokio::signal::unix::SignalKind::terminate(),
-                        )
-                        .expect("SIGTERM handler");
-                        tokio::select! {
-                            _ = term.recv() => {}
-                            _ = tokio::signal::ctrl_c() => {}
-                        }
-                    });
+                    rt.block_on(iotflow_metrics::signals::terminated());
                     flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 });
                 return iotflow_worktime_job::run_schedule(&config, workers, &stop);

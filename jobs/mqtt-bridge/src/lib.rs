@@ -702,18 +702,7 @@ pub async fn recover(
 
 fn watch_signals(stop: Arc<AtomicBool>) {
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        iotflow_metrics::signals::terminated().await;
         stop.store(true, Ordering::SeqCst);
     });
 }

@@ -557,18 +557,7 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("cannot listen for SIGTERM: {e}");
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+            iotflow_metrics::signals::terminated().await;
             tracing::info!("stop requested: finishing the current round");
             stop.store(true, Ordering::SeqCst);
         });
