@@ -6,6 +6,7 @@
 //! resolve their label sets once when they are built, so the hot path is one atomic add.
 
 pub mod exposition;
+pub mod history;
 pub mod http;
 mod log;
 mod server;

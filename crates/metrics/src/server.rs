@@ -135,6 +135,7 @@ pub fn serve_with(
         .name("metrics-http".into())
         .spawn(move || {
             runtime.block_on(async move {
+                crate::history::start(metrics.clone());
                 loop {
                     let stream = match listener.accept().await {
                         Ok((stream, _)) => stream,

@@ -60,6 +60,27 @@ fn render(url: &str, budget_ms: u32, screenshot: Option<&PathBuf>) -> (String, S
     )
 }
 
+/// The rate the job graph shows for `node`, records/s.
+fn node_rate(dom: &str, node: &str) -> f64 {
+    let at = dom
+        .find(&format!("data-node=\"{node}\""))
+        .unwrap_or_else(|| panic!("no graph node {node}"));
+    let rate = at + dom[at..].find("class=\"rate\"").expect("a rate");
+    let open = rate + dom[rate..].find('>').unwrap() + 1;
+    let text = &dom[open..open + dom[open..].find("/s<").expect("a rate in /s")];
+    let (number, scale) = match text.strip_suffix('k') {
+        Some(n) => (n, 1e3),
+        None => match text.strip_suffix('M') {
+            Some(n) => (n, 1e6),
+            None => (text, 1.0),
+        },
+    };
+    number
+        .parse::<f64>()
+        .unwrap_or_else(|_| panic!("rate `{text}` of {node}"))
+        * scale
+}
+
 /// The text of the element with `id`.
 fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
     let start = dom
@@ -116,7 +137,88 @@ fn the_web_ui_shows_live_numbers_without_errors() {
     );
     let url = format!("http://127.0.0.1:{port}/");
 
-    let (first, stderr) = render(&url, 4000, None);
+    // The graph's rates agree with the job's counters over the same seconds (the old page
+    // took its rates from the browser's clock: under headless Chromium's virtual time it
+    // showed 127/s for 3 000/s). While the page loads, the test scrapes the counter every
+    // 50 ms with the time of each scrape; the page says which seconds its rate covers
+    // (`data-from-ms`, `data-to-ms` of the graph, the server's clock: this machine's), and the
+    // reference is the counter's increase between the scrapes nearest to them.
+    let scrapes = {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let name = label.clone();
+        let scraper = std::thread::spawn(move || {
+            let mut seen: Vec<(i64, f64)> = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(t) = scrape(port) {
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as i64;
+                    let v = metric_sum(
+                        &t,
+                        "iotflow_kafka_messages_received_total",
+                        &[&name, "operator=\"kafka-source\""],
+                    );
+                    seen.push((at, v));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        // Six seconds of scrapes before the page loads: its 5 s window lies inside them.
+        let scraping = std::time::Instant::now();
+        wait_for("scrapes before the page", Duration::from_secs(30), || {
+            (scraping.elapsed() >= Duration::from_secs(6)).then_some(())
+        });
+        let page = render(&url, 4000, None);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (page, scraper.join().unwrap())
+    };
+    let ((first, stderr), seen) = scrapes;
+    let window = |attr: &str| -> i64 {
+        let at = first
+            .find(&format!("{attr}=\""))
+            .unwrap_or_else(|| panic!("no {attr}"))
+            + attr.len()
+            + 2;
+        first[at..at + first[at..].find('"').unwrap()]
+            .parse()
+            .unwrap()
+    };
+    let (from, to) = (window("data-from-ms"), window("data-to-ms"));
+    let nearest = |t: i64| -> (i64, f64) {
+        *seen
+            .iter()
+            .min_by_key(|(at, _)| (at - t).abs())
+            .expect("scrapes")
+    };
+    let (a, b) = (nearest(from), nearest(to));
+    assert!(
+        (a.0 - from).abs() < 300 && (b.0 - to).abs() < 300,
+        "scrapes near the page's window {from}..{to}: {a:?} {b:?}"
+    );
+    let reference = (b.1 - a.1) / ((b.0 - a.0) as f64 / 1000.0);
+    let shown = node_rate(&first, "kafka-source");
+    assert!(
+        (shown / reference - 1.0).abs() < 0.05,
+        "the graph shows kafka-source {shown}/s over {from}..{to}; the counters say {reference:.1}/s"
+    );
+    // Parse counts every message the source read, in the same window.
+    let parse = node_rate(&first, "parse");
+    assert!(
+        (parse / shown - 1.0).abs() < 0.05,
+        "parse {parse}/s against kafka-source {shown}/s"
+    );
+    assert!(
+        first.contains("data-series=\"read\""),
+        "the throughput chart"
+    );
+    assert!(
+        first.contains("data-series=\"mysql p99\""),
+        "the latency chart"
+    );
+
     assert_eq!(text_of(&first, "errors"), "", "page errors shown");
     assert!(!stderr.contains("Uncaught"), "console errors:\n{stderr}");
     let updates: u32 = {
