@@ -159,10 +159,12 @@ mod tests {
                 "10.0.0.11:9249",
                 "10.0.0.12:9250",
                 "10.0.0.13:9251",
-                "10.0.0.20:9250"
+                "10.0.0.20:9250",
+                "10.0.0.30:9252"
             ]
         );
         assert_eq!(t[3].labels["job"], "iotflow-publisher");
+        assert_eq!(t[4].labels["component"], "mqtt-bridge");
         assert!(parse_file_sd("{}").is_err());
         assert!(parse_file_sd(r#"[{"labels":{}}]"#).is_err());
         assert!(parse_file_sd(r#"[{"targets":["a:1"],"labels":{"x":1}}]"#).is_err());
