@@ -54,10 +54,14 @@ fn start_bridge(f: &Fixture, client_id: &str, filter: &str) -> (Reaped, u16) {
     (child, port)
 }
 
+/// Readings published; at 2 000/s the simulator runs for 20 s, long enough for three kills
+/// and restarts (a restart after a kill settles the ledger, up to 3 s of reading the topic back).
+const READINGS: u64 = 40_000;
+
 fn options() -> GenOptions {
     GenOptions {
         devices: 50,
-        count: 20_000,
+        count: READINGS,
         seed: 11,
         start: NaiveDateTime::parse_from_str("2025-04-10 23:58:00", "%Y-%m-%d %H:%M:%S").unwrap(),
         ..Default::default()
@@ -72,7 +76,7 @@ fn readings_cross_the_bridge_through_sigkills_and_land_exactly_once() {
     let generated: BTreeSet<Vec<u8>> = Generator::new(options.clone()).map(|g| g.payload).collect();
     assert_eq!(
         generated.len(),
-        20_000,
+        READINGS as usize,
         "the generator's readings are distinct"
     );
     publish_devices(&brokers(), &f.broadcast, &devices(50, 11)).unwrap();
@@ -96,9 +100,9 @@ fn readings_cross_the_bridge_through_sigkills_and_land_exactly_once() {
                 "--devices",
                 "50",
                 "--count",
-                "20000",
+                &READINGS.to_string(),
                 "--rate",
-                "2500",
+                "2000",
                 "--seed",
                 "11",
                 "--start",
