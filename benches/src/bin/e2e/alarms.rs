@@ -400,7 +400,7 @@ mod tests {
                 outside: 20,
                 offline: 5,
                 device_threshold: 15,
-                with_duration: 78,
+                with_duration: 68,
                 with_hysteresis: 95,
                 all: 40,
                 model: 20,
