@@ -1,4 +1,4 @@
-//! `iotflow mqtt-bridge`: MQTT → the readings topic, at least once, acknowledged in order.
+//! `iotflow mqtt-bridge`: MQTT → the readings topic, acknowledged in order, once.
 //!
 //! The bridge holds a persistent MQTT session (`clean_session = false`, a fixed client id) and
 //! subscribes with QoS 1, so the broker keeps every message it has not acknowledged, across a
@@ -9,9 +9,11 @@
 //! acknowledged to MQTT, and the broker sends it again to the next session.
 //!
 //! Duplicates: a message Kafka stored whose PUBACK had not reached the broker (the bridge died
-//! or lost its connection in between) comes again, with MQTT's DUP flag, and goes to Kafka a
-//! second time. The stream job absorbs it: a reading is identified by its device and event
-//! time, and every sink writes a reading idempotently (docs/mqtt.md).
+//! or lost its connection in between) comes again, with MQTT's DUP flag. The [`ledger`] knows
+//! it (or, after a crash, finds it by reading the topic back) and the bridge acknowledges it
+//! without a second copy in Kafka; the same check drops a device's own resend. What can still
+//! duplicate (a lost ledger, a machine crash, a resend outside the window) is in
+//! docs/mqtt.md.
 
 #![deny(missing_docs)]
 
