@@ -143,6 +143,20 @@ fn histogram(
     h
 }
 
+/// A fresh `job_id` for a service process that has none configured (the device publisher, the
+/// MQTT bridge): 16 hex digits of the start time in ns mixed with the process id, so two
+/// processes started in the same instant differ.
+pub fn new_job_id() -> String {
+    format!(
+        "{:016x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 32)
+    )
+}
+
 /// The version of this build (the workspace version).
 pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use iotflow_config::Config;
@@ -185,17 +185,6 @@ pub fn run(config: Config, args: BridgeArgs) -> anyhow::Result<()> {
     runtime.block_on(run_async(config, args))
 }
 
-fn job_id() -> String {
-    format!(
-        "{:016x}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ ((std::process::id() as u64) << 32)
-    )
-}
-
 /// The MQTT options of the bridge's session.
 fn mqtt_options(m: &iotflow_config::MqttConfig) -> MqttOptions {
     let mut o = MqttOptions::new(&m.client_id, &m.host, m.port);
@@ -211,7 +200,7 @@ fn mqtt_options(m: &iotflow_config::MqttConfig) -> MqttOptions {
 
 async fn run_async(config: Config, args: BridgeArgs) -> anyhow::Result<()> {
     let m = &config.mqtt;
-    let metrics = Arc::new(Metrics::new("mqtt-bridge", &job_id()));
+    let metrics = Arc::new(Metrics::new("mqtt-bridge", &iotflow_metrics::new_job_id()));
     let bm = BridgeMetrics::register(&metrics);
     if !m.metrics_listen.is_empty() {
         let server = iotflow_metrics::serve(&m.metrics_listen, metrics.clone())

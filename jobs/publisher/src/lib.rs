@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use iotflow_config::Config;
@@ -522,14 +522,7 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
 
 async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     let p = &config.publisher;
-    let job_id = format!(
-        "{:016x}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ ((std::process::id() as u64) << 32)
-    );
+    let job_id = iotflow_metrics::new_job_id();
     let metrics = Arc::new(Metrics::new("publish-devices", &job_id));
     if !p.metrics_listen.is_empty() {
         let server = iotflow_metrics::serve(&p.metrics_listen, metrics.clone())?;

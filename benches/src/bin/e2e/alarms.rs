@@ -20,9 +20,7 @@ use iotflow_benches::prom;
 use iotflow_benches::report::{AlarmCounts, AlarmRun, RuleMix};
 use iotflow_model::DeviceInfo;
 use mysql_async::prelude::Queryable;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
 
 use crate::{Bench, Topics};
 
@@ -351,16 +349,7 @@ impl Bench {
     /// Every message of `topic` (all partitions, from the beginning): at least `at_least`,
     /// then until none came for a second.
     fn count_messages(&self, topic: &str, at_least: u64) -> Result<u64> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.args.brokers)
-            .set("group.id", format!("bench-{}-alarms-count", self.tag))
-            .set("enable.auto.commit", "false")
-            .create()
-            .context("creating a Kafka consumer")?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..self.args.partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
+        let (consumer, tpl) = self.reader_from_start(topic, "alarms-count")?;
         consumer.assign(&tpl)?;
         let (mut count, mut last) = (0u64, Instant::now());
         loop {

@@ -57,11 +57,17 @@ impl Bench {
         Ok(took)
     }
 
-    /// Reads every message of `topic` (all partitions, from the beginning); the time taken.
-    pub(crate) fn consume_all(&self, topic: &str, expected: u64) -> Result<Duration> {
+    /// A consumer of the harness's own group `bench-<tag>-<what>` (no commits) and every
+    /// partition of `topic` from the beginning, to `assign` (a group join would take the
+    /// local broker ~20 s).
+    pub(crate) fn reader_from_start(
+        &self,
+        topic: &str,
+        what: &str,
+    ) -> Result<(BaseConsumer, TopicPartitionList)> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.args.brokers)
-            .set("group.id", format!("bench-{}-raw", self.tag))
+            .set("group.id", format!("bench-{}-{what}", self.tag))
             .set("enable.auto.commit", "false")
             .create()
             .context("creating a Kafka consumer")?;
@@ -69,6 +75,12 @@ impl Bench {
         for p in 0..self.args.partitions {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
         }
+        Ok((consumer, tpl))
+    }
+
+    /// Reads every message of `topic` (all partitions, from the beginning); the time taken.
+    pub(crate) fn consume_all(&self, topic: &str, expected: u64) -> Result<Duration> {
+        let (consumer, tpl) = self.reader_from_start(topic, "raw")?;
         let start = Instant::now();
         consumer.assign(&tpl)?;
         let (mut count, mut bytes) = (0u64, 0usize);
