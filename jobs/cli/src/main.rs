@@ -262,12 +262,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if schedule {
                 let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let flag = stop.clone();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the signal runtime")?;
+                // Listening starts here, before the first run: a SIGTERM from now on stops.
+                let terminated = {
+                    let _guard = rt.enter();
+                    iotflow_metrics::signals::terminated()
+                };
                 std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("signal runtime");
-                    rt.block_on(iotflow_metrics::signals::terminated());
+                    rt.block_on(terminated);
                     flag.store(true, std::sync::atomic::Ordering::SeqCst);
                 });
                 return iotflow_worktime_job::run_schedule(&config, workers, &stop);

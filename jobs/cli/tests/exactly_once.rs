@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use iotflow_gen::{devices, produce, publish_devices, GenOptions, Generator};
@@ -268,6 +268,56 @@ fn sigkill_three_times_loses_and_duplicates_nothing() {
     assert_table_matches(&f, &e);
     // Exactly once through the kills too: the ledger read back at each start skips the
     // letters of records the crashed run had dead-lettered but not committed.
+    assert_dead_letters(&f, &e, true);
+}
+
+/// Kubernetes may stop a pod the moment it starts. A SIGTERM that arrives while the job is
+/// still in its pre-flight checks (the metrics endpoint answers first, the sinks are checked
+/// after) is a stop request: the process exits 0, it is not killed by the signal, and the run
+/// after it still writes everything exactly once.
+#[test]
+fn a_sigterm_during_start_up_stops_cleanly() {
+    let f = Fixture::new("early-term", 4);
+    let options = GenOptions {
+        count: 5_000,
+        ..options(17)
+    };
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 17)).unwrap();
+    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+
+    for attempt in 0..3 {
+        let port = free_port();
+        let mut child = f.job(2, port).spawn().unwrap();
+        // The endpoint is served before the pre-flight checks: stop as soon as it answers.
+        let started = Instant::now();
+        while scrape(port).is_none() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("attempt {attempt}: the job exited ({status}) before serving metrics");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no metrics endpoint"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        sigterm(&child);
+        let (ok, stderr) = finish(child, Duration::from_secs(60));
+        assert!(
+            ok,
+            "attempt {attempt}: a SIGTERM while starting failed the job:\n{stderr}"
+        );
+        assert!(stderr.contains("stop requested"), "{stderr}");
+    }
+
+    let child = f
+        .job(2, free_port())
+        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
+        .spawn()
+        .unwrap();
+    let (ok, stderr) = finish(child, Duration::from_secs(180));
+    assert!(ok, "the run after the early stops failed:\n{stderr}");
+    assert_table_matches(&f, &e);
     assert_dead_letters(&f, &e, true);
 }
 

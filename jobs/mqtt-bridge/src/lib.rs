@@ -200,6 +200,9 @@ fn mqtt_options(m: &iotflow_config::MqttConfig) -> MqttOptions {
 
 async fn run_async(config: Config, args: BridgeArgs) -> anyhow::Result<()> {
     let m = &config.mqtt;
+    // First thing: a SIGTERM during the recovery read is a stop request, not a kill.
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone());
     let metrics = Arc::new(Metrics::new("mqtt-bridge", &iotflow_metrics::new_job_id()));
     let bm = BridgeMetrics::register(&metrics);
     if !m.metrics_listen.is_empty() {
@@ -258,8 +261,6 @@ async fn run_async(config: Config, args: BridgeArgs) -> anyhow::Result<()> {
         format!("{}:{}", m.host, m.port),
     ));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone());
     tracing::info!(
         mqtt = %format!("{}:{}", m.host, m.port),
         client_id = %m.client_id,
@@ -692,8 +693,9 @@ pub async fn recover(
 }
 
 fn watch_signals(stop: Arc<AtomicBool>) {
+    let terminated = iotflow_metrics::signals::terminated();
     tokio::spawn(async move {
-        iotflow_metrics::signals::terminated().await;
+        terminated.await;
         stop.store(true, Ordering::SeqCst);
     });
 }

@@ -522,6 +522,18 @@ pub fn run(config: Config, args: PublishArgs) -> anyhow::Result<()> {
 
 async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
     let p = &config.publisher;
+    // First thing: a SIGTERM during the pre-flight checks is a stop request, not a kill.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let terminated = iotflow_metrics::signals::terminated();
+        tokio::spawn(async move {
+            terminated.await;
+            tracing::info!("stop requested: finishing the current round");
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+
     let job_id = iotflow_metrics::new_job_id();
     let metrics = Arc::new(Metrics::new("publish-devices", &job_id));
     if !p.metrics_listen.is_empty() {
@@ -545,16 +557,6 @@ async fn run_async(config: Config, args: PublishArgs) -> anyhow::Result<()> {
         topic: config.kafka.broadcast_topic.clone(),
         metrics: metrics.publisher(),
     };
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            iotflow_metrics::signals::terminated().await;
-            tracing::info!("stop requested: finishing the current round");
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
 
     let poll = Duration::from_millis(p.poll_interval_ms);
     let rules_topic = config.alarms.rules_topic.as_str();

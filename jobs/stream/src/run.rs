@@ -86,6 +86,26 @@ pub fn run(
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
+    // The stop signals are listened for before anything else: a SIGTERM during the pre-flight
+    // checks then drains (there is nothing to drain yet) instead of killing the process.
+    let lifecycle = SourceHandle::new(cluster.workers);
+    {
+        let lifecycle = lifecycle.clone();
+        let mut signals = {
+            let _guard = runtime.enter();
+            iotflow_metrics::signals::StopSignals::listen()
+        };
+        runtime.spawn(async move {
+            signals.recv().await;
+            tracing::info!(
+                "stop requested: draining (commits what the sinks acknowledged); signal again to abort"
+            );
+            lifecycle.stop.store(true, Ordering::SeqCst);
+            signals.recv().await;
+            tracing::warn!("aborting without draining");
+            std::process::exit(130);
+        });
+    }
     let metrics = Arc::new(Metrics::new(&config.job.name, &job_id));
     if !config.metrics.listen.is_empty() {
         let addr = iotflow_metrics::process_address(&config.metrics.listen, cluster.process)
@@ -184,33 +204,6 @@ pub fn run(
     } else {
         None
     };
-
-    let lifecycle = SourceHandle::new(cluster.workers);
-    {
-        let lifecycle = lifecycle.clone();
-        runtime.spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
-            for n in 0.. {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                if n == 0 {
-                    tracing::info!("stop requested: draining (commits what the sinks acknowledged); signal again to abort");
-                    lifecycle.stop.store(true, Ordering::SeqCst);
-                } else {
-                    tracing::warn!("aborting without draining");
-                    std::process::exit(130);
-                }
-            }
-        });
-    }
 
     let fatal: iotflow_sink::Fatal = Arc::new(Mutex::new(None));
     let ctx = JobContext {
