@@ -15,6 +15,8 @@ mod alarms;
 pub use alarms::{AlarmRuleConfig, AlarmsConfig, Exact, RuleSet};
 mod mqtt;
 pub use mqtt::{MqttConfig, DEVICE_ID_LEVEL};
+mod rollups;
+pub use rollups::RollupsConfig;
 
 /// Everything the streaming job reads from its configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +44,8 @@ pub struct Config {
     pub alarms: AlarmsConfig,
     /// The MQTT bridge (`iotflow mqtt-bridge`).
     pub mqtt: MqttConfig,
+    /// Rollups, heat-map tiles and day tracks kept by the MySQL sink.
+    pub rollups: RollupsConfig,
 }
 
 /// Job identity and dataflow pacing.
@@ -732,6 +736,12 @@ impl Config {
         }
         self.alarms.parsed_rules()?;
         self.mqtt.validate()?;
+        self.rollups.validate()?;
+        if self.rollups.enabled && !self.mysql.enabled {
+            return Err(ConfigError::Value(
+                "rollups.enabled needs mysql.enabled: the rollups are kept in MySQL, next to the readings they are computed from".into(),
+            ));
+        }
         Ok(())
     }
 

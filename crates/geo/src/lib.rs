@@ -14,7 +14,7 @@ mod polygon;
 mod track;
 
 pub use polygon::{Containment, Polygon, PolygonError};
-pub use track::{Stop, Track, TrackPoint};
+pub use track::{Stop, Track, TrackPoint, TrackSummary};
 
 /// Mean Earth radius, metres (IUGG), the radius of the haversine formula.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;

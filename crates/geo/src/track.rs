@@ -24,58 +24,119 @@ pub struct Stop {
     pub to_ms: i64,
 }
 
-/// A track being built.
+/// A track's running summary without its points: what [`Track`] keeps besides them, small
+/// enough to store per device and day and resume from when the next points come.
+///
+/// Stops are found greedily in time order: a stay begins at a point and lasts while every
+/// later point is within `radius_m` of that first point; the first point outside ends it (and
+/// begins the next stay), and a stay of at least `min_stop_ms` is a stop. Feeding the same
+/// points in the same order gives the same summary whether they come in one call or many, so
+/// a summary resumed after a restart is the summary of all its points.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackSummary {
+    /// Stay radius, metres.
+    pub radius_m: f64,
+    /// Shortest stay that is a stop, ms.
+    pub min_stop_ms: i64,
+    /// Points fed.
+    pub points: u64,
+    /// The first point.
+    pub first: Option<TrackPoint>,
+    /// The last point.
+    pub last: Option<TrackPoint>,
+    /// The first point of the stay in progress.
+    pub stay: Option<TrackPoint>,
+    /// Metres travelled, point to point.
+    pub distance_m: f64,
+    /// The stops that have ended (the stay in progress is not among them).
+    pub closed: Vec<Stop>,
+}
+
+impl TrackSummary {
+    /// An empty summary; stops are stays within `radius_m` for at least `min_stop_ms`.
+    pub fn new(radius_m: f64, min_stop_ms: i64) -> TrackSummary {
+        TrackSummary {
+            radius_m,
+            min_stop_ms,
+            points: 0,
+            first: None,
+            last: None,
+            stay: None,
+            distance_m: 0.0,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Adds the next point (not earlier than the last one; an earlier one is refused and
+    /// returns false: a caller sorts first, or starts again from all the points).
+    pub fn push(&mut self, point: TrackPoint) -> bool {
+        match (self.last, self.stay) {
+            (Some(last), Some(stay)) => {
+                if point.at_ms < last.at_ms {
+                    return false;
+                }
+                self.distance_m += distance_m(last.p, point.p);
+                if distance_m(stay.p, point.p) > self.radius_m {
+                    if last.at_ms - stay.at_ms >= self.min_stop_ms {
+                        self.closed.push(Stop {
+                            at: stay.p,
+                            from_ms: stay.at_ms,
+                            to_ms: last.at_ms,
+                        });
+                    }
+                    self.stay = Some(point);
+                }
+            }
+            _ => {
+                self.first = Some(point);
+                self.stay = Some(point);
+            }
+        }
+        self.last = Some(point);
+        self.points += 1;
+        true
+    }
+
+    /// The stops so far, the stay in progress included when it is already long enough.
+    pub fn stops(&self) -> Vec<Stop> {
+        let mut out = self.closed.clone();
+        if let (Some(stay), Some(last)) = (self.stay, self.last) {
+            if last.at_ms - stay.at_ms >= self.min_stop_ms {
+                out.push(Stop {
+                    at: stay.p,
+                    from_ms: stay.at_ms,
+                    to_ms: last.at_ms,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A track being built: its points and their [`TrackSummary`].
 #[derive(Clone, Debug)]
 pub struct Track {
-    radius_m: f64,
-    min_stop_ms: i64,
+    summary: TrackSummary,
     points: Vec<TrackPoint>,
-    distance_m: f64,
-    stops: Vec<Stop>,
-    /// The stay in progress: index of its first point.
-    stay: usize,
 }
 
 impl Track {
     /// An empty track; stops are stays within `radius_m` for at least `min_stop_ms`.
     pub fn new(radius_m: f64, min_stop_ms: i64) -> Track {
         Track {
-            radius_m,
-            min_stop_ms,
+            summary: TrackSummary::new(radius_m, min_stop_ms),
             points: Vec::new(),
-            distance_m: 0.0,
-            stops: Vec::new(),
-            stay: 0,
         }
     }
 
     /// Adds the next point (not earlier than the last one; an earlier one is refused and
     /// returns false: a caller sorts first, or holds points for its lateness bound).
     pub fn push(&mut self, point: TrackPoint) -> bool {
-        if let Some(last) = self.points.last() {
-            if point.at_ms < last.at_ms {
-                return false;
-            }
-            self.distance_m += distance_m(last.p, point.p);
-            let origin = self.points[self.stay].p;
-            if distance_m(origin, point.p) > self.radius_m {
-                self.close_stay();
-                self.stay = self.points.len();
-            }
+        let added = self.summary.push(point);
+        if added {
+            self.points.push(point);
         }
-        self.points.push(point);
-        true
-    }
-
-    fn close_stay(&mut self) {
-        let (first, last) = (self.points[self.stay], self.points[self.points.len() - 1]);
-        if last.at_ms - first.at_ms >= self.min_stop_ms {
-            self.stops.push(Stop {
-                at: first.p,
-                from_ms: first.at_ms,
-                to_ms: last.at_ms,
-            });
-        }
+        added
     }
 
     /// The points so far.
@@ -83,24 +144,19 @@ impl Track {
         &self.points
     }
 
+    /// The summary so far.
+    pub fn summary(&self) -> &TrackSummary {
+        &self.summary
+    }
+
     /// Metres travelled so far.
     pub fn distance_m(&self) -> f64 {
-        self.distance_m
+        self.summary.distance_m
     }
 
     /// The stops so far, the stay in progress included when it is already long enough.
     pub fn stops(&self) -> Vec<Stop> {
-        let mut out = self.stops.clone();
-        if let (Some(first), Some(last)) = (self.points.get(self.stay), self.points.last()) {
-            if last.at_ms - first.at_ms >= self.min_stop_ms {
-                out.push(Stop {
-                    at: first.p,
-                    from_ms: first.at_ms,
-                    to_ms: last.at_ms,
-                });
-            }
-        }
-        out
+        self.summary.stops()
     }
 }
 
@@ -140,5 +196,41 @@ mod tests {
             t.push(tp(s, 31.0, 121.0));
         }
         assert!(t.stops().is_empty());
+    }
+
+    #[test]
+    fn a_summary_fed_in_pieces_is_the_summary_fed_at_once() {
+        let points: Vec<TrackPoint> = (0..600)
+            .map(|s| {
+                // Moving, a stay of 200 s, moving again: in 0.0004° steps (44 m).
+                let step = if (200..400).contains(&s) {
+                    200
+                } else {
+                    s.min(400) - if s >= 400 { 200 } else { 0 }
+                };
+                tp(
+                    s,
+                    31.0 + 0.0004 * step as f64,
+                    121.0 + if s % 3 == 0 { 0.00001 } else { 0.0 },
+                )
+            })
+            .collect();
+        let mut whole = TrackSummary::new(30.0, 60_000);
+        for p in &points {
+            assert!(whole.push(*p));
+        }
+        for cut in [1, 7, 199, 200, 201, 399, 599] {
+            let mut a = TrackSummary::new(30.0, 60_000);
+            for p in &points[..cut] {
+                a.push(*p);
+            }
+            let mut resumed = a.clone();
+            for p in &points[cut..] {
+                resumed.push(*p);
+            }
+            assert_eq!(resumed, whole, "cut at {cut}");
+        }
+        assert_eq!(whole.points, 600);
+        assert_eq!(whole.stops().len(), 1, "{:?}", whole.stops());
     }
 }

@@ -22,4 +22,4 @@ pub mod writer;
 pub use connector::MysqlConnector;
 pub use health::{prepare, prepare_opts, IOT_DATA_DDL};
 pub use row::{row, Row};
-pub use writer::{MysqlWriter, WriteStats};
+pub use writer::{AfterWrite, MysqlWriter, WriteStats};

@@ -57,6 +57,17 @@ pub fn parts(rows: usize, connections: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
+/// Work that follows every stored batch, in the same write: the batch is acknowledged (and its
+/// offsets become committable) only once it is done, and a failure fails the write, which is
+/// retried whole (the rows again, idempotently, then this again). The rollups use it.
+pub trait AfterWrite: Send + 'static {
+    /// Called with the rows of a batch the table now holds (those it refused are left out).
+    fn after_write<'a>(
+        &'a mut self,
+        stored: &'a [Row],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>;
+}
+
 /// Writes batches of [`Row`]s into one table.
 pub struct MysqlWriter {
     pool: Pool,
@@ -68,6 +79,7 @@ pub struct MysqlWriter {
     connections: usize,
     load_sql: String,
     stats: WriteStats,
+    after: Option<Box<dyn AfterWrite>>,
 }
 
 /// How a writer's parts were written so far (counts of parts, not rows): what the tests and the
@@ -117,6 +129,7 @@ impl MysqlWriter {
             connections: 1,
             load_sql: load_statement(table),
             stats: WriteStats::default(),
+            after: None,
         }
     }
 
@@ -153,6 +166,12 @@ impl MysqlWriter {
     /// 0 is taken as 1. The pool needs that many connections per writer.
     pub fn with_connections(mut self, connections: usize) -> Self {
         self.connections = connections.max(1);
+        self
+    }
+
+    /// Runs `after` on every batch once its rows are stored ([`AfterWrite`]).
+    pub fn with_after_write(mut self, after: Box<dyn AfterWrite>) -> Self {
+        self.after = Some(after);
         self
     }
 
@@ -211,6 +230,7 @@ impl MysqlWriter {
         let load_sql = (self.method == MysqlWriteMethod::LoadData).then_some(&self.load_sql[..]);
         let (pool, table) = (&self.pool, &self.table[..]);
         let mut first = Some(conn);
+        let mut refused = Vec::new();
         let done = futures_util::future::try_join_all(
             parts(rows.len(), self.connections)
                 .into_iter()
@@ -240,9 +260,22 @@ impl MysqlWriter {
                 self.rejects
                     .reject(rows[i].rejected(&self.table, reason))
                     .await?;
+                refused.push(i);
             }
         }
         self.rejects.batch_done();
+        if let Some(after) = &mut self.after {
+            if refused.is_empty() {
+                after.after_write(rows).await?;
+            } else {
+                refused.sort_unstable();
+                let stored: Vec<Row> = (0..rows.len())
+                    .filter(|i| refused.binary_search(i).is_err())
+                    .map(|i| rows[i].clone())
+                    .collect();
+                after.after_write(&stored).await?;
+            }
+        }
         Ok(())
     }
 }

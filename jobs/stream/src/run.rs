@@ -136,6 +136,45 @@ pub fn run(
         None
     };
 
+    // The rollups follow every batch the MySQL sink stores, in its writer (iotflow_rollups).
+    let mysql = match (mysql, config.rollups.enabled) {
+        (Some(connector), true) => {
+            let copy_to = clickhouse
+                .as_ref()
+                .filter(|_| config.rollups.clickhouse)
+                .map(|c| c.client().clone());
+            if config.mysql.create_table {
+                runtime
+                    .block_on(iotflow_rollups::create_tables(
+                        connector.pool(),
+                        copy_to.as_ref().filter(|_| config.clickhouse.create_table),
+                    ))
+                    .context("creating the rollup tables")?;
+            }
+            let rollup_metrics = iotflow_rollups::RollupMetrics::register(&metrics);
+            let (pool, table, params) = (
+                connector.pool().clone(),
+                config.mysql.table.clone(),
+                iotflow_rollups::params(&config.rollups),
+            );
+            tracing::info!(
+                clickhouse = copy_to.is_some(),
+                geohash_precision = config.rollups.geohash_precision,
+                "rollups on: minute, hour and day rollups, heat map and day tracks after every stored batch"
+            );
+            Some(connector.with_after_write(Arc::new(move |_| {
+                Box::new(iotflow_rollups::Rollups::new(
+                    pool.clone(),
+                    &table,
+                    params,
+                    copy_to.clone(),
+                    rollup_metrics.clone(),
+                ))
+            })))
+        }
+        (mysql, _) => mysql,
+    };
+
     let elasticsearch = if config.elasticsearch.enabled {
         Some(
             runtime

@@ -37,7 +37,7 @@ pub enum PartitionError {
     #[error("the connection has no current database: put one in the connection URL")]
     NoDatabase,
     /// The table does not exist.
-    #[error("table `{database}`.`{table}` does not exist: apply schemas/mysql/iot_data.sql")]
+    #[error("table `{database}`.`{table}` does not exist: apply its schema from schemas/mysql/")]
     TableMissing {
         /// Database searched.
         database: String,
@@ -46,8 +46,8 @@ pub enum PartitionError {
     },
     /// The table is not partitioned the way the manager expects.
     #[error(
-        "table `{database}`.`{table}` must be PARTITION BY RANGE COLUMNS(event_time) with \
-         datetime bounds: {detail}"
+        "table `{database}`.`{table}` must be PARTITION BY RANGE COLUMNS on its time column \
+         (event_time for readings, bucket or day for rollups) with datetime bounds: {detail}"
     )]
     UnexpectedLayout {
         /// Database of the table.

@@ -39,6 +39,7 @@ pub fn lock_name(database: &str, table: &str) -> String {
 #[derive(Debug)]
 pub struct PartitionManager {
     table: String,
+    column: String,
     database: Option<String>,
     known: BTreeSet<NaiveDate>,
     refreshed_at: Option<Instant>,
@@ -63,6 +64,7 @@ impl PartitionManager {
     pub fn new(table: impl Into<String>) -> Self {
         Self {
             table: table.into(),
+            column: "event_time".into(),
             database: None,
             known: BTreeSet::new(),
             refreshed_at: None,
@@ -91,6 +93,12 @@ impl PartitionManager {
     /// How long the cache of known days is trusted before the layout is read again.
     pub fn with_cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
+        self
+    }
+
+    /// The table is partitioned by `column` (default `event_time`), a DATETIME or DATE column.
+    pub fn with_column(mut self, column: impl Into<String>) -> Self {
+        self.column = column.into();
         self
     }
 
@@ -153,7 +161,7 @@ impl PartitionManager {
 
         let database = self.current_database(conn).await?;
         // Another worker may have created them already: check without the lock first.
-        let layout = read_partitions(conn, &database, &self.table).await?;
+        let layout = read_partitions(conn, &database, &self.table, &self.column).await?;
         self.refresh(&layout);
         if missing.is_subset(&self.known) {
             return Ok(());
@@ -252,11 +260,11 @@ impl PartitionManager {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let layout = read_partitions(conn, database, &self.table).await?;
+            let layout = read_partitions(conn, database, &self.table, &self.column).await?;
             let changes = plan_all(&layout, missing.iter().copied());
             let failure = match self.run_alters(conn, &layout, &changes).await {
                 Ok(()) => {
-                    let layout = read_partitions(conn, database, &self.table).await?;
+                    let layout = read_partitions(conn, database, &self.table, &self.column).await?;
                     self.refresh(&layout);
                     match missing.difference(&self.known).next() {
                         None => return Ok(()),

@@ -6,11 +6,12 @@ use super::errors::PartitionError;
 use super::planner::{validate_layout, PartitionBound, UpperBound};
 
 /// Read the layout of `database.table` from `information_schema.PARTITIONS`, in partition order,
-/// and check that it is one [`plan`](super::plan) can work on.
+/// and check that it is one [`plan`](super::plan) can work on, partitioned by `column`.
 pub async fn read_partitions(
     conn: &mut mysql_async::Conn,
     database: &str,
     table: &str,
+    column: &str,
 ) -> Result<Vec<PartitionBound>, PartitionError> {
     type PartitionRow = (
         Option<String>,
@@ -56,9 +57,9 @@ pub async fn read_partitions(
                 method.as_deref().unwrap_or("?")
             )));
         }
-        let column = expression.as_deref().unwrap_or("").trim().trim_matches('`');
-        if !column.eq_ignore_ascii_case("event_time") {
-            return Err(unexpected(format!("it is partitioned on {column}")));
+        let found = expression.as_deref().unwrap_or("").trim().trim_matches('`');
+        if !found.eq_ignore_ascii_case(column) {
+            return Err(unexpected(format!("it is partitioned on {found}")));
         }
         if subpartition.is_some() {
             return Err(unexpected("it has subpartitions".into()));
