@@ -18,11 +18,12 @@ DELIMITER $$
 
 CREATE TABLE IF NOT EXISTS alarm_rules (
     id                VARCHAR(64)     NOT NULL COMMENT 'the rule id of every event and episode',
-    `when`            ENUM('above', 'below', 'outside', 'offline') NOT NULL,
+    `when`            ENUM('above', 'below', 'outside', 'offline', 'in_area', 'out_of_area') NOT NULL,
     value             DECIMAL(24, 8)  NULL     COMMENT 'bound of above / below',
     low               DECIMAL(24, 8)  NULL     COMMENT 'outside: lower edge of the normal band',
     high              DECIMAL(24, 8)  NULL     COMMENT 'outside: upper edge of the normal band',
     after_secs        INT UNSIGNED    NULL     COMMENT 'offline: seconds of event-time silence',
+    area              MEDIUMTEXT      NULL     COMMENT 'in_area / out_of_area: GeoJSON polygon coordinates [[[lon, lat], ...], ...holes]',
     for_ms            BIGINT UNSIGNED NOT NULL DEFAULT 0 COMMENT 'the breach must hold this long',
     hysteresis        DECIMAL(24, 8)  NOT NULL DEFAULT 0,
     severity          ENUM('info', 'warning', 'critical') NOT NULL DEFAULT 'warning',
@@ -35,6 +36,16 @@ CREATE TABLE IF NOT EXISTS alarm_rules (
     updated_at        DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
     PRIMARY KEY (id)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin
+$$
+
+-- Tables made before area rules existed get the column and the two `when` values.
+ALTER TABLE alarm_rules ADD COLUMN IF NOT EXISTS
+    area MEDIUMTEXT NULL COMMENT 'in_area / out_of_area: GeoJSON polygon coordinates [[[lon, lat], ...], ...holes]'
+    AFTER after_secs
+$$
+
+ALTER TABLE alarm_rules MODIFY `when`
+    ENUM('above', 'below', 'outside', 'offline', 'in_area', 'out_of_area') NOT NULL
 $$
 
 CREATE TABLE IF NOT EXISTS alarm_rules_changes (

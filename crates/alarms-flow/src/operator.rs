@@ -56,6 +56,8 @@ pub fn sample_of(e: &Enriched) -> Point {
             model: d.and_then(|d| d.model.clone()),
             site: d.and_then(|d| d.site.clone()),
             threshold: d.and_then(|d| d.work_threshold),
+            lat: r.latitude,
+            lon: r.longitude,
         },
         r.source.partition,
         r.source.offset,

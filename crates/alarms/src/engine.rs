@@ -26,6 +26,12 @@ pub struct Sample {
     /// The device's `work_threshold`, from its record.
     #[serde(with = "iotflow_model::serde_bin::opt_decimal")]
     pub threshold: Option<Decimal>,
+    /// Latitude of the reading, degrees (area rules).
+    #[serde(with = "iotflow_model::serde_bin::decimal")]
+    pub lat: Decimal,
+    /// Longitude of the reading, degrees (area rules).
+    #[serde(with = "iotflow_model::serde_bin::decimal")]
+    pub lon: Decimal,
 }
 
 /// Whether an event opens or closes an alarm episode.

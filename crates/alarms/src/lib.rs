@@ -19,5 +19,5 @@ pub mod stored;
 
 pub use engine::{DeviceSnapshot, Engine, Event, EventKind, Sample, State};
 pub use order::{Pushed, Reorder};
-pub use rule::{Condition, Rule, RuleError, Scope, Severity};
+pub use rule::{Area, Condition, Rule, RuleError, Scope, Severity};
 pub use stored::{StoredClock, StoredDevice, StoredError, StoredSample, StoredState};

@@ -5,6 +5,81 @@ use serde::{Deserialize, Serialize};
 
 use crate::Sample;
 
+/// A geofence: a polygon whose rings are lists of `[longitude, latitude]` vertices (GeoJSON
+/// order, RFC 7946), the first ring the outer boundary, the others holes. Edges are straight in
+/// latitude/longitude and take the short way round, so a fence may cross the antimeridian; a
+/// ring that goes once around the globe encloses the pole on its left (see
+/// [`iotflow_geo::Polygon`]). A point on the boundary (within about 0.1 mm) counts as inside.
+#[derive(Clone, Debug)]
+pub struct Area {
+    rings: Vec<Vec<[f64; 2]>>,
+    polygon: std::sync::Arc<iotflow_geo::Polygon>,
+}
+
+impl Area {
+    /// The area of `rings` (`[[lon, lat], ...]` each), or why it cannot be one.
+    pub fn new(rings: Vec<Vec<[f64; 2]>>) -> Result<Area, String> {
+        if rings.is_empty() {
+            return Err("the area has no ring".into());
+        }
+        for (i, ring) in rings.iter().enumerate() {
+            for [lon, lat] in ring {
+                if !(lat.is_finite() && (-90.0..=90.0).contains(lat)) {
+                    return Err(format!("ring {i}: latitude {lat} is outside [-90, 90]"));
+                }
+                if !(lon.is_finite() && (-180.0..=180.0).contains(lon)) {
+                    return Err(format!("ring {i}: longitude {lon} is outside [-180, 180]"));
+                }
+            }
+        }
+        let points = |r: &Vec<[f64; 2]>| -> Vec<iotflow_geo::Point> {
+            r.iter()
+                .map(|[lon, lat]| iotflow_geo::Point::new(*lat, *lon))
+                .collect()
+        };
+        let holes: Vec<Vec<iotflow_geo::Point>> = rings[1..].iter().map(points).collect();
+        let polygon =
+            iotflow_geo::Polygon::new(&points(&rings[0]), &holes).map_err(|e| e.to_string())?;
+        Ok(Area {
+            rings,
+            polygon: std::sync::Arc::new(polygon),
+        })
+    }
+
+    /// The rings, as given.
+    pub fn rings(&self) -> &[Vec<[f64; 2]>] {
+        &self.rings
+    }
+
+    /// Whether the position is inside (or on the boundary).
+    pub fn contains(&self, lat: Decimal, lon: Decimal) -> bool {
+        use rust_decimal::prelude::ToPrimitive;
+        let p = iotflow_geo::Point::new(lat.to_f64().unwrap_or(0.0), lon.to_f64().unwrap_or(0.0));
+        self.polygon.contains(p) != iotflow_geo::Containment::Outside
+    }
+
+    fn bits(&self) -> Vec<Vec<[u64; 2]>> {
+        self.rings
+            .iter()
+            .map(|r| r.iter().map(|[a, b]| [a.to_bits(), b.to_bits()]).collect())
+            .collect()
+    }
+}
+
+impl PartialEq for Area {
+    fn eq(&self, other: &Area) -> bool {
+        self.bits() == other.bits()
+    }
+}
+
+impl Eq for Area {}
+
+impl std::hash::Hash for Area {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.bits().hash(h)
+    }
+}
+
 /// How bad an alarm is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +144,18 @@ pub enum Condition {
     Offline {
         /// Silence, in milliseconds of event time, that makes a device offline.
         after_ms: i64,
+    },
+    /// The reading's position is inside the area (boundary included): an alarm while the
+    /// device is in the geofence, raised when it enters, cleared when it leaves.
+    InArea {
+        /// The geofence.
+        area: Area,
+    },
+    /// The reading's position is outside the area: an alarm while the device is away from
+    /// where it belongs, raised when it leaves, cleared when it is back.
+    OutOfArea {
+        /// The geofence.
+        area: Area,
     },
 }
 
@@ -141,6 +228,13 @@ impl Rule {
             Condition::Offline { after_ms } if *after_ms <= 0 => {
                 return fail(format!("after_ms must be positive ({after_ms})"));
             }
+            Condition::InArea { .. } | Condition::OutOfArea { .. }
+                if !self.hysteresis.is_zero() =>
+            {
+                return fail(
+                    "hysteresis does not apply to an area rule (it clears on the first reading across the boundary)".into(),
+                );
+            }
             _ => {}
         }
         Ok(())
@@ -179,6 +273,8 @@ impl Rule {
             Condition::Below { value } => s.metric < self.bound(*value, s),
             Condition::Outside { low, high } => s.metric < *low || s.metric > *high,
             Condition::Offline { .. } => false,
+            Condition::InArea { area } => area.contains(s.lat, s.lon),
+            Condition::OutOfArea { area } => !area.contains(s.lat, s.lon),
         }
     }
 
@@ -190,6 +286,8 @@ impl Rule {
             Condition::Below { value } => s.metric >= self.bound(*value, s) + h,
             Condition::Outside { low, high } => s.metric >= *low + h && s.metric <= *high - h,
             Condition::Offline { .. } => true,
+            Condition::InArea { area } => !area.contains(s.lat, s.lon),
+            Condition::OutOfArea { area } => area.contains(s.lat, s.lon),
         }
     }
 }

@@ -96,6 +96,12 @@ pub struct StoredSample {
     /// `work_threshold` as of the reading, exact text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<String>,
+    /// Latitude, exact text (absent in state stored before area rules: 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lat: Option<String>,
+    /// Longitude, exact text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lon: Option<String>,
 }
 
 impl StoredSample {
@@ -108,6 +114,8 @@ impl StoredSample {
             model: s.model.clone(),
             site: s.site.clone(),
             threshold: s.threshold.map(|t| t.to_string()),
+            lat: Some(s.lat.to_string()),
+            lon: Some(s.lon.to_string()),
         }
     }
 
@@ -124,6 +132,14 @@ impl StoredSample {
             Some(t) => Some(decimal(t, "threshold")?),
             None => None,
         };
+        let lat = match &self.lat {
+            Some(t) => decimal(t, "latitude")?,
+            None => Decimal::ZERO,
+        };
+        let lon = match &self.lon {
+            Some(t) => decimal(t, "longitude")?,
+            None => Decimal::ZERO,
+        };
         Ok(Sample {
             pboxid: self.pboxid,
             at_ms: self.at_ms,
@@ -131,6 +147,8 @@ impl StoredSample {
             model: self.model,
             site: self.site,
             threshold,
+            lat,
+            lon,
         })
     }
 }
@@ -208,6 +226,10 @@ impl StoredDevice {
                     model: self.model,
                     site: self.site,
                     threshold,
+                    // The position of the last reading is not stored: no rule looks back at
+                    // it (area rules decide on each reading's own position).
+                    lat: Decimal::ZERO,
+                    lon: Decimal::ZERO,
                 },
                 states,
             },
@@ -230,6 +252,8 @@ mod tests {
                 model: Some("m".into()),
                 site: None,
                 threshold: Some(Decimal::from_str("0.00000001").unwrap()),
+                lat: Decimal::ZERO,
+                lon: Decimal::ZERO,
             },
             states: vec![
                 ("a".into(), State::Normal { run: None }),

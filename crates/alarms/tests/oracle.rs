@@ -91,6 +91,8 @@ fn random_history(rng: &mut SmallRng) -> Vec<Sample> {
                 model: Some(format!("m{}", (dev + changed as i32) % 2)),
                 site: (dev != 3).then(|| format!("s{}", dev % 2)),
                 threshold: (dev % 2 == 0).then(|| d(4 + changed as i64)),
+                lat: Decimal::ZERO,
+                lon: Decimal::ZERO,
             };
             if rng.random_bool(0.1) {
                 samples.push(s.clone());
@@ -333,6 +335,8 @@ fn a_removed_rule_clears_at_its_removal_and_a_new_offline_rule_raises_from_it() 
         model: None,
         site: None,
         threshold: None,
+        lat: Decimal::ZERO,
+        lon: Decimal::ZERO,
     };
     let mut engine = Engine::new(vec![hot]).unwrap();
     let mut out = Vec::new();
@@ -420,6 +424,8 @@ fn a_rule_raises_after_its_duration_and_clears_past_its_hysteresis() {
         model: None,
         site: None,
         threshold: None,
+        lat: Decimal::ZERO,
+        lon: Decimal::ZERO,
     };
     let mut engine = Engine::new(vec![r]).unwrap();
     let mut out = Vec::new();
@@ -464,6 +470,8 @@ fn offline_is_raised_by_the_watermark_and_cleared_by_the_next_reading() {
         model: None,
         site: None,
         threshold: None,
+        lat: Decimal::ZERO,
+        lon: Decimal::ZERO,
     };
     let mut engine = Engine::new(vec![r]).unwrap();
     let mut out = Vec::new();

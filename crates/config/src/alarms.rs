@@ -64,7 +64,7 @@ impl Default for AlarmsConfig {
 /// ```toml
 /// [[alarms.rules]]
 /// id = "overheat"
-/// when = "above"        # above | below | outside | offline
+/// when = "above"        # above | below | outside | offline | in_area | out_of_area
 /// value = "80"          # decimals as strings or integers, never floats
 /// for_secs = 30         # the breach holds this long in event time (default 0)
 /// hysteresis = "5"      # clears at 75 or below
@@ -102,6 +102,12 @@ pub struct AlarmRuleConfig {
     pub site: Option<String>,
     /// `above` / `below`: use the device's `work_threshold` when its record has one.
     pub device_threshold: bool,
+    /// `in_area` / `out_of_area`: the geofence, as GeoJSON polygon coordinates: rings of
+    /// `[longitude, latitude]` vertices, the first the outer boundary, the others holes
+    /// (`area = [[[121.40, 31.20], [121.50, 31.20], [121.50, 31.30], [121.40, 31.30]]]`).
+    /// Degrees as floats (geometry, not money). See docs/geo.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub area: Option<Vec<Vec<[f64; 2]>>>,
 }
 
 /// An exact decimal in the configuration: a TOML string (`"80.5"`) or integer (`80`). A TOML
@@ -228,9 +234,23 @@ impl AlarmRuleConfig {
                     .saturating_mul(1000)
                     .min(i64::MAX as u64) as i64,
             },
+            "in_area" | "out_of_area" => {
+                let rings = self.area.clone().ok_or_else(|| {
+                    err(format!(
+                        "`when = \"{}\"` needs `area` (rings of [longitude, latitude])",
+                        self.when
+                    ))
+                })?;
+                let area = iotflow_alarms::Area::new(rings).map_err(|e| err(format!("area: {e}")))?;
+                if self.when == "in_area" {
+                    Condition::InArea { area }
+                } else {
+                    Condition::OutOfArea { area }
+                }
+            }
             other => {
                 return Err(err(format!(
-                    "when = `{other}`: must be `above`, `below`, `outside` or `offline`"
+                    "when = `{other}`: must be `above`, `below`, `outside`, `offline`, `in_area` or `out_of_area`"
                 )))
             }
         };
@@ -250,6 +270,10 @@ impl AlarmRuleConfig {
                 self.for_secs.is_some() && self.when == "offline",
             ),
             ("for_ms", self.for_ms.is_some() && self.when == "offline"),
+            (
+                "area",
+                self.area.is_some() && !matches!(self.when.as_str(), "in_area" | "out_of_area"),
+            ),
             (
                 "device_threshold",
                 self.device_threshold && !matches!(self.when.as_str(), "above" | "below"),
@@ -354,6 +378,50 @@ after_secs = 60
             rules[1].condition,
             iotflow_alarms::Condition::Offline { after_ms: 60_000 }
         );
+    }
+
+    #[test]
+    fn area_rules_parse_from_geojson_coordinates() {
+        let c = load(
+            r#"
+[alarms]
+enabled = true
+[[alarms.rules]]
+id = "depot"
+when = "in_area"
+area = [[[121.0, 31.0], [121.1, 31.0], [121.1, 31.1], [121.0, 31.1]], [[121.04, 31.04], [121.06, 31.04], [121.06, 31.06]]]
+for_secs = 60
+"#,
+        )
+        .unwrap();
+        let rules = c.alarms.parsed_rules().unwrap();
+        let iotflow_alarms::Condition::InArea { area } = &rules[0].condition else {
+            panic!("{:?}", rules[0].condition);
+        };
+        assert_eq!(area.rings().len(), 2);
+        assert!(area.contains("31.02".parse().unwrap(), "121.02".parse().unwrap()));
+        assert!(!area.contains("31.045".parse().unwrap(), "121.055".parse().unwrap()));
+        for (body, want) in [
+            ("when = \"in_area\"", "needs `area`"),
+            (
+                "when = \"above\"\nvalue = 1\narea = [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]]",
+                "`area` does not apply",
+            ),
+            (
+                "when = \"out_of_area\"\narea = [[[0.0, 95.0], [1.0, 0.0], [1.0, 1.0]]]",
+                "latitude 95",
+            ),
+        ] {
+            let e = load(&format!("[[alarms.rules]]\nid = \"r1\"\n{body}\n"))
+                .and_then(|c| {
+                    c.alarms
+                        .parsed_rules()
+                        .map_err(|e| e.to_string())
+                        .map(|_| ())
+                })
+                .unwrap_err();
+            assert!(e.contains(want) && e.contains("r1"), "{body}: {e}");
+        }
     }
 
     #[test]

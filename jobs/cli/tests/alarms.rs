@@ -20,6 +20,10 @@ const LATENESS_MS: i64 = 5000;
 /// 2025-04-10 10:00:00 as event-time milliseconds.
 const START_MS: i64 = 1_744_279_200_000;
 
+/// The outer ring of the `fence` rule (its hole is in [`rules_toml`]); the walks of [`plan`]
+/// move on a 0.01° grid, so they often stand exactly on its edges.
+const FENCE: &str = "[[121.40, 31.20], [121.50, 31.20], [121.50, 31.30], [121.40, 31.30]]";
+
 fn rules_toml(idle_ms: u64) -> String {
     format!(
         r#"
@@ -68,6 +72,18 @@ device = "al-03"
 id = "gone"
 when = "offline"
 after_secs = 20
+
+[[alarms.rules]]
+id = "fence"
+when = "in_area"
+area = [{FENCE}, [[121.44, 31.24], [121.46, 31.24], [121.46, 31.26], [121.44, 31.26]]]
+for_secs = 2
+
+[[alarms.rules]]
+id = "away"
+when = "out_of_area"
+area = [[[121.35, 31.15], [121.55, 31.15], [121.55, 31.35], [121.35, 31.35]]]
+site = "s1"
 "#
     )
 }
@@ -107,6 +123,10 @@ fn plan(seed: u64, n: usize, rounds: i64) -> Vec<Planned> {
     let records = device_records(n);
     let mut out = Vec::new();
     let mut level: Vec<i64> = (0..n).map(|_| rng.random_range(0..10_000)).collect();
+    // Positions in hundredths of a degree, walking around the fences of the area rules.
+    let mut at: Vec<(i64, i64)> = (0..n)
+        .map(|_| (rng.random_range(3110..3140), rng.random_range(12130..12160)))
+        .collect();
     for round in 0..rounds {
         for (i, d) in records.iter().enumerate() {
             let silent =
@@ -121,6 +141,8 @@ fn plan(seed: u64, n: usize, rounds: i64) -> Vec<Planned> {
                 rng.random_range(-900..900)
             };
             level[i] = (level[i] + step).clamp(0, 10_000);
+            at[i].0 = (at[i].0 + rng.random_range(-2..=2)).clamp(3105, 3145);
+            at[i].1 = (at[i].1 + rng.random_range(-2..=2)).clamp(12125, 12165);
             let at_ms = START_MS + round * 1000 + rng.random_range(0..3) * 250;
             let sample = Sample {
                 pboxid: d.pboxid.clone(),
@@ -129,6 +151,8 @@ fn plan(seed: u64, n: usize, rounds: i64) -> Vec<Planned> {
                 model: d.model.clone(),
                 site: d.site.clone(),
                 threshold: d.work_threshold,
+                lat: Decimal::new(at[i].0, 2),
+                lon: Decimal::new(at[i].1, 2),
             };
             let partition = rng.random_range(0..2);
             if rng.random_bool(0.02) {
@@ -171,8 +195,8 @@ fn payload(s: &Sample) -> String {
         .naive_utc()
         .format("%Y-%m-%d %H:%M:%S%.3f");
     format!(
-        r#"{{"event_time":"{t}","metric":{},"pboxid":"{}","latitude":31.2,"longitude":121.5}}"#,
-        s.metric, s.pboxid
+        r#"{{"event_time":"{t}","metric":{},"pboxid":"{}","latitude":{},"longitude":{}}}"#,
+        s.metric, s.pboxid, s.lat, s.lon
     )
 }
 
@@ -427,7 +451,15 @@ fn every_rule_kind_matches_the_reference_and_late_readings_are_counted_not_appli
     let readings = plan(seed, 12, 300);
     let events = expected(&rules, &readings, 2);
     let kinds: BTreeSet<&str> = events.iter().map(|e| e.rule.as_str()).collect();
-    assert_eq!(kinds.len(), 6, "the data raises every rule: {kinds:?}");
+    assert_eq!(kinds.len(), 8, "the data raises every rule: {kinds:?}");
+    for rule in ["fence", "away"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.rule == rule && e.kind == EventKind::Cleared),
+            "{rule}: a device enters and leaves"
+        );
+    }
     assert!(
         events
             .iter()
@@ -464,6 +496,8 @@ fn every_rule_kind_matches_the_reference_and_late_readings_are_counted_not_appli
                 model: None,
                 site: None,
                 threshold: None,
+                lat: Decimal::ZERO,
+                lon: Decimal::ZERO,
             },
             partition: (i % 2) as i32,
         })
@@ -661,13 +695,21 @@ fn rules_from_mysql_change_live_at_their_event_time_and_through_a_sigkill() {
     };
     let mut hot = table_rule("hot", "below", Some("10"), None);
     hot.severity = Some("critical".into());
+    // A geofence from the table (the `area` column, GeoJSON coordinates), from e1 on.
+    let mut fence = table_rule("tbl-fence", "out_of_area", None, None);
+    fence.area = Some(serde_json::from_str(&format!("[{FENCE}]")).unwrap());
     let v0 = set(vec![table_rule("tbl-hot", "above", Some("60"), None)]);
     let v1 = set(vec![
         hot.clone(),
+        fence.clone(),
         table_rule("tbl-gone", "offline", None, Some(5)),
         table_rule("tbl-hot", "above", Some("70"), None),
     ]);
-    let v2 = set(vec![hot, table_rule("tbl-gone", "offline", None, Some(3))]);
+    let v2 = set(vec![
+        hot,
+        fence,
+        table_rule("tbl-gone", "offline", None, Some(3)),
+    ]);
     let changes = vec![(e1, v1), (e2, v2)];
     let mut events = Vec::new();
     for w in 0..2 {
@@ -691,6 +733,7 @@ fn rules_from_mysql_change_live_at_their_event_time_and_through_a_sigkill() {
     for (rule, why) in [
         ("tbl-gone", "the offline rule added at e1 raises"),
         ("hot", "the replaced configured rule raises"),
+        ("tbl-fence", "the area rule from the table raises"),
     ] {
         assert!(events.iter().any(|e| e.rule == rule), "{why}");
     }
@@ -748,9 +791,10 @@ fn rules_from_mysql_change_live_at_their_event_time_and_through_a_sigkill() {
     wait_for_rules(&f, port, 2.0, &mut child);
     send(&f.topic, &readings[..k1], 0.0);
     f.query::<u64>(&format!(
-        "INSERT INTO alarm_rules (id, `when`, value, after_secs, severity, effective_from) VALUES \
-         ('tbl-hot', 'above', 70, NULL, 'warning', '{t}'), ('hot', 'below', 10, NULL, 'critical', '{t}'), \
-         ('tbl-gone', 'offline', NULL, 5, 'warning', '{t}') \
+        "INSERT INTO alarm_rules (id, `when`, value, after_secs, severity, effective_from, area) VALUES \
+         ('tbl-hot', 'above', 70, NULL, 'warning', '{t}', NULL), ('hot', 'below', 10, NULL, 'critical', '{t}', NULL), \
+         ('tbl-gone', 'offline', NULL, 5, 'warning', '{t}', NULL), \
+         ('tbl-fence', 'out_of_area', NULL, NULL, 'warning', '{t}', '[{FENCE}]') \
          ON DUPLICATE KEY UPDATE value = VALUES(value), effective_from = VALUES(effective_from)",
         t = text(e1)
     ));

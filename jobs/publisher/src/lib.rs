@@ -368,7 +368,8 @@ async fn drain_once(pool: &Pool, publisher: &Publisher, limit: usize) -> anyhow:
 /// Columns of `alarm_rules` read for a rule, in this order, by [`rule_from_row`].
 const RULE_COLUMNS: &str =
     "id, `when`, CAST(value AS CHAR), CAST(low AS CHAR), CAST(high AS CHAR), \
-     after_secs, for_ms, CAST(hysteresis AS CHAR), severity, device, model, site, device_threshold";
+     after_secs, for_ms, CAST(hysteresis AS CHAR), severity, device, model, site, device_threshold, \
+     area";
 
 fn rule_from_row(mut row: mysql_async::Row) -> anyhow::Result<iotflow_config::AlarmRuleConfig> {
     let text = |row: &mut mysql_async::Row, i: usize| -> Option<String> {
@@ -388,7 +389,19 @@ fn rule_from_row(mut row: mysql_async::Row) -> anyhow::Result<iotflow_config::Al
     let after_secs: Option<u64> = row.take::<Option<u64>, _>(5).flatten();
     let for_ms: Option<u64> = row.take::<Option<u64>, _>(6).flatten();
     let device_threshold: Option<bool> = row.take::<Option<bool>, _>(12).flatten();
+    let area = match text(&mut row, 13).filter(|a| !a.trim().is_empty()) {
+        None => None,
+        Some(json) => Some(
+            serde_json::from_str::<Vec<Vec<[f64; 2]>>>(&json).with_context(|| {
+                format!(
+                    "alarm_rules `{id}`: area is not GeoJSON polygon coordinates \
+                 ([[[lon, lat], ...], ...hole rings])"
+                )
+            })?,
+        ),
+    };
     Ok(iotflow_config::AlarmRuleConfig {
+        area,
         when: text(&mut row, 1).unwrap_or_default(),
         value: exact(text(&mut row, 2)),
         low: exact(text(&mut row, 3)),
