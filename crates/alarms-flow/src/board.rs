@@ -139,6 +139,8 @@ pub struct AlarmBoard {
     recent: VecDeque<Event>,
     late: VecDeque<LateReading>,
     late_total: u64,
+    /// The area rules in effect (geofences), as the UI draws them.
+    areas: Vec<serde_json::Value>,
 }
 
 /// Formats event-time milliseconds as the stores show them.
@@ -213,6 +215,27 @@ impl AlarmBoard {
         }
     }
 
+    /// The rules in effect changed (or were loaded): keeps their geofences for the UI.
+    pub fn rules_in_effect(&mut self, rules: &[iotflow_alarms::Rule]) {
+        use iotflow_alarms::Condition;
+        self.areas = rules
+            .iter()
+            .filter_map(|r| {
+                let (when, area) = match &r.condition {
+                    Condition::InArea { area } => ("in_area", area),
+                    Condition::OutOfArea { area } => ("out_of_area", area),
+                    _ => return None,
+                };
+                Some(serde_json::json!({
+                    "rule": r.id,
+                    "when": when,
+                    "severity": r.severity.as_str(),
+                    "rings": area.rings(),
+                }))
+            })
+            .collect();
+    }
+
     /// The `/api/alarms` JSON.
     pub fn json(&self) -> String {
         let active: Vec<_> = self.active.values().map(event_json).collect();
@@ -236,6 +259,7 @@ impl AlarmBoard {
             "recent": recent,
             "late_total": self.late_total,
             "late": late,
+            "areas": self.areas,
         })
         .to_string()
     }

@@ -311,6 +311,10 @@ impl WorkerState {
             None => c.rules.clone(),
         };
         let engine = Engine::restore(rules, snapshots).map_err(|e| e.to_string())?;
+        c.board
+            .lock()
+            .expect("alarm board")
+            .rules_in_effect(engine.rules());
         let now = Instant::now();
         let mut restored_held = BTreeSet::new();
         let mut held = Vec::new();
@@ -569,6 +573,11 @@ impl WorkerState {
                 if self.worker == 0 {
                     tracing::info!(version = set.version, rules = self.engine.rules().len(), from = %crate::board::time_text(at), "alarm rules changed");
                 }
+                self.connector
+                    .board
+                    .lock()
+                    .expect("alarm board")
+                    .rules_in_effect(self.engine.rules());
                 self.in_effect = Some(InEffect {
                     set,
                     applied_at: at,

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod agg;
+pub mod api;
 pub mod clickhouse_copy;
 pub mod metrics;
 pub mod store;
@@ -78,6 +79,42 @@ pub fn sql_statements(ddl: &str) -> Vec<String> {
         .map(|s| s.trim().trim_end_matches(';').trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
+}
+
+/// One API page: (pool, readings table, query) → its JSON.
+type ApiCall = fn(Pool, String, String) -> Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// Serves the JSON API of [`api`] on `metrics`' endpoint, querying through `pool` on
+/// `runtime` (the routes run on the endpoint's blocking threads).
+pub fn add_routes(
+    metrics: &iotflow_metrics::Metrics,
+    pool: Pool,
+    readings_table: &str,
+    runtime: tokio::runtime::Handle,
+) {
+    let route = |f: ApiCall| {
+        let (pool, table, runtime) = (pool.clone(), readings_table.to_string(), runtime.clone());
+        let r: iotflow_metrics::Route = std::sync::Arc::new(move |query: &str| {
+            runtime.block_on(f(pool.clone(), table.clone(), query.to_string()))
+        });
+        r
+    };
+    metrics.add_route(
+        "/api/heatmap",
+        route(|p, _, q| Box::pin(async move { api::heatmap(&p, &q).await })),
+    );
+    metrics.add_route(
+        "/api/tracks",
+        route(|p, _, q| Box::pin(async move { api::tracks(&p, &q).await })),
+    );
+    metrics.add_route(
+        "/api/track",
+        route(|p, t, q| Box::pin(async move { api::track(&p, &t, &q).await })),
+    );
+    metrics.add_route(
+        "/api/rollups",
+        route(|p, _, q| Box::pin(async move { api::rollups(&p, &q).await })),
+    );
 }
 
 /// One worker's rollups: the [`AfterWrite`] of its MySQL writer.

@@ -817,7 +817,6 @@ async fn load_tracks<'a>(
     Ok(out)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

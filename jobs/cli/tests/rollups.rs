@@ -283,19 +283,110 @@ fn rollups_are_exact_under_reordering_and_sigkills() {
     }
     assert_eq!(producer.join().unwrap(), 40_000);
     let port = free_port();
-    let mut child = rollup_job(&f, port, &env)
-        .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
-        .spawn()
-        .unwrap();
-    let recomputed = wait_for("every reading stored", Duration::from_secs(180), || {
-        let t = scrape_running(port, &mut child);
-        (f.row_count() == 40_000)
-            .then(|| metric_sum(&t, "iotflow_rollup_rows_recomputed_total", &[&label]))
-    });
+    let mut child = rollup_job(&f, port, &env).spawn().unwrap();
+    let recomputed = wait_for(
+        "every reading counted in the day rollups",
+        Duration::from_secs(180),
+        || {
+            let t = scrape_running(port, &mut child);
+            let counted: Vec<Option<u64>> =
+                f.query("SELECT CAST(SUM(readings) AS UNSIGNED) FROM iot_rollup_day");
+            (counted[0] == Some(40_000))
+                .then(|| metric_sum(&t, "iotflow_rollup_rows_recomputed_total", &[&label]))
+        },
+    );
+    eprintln!("the last run recomputed {recomputed} rollup rows (late and replayed readings)");
+    assert_api(port, &o);
+    sigterm(&child);
     let (ok, stderr) = finish(child, Duration::from_secs(120));
     assert!(ok, "final run failed:\n{stderr}");
-    eprintln!("the last run recomputed {recomputed} rollup rows (late and replayed readings)");
     assert_matches(&f, &o, true);
+}
+
+fn api(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(port, path, Duration::from_secs(10)).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v.get("error").is_none(), "{path}: {body}");
+    v
+}
+
+/// The web UI's JSON API agrees with the oracle.
+fn assert_api(port: u16, o: &Oracle) {
+    // The heat map of the first hour: devices and readings per tile.
+    let hour = "2025-04-10 23";
+    let v = api(
+        port,
+        &format!("/api/heatmap?hour={}", hour.replace(' ', "%20")),
+    );
+    let mut want: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for ((h, tile, _), n) in &o.heat {
+        if h.starts_with(hour) {
+            let e = want.entry(tile.clone()).or_default();
+            e.0 += 1;
+            e.1 += n;
+        }
+    }
+    let got: BTreeMap<String, (u64, u64)> = v["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let (s, n) = (t["south"].as_f64().unwrap(), t["north"].as_f64().unwrap());
+            assert!(s < n, "{t}");
+            (
+                t["tile"].as_str().unwrap().to_string(),
+                (
+                    t["devices"].as_u64().unwrap(),
+                    t["readings"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "heat map of {hour}");
+    // One device's track: the summary and a path of every point, in time order.
+    let ((device, day), (points, distance, stops)) = o.tracks.iter().next().unwrap();
+    let v = api(
+        port,
+        &format!("/api/track?device={device}&day={}", &day[..10]),
+    );
+    assert_eq!(v["points"].as_u64(), Some(*points), "{v}");
+    assert!((v["distance_m"].as_f64().unwrap() - distance).abs() < 1e-6 * distance.max(1.0));
+    assert_eq!(v["stops"].as_array().unwrap().len(), *stops);
+    let path = v["path"].as_array().unwrap();
+    assert_eq!(path.len() as u64, (*points).min(2000));
+    assert!(
+        path.windows(2).all(|w| w[0][0].as_str() < w[1][0].as_str()),
+        "path in time order"
+    );
+    let list = api(port, &format!("/api/tracks?day={}", &day[..10]));
+    let n = o.tracks.keys().filter(|(_, d)| d == day).count();
+    assert_eq!(list["tracks"].as_array().unwrap().len(), n);
+    // The device's minute rollups, newest first.
+    let v = api(port, &format!("/api/rollups?device={device}&grain=minute"));
+    let want: Vec<u64> = o.rollups["minute"]
+        .iter()
+        .filter(|((d, _), _)| d == device)
+        .rev()
+        .map(|(_, a)| a.0)
+        .collect();
+    let got: Vec<u64> = v["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["readings"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    // Bad parameters are named.
+    let (_, body) = http_get(port, "/api/track?day=2025-04-10", Duration::from_secs(10)).unwrap();
+    assert!(body.contains("device is required"), "{body}");
+    let (_, body) = http_get(
+        port,
+        "/api/rollups?device=x&grain=week",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(body.contains("grain `week`"), "{body}");
 }
 
 #[test]

@@ -152,6 +152,12 @@ pub fn run(
                     .context("creating the rollup tables")?;
             }
             let rollup_metrics = iotflow_rollups::RollupMetrics::register(&metrics);
+            iotflow_rollups::add_routes(
+                &metrics,
+                connector.pool().clone(),
+                &config.mysql.table,
+                runtime.handle().clone(),
+            );
             let (pool, table, params) = (
                 connector.pool().clone(),
                 config.mysql.table.clone(),
