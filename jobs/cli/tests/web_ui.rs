@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -29,6 +30,16 @@ fn chromium() -> &'static str {
 
 /// The page after `budget_ms` of (virtual) time, as Chromium rendered it; and its stderr.
 fn render(url: &str, budget_ms: u32, screenshot: Option<&PathBuf>) -> (String, String) {
+    render_sized(url, budget_ms, screenshot, (1400, 1100))
+}
+
+/// [`render`] in a window of `size` pixels.
+fn render_sized(
+    url: &str,
+    budget_ms: u32,
+    screenshot: Option<&PathBuf>,
+    size: (u32, u32),
+) -> (String, String) {
     let profile = std::env::temp_dir().join(format!("iotflow-ui-{}", rand::random::<u32>()));
     let mut c = Command::new(chromium());
     c.args([
@@ -41,8 +52,8 @@ fn render(url: &str, budget_ms: u32, screenshot: Option<&PathBuf>) -> (String, S
         "--v=0",
         &format!("--user-data-dir={}", profile.display()),
         &format!("--virtual-time-budget={budget_ms}"),
-        "--window-size=1400,1100",
     ]);
+    c.arg(format!("--window-size={},{}", size.0, size.1));
     match screenshot {
         Some(path) => c.arg(format!("--screenshot={}", path.display())),
         None => c.arg("--dump-dom"),
@@ -348,4 +359,175 @@ fn the_mqtt_bridge_page_shows_the_bridge() {
     );
     assert!(page.contains("class=\"ok\">yes<"), "connected");
     assert_eq!(text_of(&page, "job"), "mqtt-bridge");
+}
+
+/// Pixels of a screenshot by what they show: heat-map tiles (orange to red), the track
+/// (blue), geofence edges (green); each as (count, mean x) in the picture.
+fn pixel_classes(png: &std::path::Path) -> BTreeMap<&'static str, (u64, f64)> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let mut out: BTreeMap<&'static str, (u64, f64)> = BTreeMap::new();
+    for y in 0..info.height as usize {
+        for x in 0..info.width as usize {
+            let i = (y * info.width as usize + x) * channels;
+            let (r, g, b) = (buf[i] as i32, buf[i + 1] as i32, buf[i + 2] as i32);
+            let class = if r >= 210 && (45..=215).contains(&g) && b <= 160 && r - g >= 35 {
+                "tile"
+            } else if b >= 200 && r <= 60 && (90..=140).contains(&g) {
+                "track"
+            } else if (100..=130).contains(&g) && r <= 40 && b <= 70 {
+                "fence"
+            } else {
+                continue;
+            };
+            let e = out.entry(class).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += x as f64;
+        }
+    }
+    for v in out.values_mut() {
+        v.1 /= v.0 as f64;
+    }
+    out
+}
+
+#[test]
+fn the_geo_views_draw_the_heat_map_a_track_and_the_geofences() {
+    let f = Fixture::new("web-ui-geo", 2);
+    publish_devices(&brokers(), &f.broadcast, &devices(20, 9)).unwrap();
+    let options = GenOptions {
+        devices: 20,
+        count: 6_000,
+        seed: 9,
+        start: iotflow_model::NaiveDateTime::parse_from_str(
+            "2025-04-10 08:00:00",
+            "%Y-%m-%d %H:%M:%S",
+        )
+        .unwrap(),
+        ..Default::default()
+    };
+    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+    let port = free_port();
+    let alarms = format!("al-{}", f.topic);
+    create_topic(&alarms, 1);
+    let mut job = Reaped::new(
+        f.job(2, port)
+            .env("IOTFLOW__ROLLUPS__ENABLED", "true")
+            .env("IOTFLOW__ROLLUPS__GEOHASH_PRECISION", "4")
+            .env("IOTFLOW__ALARMS__ENABLED", "true")
+            .env("IOTFLOW__ALARMS__TOPIC", &alarms)
+            // The simulator's devices start in 30..32 N, 120..122 E: a fence over a quarter.
+            .env(
+                "IOTFLOW__ALARMS__RULES",
+                r#"[{id = "depot", when = "in_area", area = [[[120.0, 30.0], [121.0, 30.0], [121.0, 31.0], [120.0, 31.0]], [[120.4, 30.4], [120.6, 30.4], [120.6, 30.6], [120.4, 30.6]]]}]"#,
+            )
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("every reading rolled up", Duration::from_secs(90), || {
+        if let Some(status) = job.try_wait().unwrap() {
+            panic!("the job exited ({status})");
+        }
+        let exists: Vec<String> = f.query(
+            "SELECT TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'iot_rollup_day'",
+        );
+        if exists.is_empty() {
+            return None;
+        }
+        let counted: Vec<Option<u64>> =
+            f.query("SELECT CAST(SUM(readings) AS UNSIGNED) FROM iot_rollup_day");
+        (counted.first().copied().flatten() == Some(6_000)).then_some(())
+    });
+    let json = |path: &str| -> serde_json::Value {
+        let (_, body) = http_get(port, path, Duration::from_secs(10)).unwrap();
+        serde_json::from_str(&body).unwrap()
+    };
+    let tiles = json("/api/heatmap")["tiles"].as_array().unwrap().len();
+    let tracks = json("/api/tracks");
+    let device = tracks["tracks"][0]["device"].as_str().unwrap().to_string();
+    let path = json(&format!("/api/track?device={device}"))["path"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        tiles > 3 && path == 300,
+        "{tiles} tiles, a path of {path} points"
+    );
+
+    let url = format!("http://127.0.0.1:{port}/");
+    let (dom, stderr) = render(&url, 6000, None);
+    assert_eq!(text_of(&dom, "errors"), "", "page errors shown");
+    assert!(!stderr.contains("Uncaught"), "console errors:\n{stderr}");
+    assert!(
+        !dom.contains("id=\"geosection\" hidden"),
+        "the geo section is shown"
+    );
+    let svg = |id: &str| -> &str {
+        let start = dom
+            .find(&format!("<svg id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no svg #{id}"));
+        &dom[start..start + dom[start..].find("</svg>").unwrap()]
+    };
+    let (heat, track) = (svg("heatmap"), svg("track"));
+    assert!(
+        heat.contains(&format!("data-tiles=\"{tiles}\"")),
+        "every tile drawn"
+    );
+    assert_eq!(heat.matches("<rect class=\"tile\"").count(), tiles);
+    assert!(
+        track.contains(&format!("data-points=\"{path}\"")),
+        "the whole path drawn"
+    );
+    assert_eq!(
+        track.matches("<polyline class=\"track\"").count(),
+        1,
+        "the track"
+    );
+    // The fence with its hole, on both views.
+    for view in [heat, track] {
+        assert_eq!(
+            view.matches("<polygon class=\"fence\" data-rule=\"depot\"")
+                .count(),
+            1
+        );
+        assert_eq!(
+            view.matches("<polygon class=\"fence hole\" data-rule=\"depot\"")
+                .count(),
+            1
+        );
+    }
+    assert!(
+        dom.contains(&format!(">{device}</option>")),
+        "the device list"
+    );
+
+    // The screenshot has the structure of the views: heat tiles and the track in their own
+    // halves of the page, geofence edges in both.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ui");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("iotflow-ui-geo.png");
+    let _ = std::fs::remove_file(&shot);
+    render_sized(&url, 6000, Some(&shot), (1400, 2600));
+    let classes = pixel_classes(&shot);
+    eprintln!("screenshot {}: {classes:?}", shot.display());
+    let (tile_px, tile_x) = classes.get("tile").copied().unwrap_or_default();
+    let (track_px, track_x) = classes.get("track").copied().unwrap_or_default();
+    let (fence_px, _) = classes.get("fence").copied().unwrap_or_default();
+    assert!(
+        tile_px > 2_000,
+        "heat-map tiles in the screenshot: {classes:?}"
+    );
+    assert!(track_px > 150, "the track in the screenshot: {classes:?}");
+    assert!(
+        fence_px > 300,
+        "geofence edges in the screenshot: {classes:?}"
+    );
+    assert!(
+        tile_x < 700.0 && track_x > 700.0,
+        "tiles left, track right: {classes:?}"
+    );
 }
