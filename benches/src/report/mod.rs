@@ -14,9 +14,11 @@ use crate::prom;
 
 mod alarms;
 mod goals;
+mod rollups;
 mod sinks;
 pub use alarms::{AlarmCounts, AlarmFigures, AlarmRun, RuleMix};
 pub use goals::{DimensionRun, IssueFigures, ProcessRun, ONE_MILLION};
+pub use rollups::RollupFigures;
 pub use sinks::{SinkFigures, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS};
 
 /// Rows per statement of the raw MariaDB insert measurement.
@@ -83,6 +85,8 @@ pub struct Report {
     pub issue: IssueFigures,
     /// (11) of issue 12: the job with alarms against the job without sinks.
     pub alarms: AlarmFigures,
+    /// (12) of issue 13: the job with the MySQL sink, rollups off and on.
+    pub rollups: RollupFigures,
 }
 
 /// One run of the job over the backlog.
@@ -496,6 +500,9 @@ impl Report {
         for line in self.alarms.lines(info) {
             let _ = writeln!(s, "{line}");
         }
+        for line in self.rollups.lines() {
+            let _ = writeln!(s, "{line}");
+        }
         if let Some(verdict) = self.batch_verdict(&info.batch_rows) {
             let _ = writeln!(s, "\n{verdict}");
         }
@@ -614,6 +621,7 @@ mod tests {
             sinks: SinkFigures::default(),
             issue: IssueFigures::default(),
             alarms: AlarmFigures::default(),
+            rollups: RollupFigures::default(),
         }
     }
 

@@ -27,6 +27,8 @@
 //!     `--alarm-rules` rules (a mix of every kind and scope, [`alarms`]), each until every
 //!     reading is enriched and until every offset is committed (with alarms: every reading's
 //!     events on the topic, episodes and state in MySQL); peak RSS and the alarms' counts.
+//! 12. issue 13: the job with the MySQL sink (default batch) against the same job with
+//!     `[rollups] enabled` (minute / hour / day rollups, heat map, day tracks), over the backlog.
 //!
 //! Every job process's RSS is sampled every 50 ms for its peak. (4c), parse + enrich on one
 //! timely worker, is the reference of goal 1; a goals table sets each figure against the goal
@@ -156,6 +158,9 @@ struct Args {
     /// Rules of the alarms runs (11), a fixed mix of every kind and scope.
     #[arg(long, default_value_t = 100)]
     alarm_rules: usize,
+    /// Skip the job with rollups against the job with the MySQL sink alone (12).
+    #[arg(long)]
+    no_rollups: bool,
 }
 
 /// The name `StandIn::spawn` gives the thread that serves every request of the stand-in.
@@ -236,6 +241,8 @@ enum JobRun {
     Processes(usize),
     /// (11) without sinks (`false`) or with alarms on (`true`), followed to the last commit.
     Alarms(bool),
+    /// (12) with the MySQL sink, rollups off (`false`) or on (`true`).
+    Rollups(bool),
 }
 
 /// The job's topics for one phase.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use iotflow_benches::job::{JobSpec, BATCH_WRITE, E2E_LATENCY, READ_AGE, ROWS_WRITTEN};
+use iotflow_benches::job::{
+    JobSpec, BATCH_WRITE, DEFAULT_BATCH_ROWS, E2E_LATENCY, READ_AGE, ROWS_WRITTEN,
+};
 use iotflow_benches::report::{
     BacklogRun, LiveRun, Report, RunInfo, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS,
     INSERT_STATEMENT_ROWS,
@@ -227,6 +229,9 @@ impl Bench {
         if alarm_rules.is_some() {
             runs.extend([JobRun::Alarms(false), JobRun::Alarms(true)]);
         }
+        if !self.args.no_rollups {
+            runs.extend([JobRun::Rollups(false), JobRun::Rollups(true)]);
+        }
         for round in 0..rounds {
             eprintln!("e2e: round {} of {rounds}", round + 1);
             eprintln!("e2e:   [2] consuming {topic} with a plain BaseConsumer");
@@ -318,6 +323,33 @@ impl Bench {
                         let run = self.alarm_run(&job_topics, rules, &name(run_name))?;
                         report.alarms.runs.push(run);
                     }
+                    JobRun::Rollups(on) => {
+                        eprintln!(
+                            "e2e:   [12] job over the backlog, MySQL sink, rollups {}",
+                            if on { "on" } else { "off" }
+                        );
+                        let env = if on {
+                            vec![("IOTFLOW__ROLLUPS__ENABLED".to_string(), "true".to_string())]
+                        } else {
+                            Vec::new()
+                        };
+                        let run_name = if on { "rollups" } else { "rollups-off" };
+                        let (run, text) = self.backlog_run_with(
+                            &job_topics,
+                            Some(DEFAULT_BATCH_ROWS),
+                            &name(run_name),
+                            env,
+                        )?;
+                        if on {
+                            report.rollups.rows = Some((
+                                prom::sum(&text, "iotflow_rollup_rows_updated_total"),
+                                prom::sum(&text, "iotflow_rollup_rows_recomputed_total"),
+                            ));
+                            report.rollups.seconds =
+                                prom::histogram(&text, "iotflow_rollup_seconds");
+                        }
+                        report.rollups.runs.push((on, run));
+                    }
                 }
             }
         }
@@ -403,8 +435,22 @@ impl Bench {
         batch_rows: Option<usize>,
         name: &str,
     ) -> Result<BacklogRun> {
+        Ok(self
+            .backlog_run_with(topics, batch_rows, name, Vec::new())?
+            .0)
+    }
+
+    /// [`Bench::backlog_run`] with more `IOTFLOW__*` overrides; also the last scrape.
+    pub(crate) fn backlog_run_with(
+        &mut self,
+        topics: &Topics,
+        batch_rows: Option<usize>,
+        name: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<(BacklogRun, String)> {
         let n = self.args.readings;
-        let (spec, db) = self.job(topics, format!("backlog-{name}"), batch_rows, 3)?;
+        let (mut spec, db) = self.job(topics, format!("backlog-{name}"), batch_rows, 3)?;
+        spec.env = env;
         let mut running = spec.spawn()?;
         let progress = running.wait_for(spec.progress_metric(), n, Duration::from_secs(600))?;
         running.finish(Duration::from_secs(60))?;
@@ -416,7 +462,7 @@ impl Bench {
                 running.log().display()
             );
         }
-        Ok(BacklogRun {
+        let run = BacklogRun {
             batch_rows,
             rows: n,
             total: progress.done,
@@ -424,7 +470,8 @@ impl Bench {
             latency: prom::histogram(&progress.text, E2E_LATENCY),
             batch_write: prom::histogram(&progress.text, BATCH_WRITE),
             peak_rss: running.peak_rss(),
-        })
+        };
+        Ok((run, progress.text))
     }
 
     /// The job running live while `count` readings are produced at `--live-rate`; the latency
