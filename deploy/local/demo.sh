@@ -4,8 +4,10 @@
 # Starts MariaDB + the Kafka-protocol broker (installing them on a fresh machine), creates the
 # topics, builds iotflow, publishes the business records of DEVICES devices, runs the simulator
 # for DEMO_SECONDS at RATE readings/s (1% malformed, 2% from unknown devices) while the job runs
-# with 2 workers and two alarm rules, then shows what arrived where: the readings in iot_data,
-# the alarm episodes (raised and cleared) in device_alarms. DEMO_SECONDS=0 runs until Ctrl-C.
+# with 2 workers, three alarm rules (one a geofence) and the rollups on, then shows what arrived
+# where: the readings in iot_data, the alarm episodes (raised and cleared) in device_alarms, the
+# hourly rollups, the busiest heat-map tiles and the longest tracks. DEMO_SECONDS=0 runs until
+# Ctrl-C.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=deploy/local/env.sh
@@ -38,8 +40,11 @@ export IOTFLOW__JOB__IDLE_EXIT_SECS="${IOTFLOW__JOB__IDLE_EXIT_SECS:-5}"
 # Alarms (docs/alarms.md): the simulator's metric wanders over 0..100, so "overheat" raises on
 # a device above 90 for 3 s of event time and clears at or below 80; "cold" is a warning below 5.
 export IOTFLOW__ALARMS__ENABLED="${IOTFLOW__ALARMS__ENABLED:-true}"
-demo_rules='[{id = "overheat", when = "above", value = "90", for_secs = 3, hysteresis = "10", severity = "critical"}, {id = "cold", when = "below", value = "5", severity = "warning"}]'
+# "depot" is a geofence over a quarter of the simulator's area (30..32 N, 120..122 E).
+demo_rules='[{id = "overheat", when = "above", value = "90", for_secs = 3, hysteresis = "10", severity = "critical"}, {id = "cold", when = "below", value = "5", severity = "warning"}, {id = "depot", when = "in_area", area = [[[120.0, 30.0], [121.0, 30.0], [121.0, 31.0], [120.0, 31.0]]], severity = "info"}]'
 export IOTFLOW__ALARMS__RULES="${IOTFLOW__ALARMS__RULES:-$demo_rules}"
+# Rollups, heat map and tracks (docs/rollups.md), in the web UI's "Where devices are".
+export IOTFLOW__ROLLUPS__ENABLED="${IOTFLOW__ROLLUPS__ENABLED:-true}"
 [ "$DEMO_SECONDS" = "0" ] && export IOTFLOW__JOB__IDLE_EXIT_SECS=0
 "$bin" run -w "$WORKERS" --config deploy/iotflow.example.toml 2> >(tee "$job_log" >&2) &
 job_pid=$!
@@ -68,6 +73,14 @@ if [ "$IOTFLOW__ALARMS__ENABLED" = "true" ]; then
     echo "==> alarm episodes in device_alarms (raised and cleared in event time; events on the topic iot-alarms):"
     sql "SELECT rule_id, severity, COUNT(*) AS episodes, SUM(cleared_at IS NOT NULL) AS cleared, SUM(cleared_at IS NULL) AS still_active FROM device_alarms GROUP BY rule_id, severity"
     sql "SELECT rule_id, pboxid, raised_at, raised_value, cleared_at, cleared_value FROM device_alarms WHERE cleared_at IS NOT NULL ORDER BY raised_at DESC LIMIT 5"
+fi
+if [ "$IOTFLOW__ROLLUPS__ENABLED" = "true" ]; then
+    echo
+    echo "==> rollups (iot_rollup_minute / _hour / _day, also in ClickHouse when its sink is on):"
+    sql "SELECT bucket AS hour, COUNT(*) AS devices, SUM(readings) AS readings, MIN(metric_min), MAX(metric_max), ROUND(SUM(metric_sum) / SUM(readings), 2) AS avg FROM iot_rollup_hour GROUP BY bucket ORDER BY bucket DESC LIMIT 3"
+    echo "==> busiest heat-map tiles of the latest hour (iot_heat_hour) and the longest tracks (iot_tracks):"
+    sql "SELECT tile, COUNT(*) AS devices, SUM(readings) AS readings FROM iot_heat_hour WHERE bucket = (SELECT MAX(bucket) FROM iot_heat_hour) GROUP BY tile ORDER BY readings DESC LIMIT 3"
+    sql "SELECT pboxid, day, points, ROUND(distance_m) AS metres, stops FROM iot_tracks ORDER BY distance_m DESC LIMIT 3"
 fi
 echo
 echo "==> rejected records are in the Kafka topic iot-dlq (reason in the iotflow.reason header);"

@@ -3,8 +3,8 @@
 //! the dashboards' PromQL against it, so the list must come from the registry itself, not from
 //! reading the Rust source.
 //!
-//! The test builds a [`Metrics`] registry, registers the families the alarm operators and the
-//! MQTT bridge add to it, touches every family through the public handles (a labelled family
+//! The test builds a [`Metrics`] registry, registers the families the alarm operators, the
+//! MQTT bridge and the rollups add to it, touches every family through the public handles (a labelled family
 //! appears in the exposition only once it has a child), and compares what the registry gathers
 //! with the committed file. (It lives in the `iotflow` crate because that one sees every crate
 //! that registers metrics.) When a family is added, renamed or relabelled
@@ -58,6 +58,7 @@ fn touch_every_family(m: &Metrics) {
         last_ms: 0,
     });
     iotflow_mqtt_bridge::BridgeMetrics::register(m);
+    iotflow_rollups::RollupMetrics::register(m);
 }
 
 fn type_name(t: MetricType) -> &'static str {

@@ -232,9 +232,14 @@ fn options(count: u64) -> GenOptions {
 }
 
 /// The generated records, shuffled within windows of `window` records (readings arrive up to
-/// `window / devices` rounds late).
+/// `window / devices` rounds late), each device's over several partitions.
 fn shuffled(options: &GenOptions, window: usize, seed: u64) -> Vec<Generated> {
     let mut records: Vec<Generated> = Generator::new(options.clone()).collect();
+    // Keys that spread each device over several partitions, so over both workers: two
+    // transactions may update one device's buckets at once (the row locks order them).
+    for (i, r) in records.iter_mut().enumerate() {
+        r.key = format!("{}/{}", r.key, i % 3);
+    }
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     for chunk in records.chunks_mut(window) {
         chunk.shuffle(&mut rng);

@@ -389,16 +389,22 @@ fn rule_from_row(mut row: mysql_async::Row) -> anyhow::Result<iotflow_config::Al
     let after_secs: Option<u64> = row.take::<Option<u64>, _>(5).flatten();
     let for_ms: Option<u64> = row.take::<Option<u64>, _>(6).flatten();
     let device_threshold: Option<bool> = row.take::<Option<bool>, _>(12).flatten();
+    // An area that is not JSON rings must not stop the publisher (device records go out in
+    // the same rounds): the rule goes out without it, and the job refuses the whole set,
+    // keeping the rules in effect, with "needs `area`" naming the rule.
     let area = match text(&mut row, 13).filter(|a| !a.trim().is_empty()) {
         None => None,
-        Some(json) => Some(
-            serde_json::from_str::<Vec<Vec<[f64; 2]>>>(&json).with_context(|| {
-                format!(
-                    "alarm_rules `{id}`: area is not GeoJSON polygon coordinates \
-                 ([[[lon, lat], ...], ...hole rings])"
-                )
-            })?,
-        ),
+        Some(json) => match serde_json::from_str::<Vec<Vec<[f64; 2]>>>(&json) {
+            Ok(rings) => Some(rings),
+            Err(e) => {
+                tracing::error!(
+                    rule = %id,
+                    "alarm_rules: area is not GeoJSON polygon coordinates \
+                     ([[[lon, lat], ...], ...hole rings]): {e}; published without it"
+                );
+                None
+            }
+        },
     };
     Ok(iotflow_config::AlarmRuleConfig {
         area,
