@@ -11,7 +11,7 @@
 
 CREATE TABLE IF NOT EXISTS iot_rollup_minute (
     pboxid          String,
-    bucket          DateTime('UTC')  COMMENT 'start of the minute, local wall time',
+    bucket          DateTime('UTC')  COMMENT 'start of the bucket (minute, hour or day by table), local wall time',
     readings        UInt64,
     metric_min      Decimal(24, 8),
     metric_max      Decimal(24, 8),
@@ -24,32 +24,7 @@ CREATE TABLE IF NOT EXISTS iot_rollup_minute (
 PARTITION BY toYYYYMMDD(bucket)
 ORDER BY (pboxid, bucket);
 
-CREATE TABLE IF NOT EXISTS iot_rollup_hour (
-    pboxid          String,
-    bucket          DateTime('UTC')  COMMENT 'start of the hour, local wall time',
-    readings        UInt64,
-    metric_min      Decimal(24, 8),
-    metric_max      Decimal(24, 8),
-    metric_sum      Decimal(38, 8),
-    metric_avg      Decimal(24, 8),
-    metric_last     Decimal(24, 8),
-    last_time       DateTime('UTC'),
-    last_ms         UInt16
-) ENGINE = ReplacingMergeTree(readings)
-PARTITION BY toYYYYMMDD(bucket)
-ORDER BY (pboxid, bucket);
+-- The hour and day rollups: the same columns and engine.
+CREATE TABLE IF NOT EXISTS iot_rollup_hour AS iot_rollup_minute;
 
-CREATE TABLE IF NOT EXISTS iot_rollup_day (
-    pboxid          String,
-    bucket          DateTime('UTC')  COMMENT 'start of the day, local wall time',
-    readings        UInt64,
-    metric_min      Decimal(24, 8),
-    metric_max      Decimal(24, 8),
-    metric_sum      Decimal(38, 8),
-    metric_avg      Decimal(24, 8),
-    metric_last     Decimal(24, 8),
-    last_time       DateTime('UTC'),
-    last_ms         UInt16
-) ENGINE = ReplacingMergeTree(readings)
-PARTITION BY toYYYYMMDD(bucket)
-ORDER BY (pboxid, bucket);
+CREATE TABLE IF NOT EXISTS iot_rollup_day AS iot_rollup_minute;

@@ -18,7 +18,7 @@
 
 CREATE TABLE IF NOT EXISTS iot_rollup_minute (
     pboxid          VARCHAR(64)     NOT NULL,
-    bucket          DATETIME        NOT NULL COMMENT 'start of the minute',
+    bucket          DATETIME        NOT NULL COMMENT 'start of the bucket: minute, hour or day by table',
     readings        BIGINT UNSIGNED NOT NULL DEFAULT 0,
     metric_min      DECIMAL(24,8)   NOT NULL DEFAULT 0,
     metric_max      DECIMAL(24,8)   NOT NULL DEFAULT 0,
@@ -32,46 +32,13 @@ CREATE TABLE IF NOT EXISTS iot_rollup_minute (
     updated_at      DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
     PRIMARY KEY (pboxid, bucket)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
-  COMMENT='per device per minute: count, min, max, sum, avg, last of metric'
+  COMMENT='per device per bucket: count, min, max, sum, avg, last of metric'
 PARTITION BY RANGE COLUMNS(bucket) (PARTITION pmax VALUES LESS THAN (MAXVALUE));
 
-CREATE TABLE IF NOT EXISTS iot_rollup_hour (
-    pboxid          VARCHAR(64)     NOT NULL,
-    bucket          DATETIME        NOT NULL COMMENT 'start of the hour',
-    readings        BIGINT UNSIGNED NOT NULL DEFAULT 0,
-    metric_min      DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    metric_max      DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    metric_sum      DECIMAL(38,8)   NOT NULL DEFAULT 0,
-    metric_avg      DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    metric_last     DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    first_time      DATETIME(3)     NULL,
-    last_time       DATETIME(3)     NULL,
-    last_partition  INT             NOT NULL DEFAULT 0,
-    last_offset     BIGINT          NOT NULL DEFAULT 0,
-    updated_at      DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
-    PRIMARY KEY (pboxid, bucket)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
-  COMMENT='per device per hour: count, min, max, sum, avg, last of metric'
-PARTITION BY RANGE COLUMNS(bucket) (PARTITION pmax VALUES LESS THAN (MAXVALUE));
+-- The hour and day rollups have the minute rollup's columns, keys and day partitions.
+CREATE TABLE IF NOT EXISTS iot_rollup_hour LIKE iot_rollup_minute;
 
-CREATE TABLE IF NOT EXISTS iot_rollup_day (
-    pboxid          VARCHAR(64)     NOT NULL,
-    bucket          DATETIME        NOT NULL COMMENT 'start of the day',
-    readings        BIGINT UNSIGNED NOT NULL DEFAULT 0,
-    metric_min      DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    metric_max      DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    metric_sum      DECIMAL(38,8)   NOT NULL DEFAULT 0,
-    metric_avg      DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    metric_last     DECIMAL(24,8)   NOT NULL DEFAULT 0,
-    first_time      DATETIME(3)     NULL,
-    last_time       DATETIME(3)     NULL,
-    last_partition  INT             NOT NULL DEFAULT 0,
-    last_offset     BIGINT          NOT NULL DEFAULT 0,
-    updated_at      DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
-    PRIMARY KEY (pboxid, bucket)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
-  COMMENT='per device per day: count, min, max, sum, avg, last of metric'
-PARTITION BY RANGE COLUMNS(bucket) (PARTITION pmax VALUES LESS THAN (MAXVALUE));
+CREATE TABLE IF NOT EXISTS iot_rollup_day LIKE iot_rollup_minute;
 
 -- The heat map: readings per (hour, geohash tile, device). Devices in a tile in an hour are
 -- its rows; `SELECT tile, COUNT(*) AS devices, SUM(readings) FROM iot_heat_hour WHERE bucket
@@ -91,11 +58,10 @@ PARTITION BY RANGE COLUMNS(bucket) (PARTITION pmax VALUES LESS THAN (MAXVALUE));
 
 -- The track of a device through a day: points, metres travelled (great circle, point to point
 -- in time order), stops (stays within rollups.stop_radius_m of where the stay began for at
--- least rollups.stop_min_secs). `state` is the running summary the next batch resumes from
--- (JSON); `stops_json` the stops, the stay in progress included once long enough:
--- [{"from": "2025-04-10 08:00:00.000", "to": ..., "lat": 31.2, "lon": 121.4}, ...].
--- The points themselves are iot_data's rows of that device and day (the web UI's
--- /api/track reads them from there).
+-- least rollups.stop_min_secs; `stops` counts the stay in progress once it is long enough).
+-- `state` is the running summary the next batch resumes from (JSON, without the ended stops).
+-- The points themselves are iot_data's rows of that device and day (the web UI's /api/track
+-- reads them from there).
 CREATE TABLE IF NOT EXISTS iot_tracks (
     pboxid          VARCHAR(64)     NOT NULL,
     day             DATETIME        NOT NULL COMMENT 'start of the day',
@@ -106,10 +72,24 @@ CREATE TABLE IF NOT EXISTS iot_tracks (
     last_time       DATETIME(3)     NULL,
     last_partition  INT             NOT NULL DEFAULT 0,
     last_offset     BIGINT          NOT NULL DEFAULT 0,
-    stops_json      MEDIUMTEXT      NULL,
-    state           MEDIUMTEXT      NULL,
+    state           TEXT            NULL,
     updated_at      DATETIME(3)     NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
     PRIMARY KEY (pboxid, day)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
   COMMENT='per device per day: track length and stops'
+PARTITION BY RANGE COLUMNS(day) (PARTITION pmax VALUES LESS THAN (MAXVALUE));
+
+-- The ended stops of the day tracks, one row each, added as they end (a batch writes only the
+-- stops it ended, however many the day has had); a recomputed track replaces its day's rows.
+-- The stay in progress is in iot_tracks.state.
+CREATE TABLE IF NOT EXISTS iot_track_stops (
+    pboxid          VARCHAR(64)     NOT NULL,
+    day             DATETIME        NOT NULL COMMENT 'start of the day',
+    from_time       DATETIME(3)     NOT NULL COMMENT 'first point of the stay',
+    to_time         DATETIME(3)     NOT NULL COMMENT 'last point of the stay',
+    lat             DOUBLE          NOT NULL COMMENT 'where the stay began',
+    lon             DOUBLE          NOT NULL,
+    PRIMARY KEY (pboxid, day, from_time)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+  COMMENT='ended stops of the day tracks'
 PARTITION BY RANGE COLUMNS(day) (PARTITION pmax VALUES LESS THAN (MAXVALUE));

@@ -18,7 +18,7 @@ mod rollups;
 mod sinks;
 pub use alarms::{AlarmCounts, AlarmFigures, AlarmRun, RuleMix};
 pub use goals::{DimensionRun, IssueFigures, ProcessRun, ONE_MILLION};
-pub use rollups::RollupFigures;
+pub use rollups::{GeofenceFigures, RollupFigures};
 pub use sinks::{SinkFigures, CLICKHOUSE_BATCH_ROWS, ELASTICSEARCH_BATCH_ROWS};
 
 /// Rows per statement of the raw MariaDB insert measurement.
@@ -87,6 +87,8 @@ pub struct Report {
     pub alarms: AlarmFigures,
     /// (12) of issue 13: the job with the MySQL sink, rollups off and on.
     pub rollups: RollupFigures,
+    /// (13) of issue 13: the job without sinks, and with only geofence rules.
+    pub geofences: GeofenceFigures,
 }
 
 /// One run of the job over the backlog.
@@ -500,7 +502,12 @@ impl Report {
         for line in self.alarms.lines(info) {
             let _ = writeln!(s, "{line}");
         }
-        for line in self.rollups.lines() {
+        for line in self
+            .rollups
+            .lines()
+            .into_iter()
+            .chain(self.geofences.lines())
+        {
             let _ = writeln!(s, "{line}");
         }
         if let Some(verdict) = self.batch_verdict(&info.batch_rows) {
@@ -622,6 +629,7 @@ mod tests {
             issue: IssueFigures::default(),
             alarms: AlarmFigures::default(),
             rollups: RollupFigures::default(),
+            geofences: GeofenceFigures::default(),
         }
     }
 

@@ -204,17 +204,39 @@ async fn track_json(pool: &Pool, readings_table: &str, query: &str) -> Result<St
     type Summary = (u64, f64, Option<String>);
     let summary: Option<Summary> = c
         .exec_first(
-            "SELECT points, distance_m, stops_json FROM iot_tracks WHERE pboxid = ? AND day = ?",
+            "SELECT points, distance_m, state FROM iot_tracks WHERE pboxid = ? AND day = ?",
             (&device, day),
         )
         .await
         .map_err(db)?;
-    let Some((points, distance, stops)) = summary.filter(|s| s.0 > 0) else {
+    let Some((points, distance, state)) = summary.filter(|s| s.0 > 0) else {
         return Err(format!(
             "no track of device `{device}` on {}",
             day.format("%Y-%m-%d")
         ));
     };
+    let ended: Vec<(NaiveDateTime, NaiveDateTime, f64, f64)> = c
+        .exec(
+            "SELECT from_time, to_time, lat, lon FROM iot_track_stops \
+             WHERE pboxid = ? AND day = ? ORDER BY from_time",
+            (&device, day),
+        )
+        .await
+        .map_err(db)?;
+    let mut stops: Vec<Value> = ended
+        .into_iter()
+        .map(|(from, to, lat, lon)| {
+            json!({
+                "from": from.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                "to": to.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                "lat": lat,
+                "lon": lon,
+            })
+        })
+        .collect();
+    if let Some(open) = state.as_deref().and_then(crate::store::open_stop) {
+        stops.push(serde_json::to_value(open).unwrap_or(Value::Null));
+    }
     let rows: Vec<(NaiveDateTime, f64, f64)> = c
         .exec(
             format!(
@@ -230,10 +252,6 @@ async fn track_json(pool: &Pool, readings_table: &str, query: &str) -> Result<St
         .into_iter()
         .map(|(t, lat, lon)| json!([t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(), lat, lon]))
         .collect();
-    let stops: Value = stops
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_else(|| json!([]));
     Ok(json!({
         "device": device,
         "day": day.format("%Y-%m-%d").to_string(),

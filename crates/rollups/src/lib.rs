@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(mysql.len(), store::TABLES.len());
         for (s, t) in mysql.iter().zip(store::TABLES) {
             assert!(
-                s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} (")),
+                s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {t} ")),
                 "{s}"
             );
         }

@@ -38,12 +38,13 @@ use serde::{Deserialize, Serialize};
 use crate::agg::{Agg, Grain, Key, Pt};
 
 /// The rollup tables, as named in schemas/mysql/rollups.sql.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 6] = [
     "iot_rollup_minute",
     "iot_rollup_hour",
     "iot_rollup_day",
     "iot_heat_hour",
     "iot_tracks",
+    "iot_track_stops",
 ];
 
 /// The table of `grain`'s rollup.
@@ -117,7 +118,7 @@ impl Store {
             partitions: TABLES
                 .iter()
                 .map(|t| {
-                    PartitionManager::new(*t).with_column(if *t == "iot_tracks" {
+                    PartitionManager::new(*t).with_column(if t.starts_with("iot_track") {
                         "day"
                     } else {
                         "bucket"
@@ -142,14 +143,7 @@ impl Store {
             let table = m.table().to_string();
             m.ensure_days(&mut conn, days.iter().copied())
                 .await
-                .map_err(|e| {
-                    let message = format!("creating day partitions of `{table}`: {e}");
-                    if e.is_transient() {
-                        SinkError::Transient(message)
-                    } else {
-                        SinkError::Definite(message)
-                    }
-                })?;
+                .map_err(|e| e.into_sink_error(&format!("creating day partitions of `{table}`")))?;
         }
         let run = |e: mysql_async::Error| classify("updating the rollups", &e);
         conn.query_drop("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -313,6 +307,10 @@ impl Store {
 
     /// Brings the day tracks of `days` up to date; returns (tracks updated, of them
     /// recomputed).
+    ///
+    /// A track's row keeps its running summary (`state`) without its ended stops: those are
+    /// rows of `iot_track_stops`, added as they end, so a batch writes a small row per track
+    /// however many stops its day has had. A recomputed track replaces its day's stops.
     async fn update_tracks(
         &self,
         conn: &mut Conn,
@@ -320,28 +318,34 @@ impl Store {
     ) -> Result<(usize, usize), SinkError> {
         let stored = load_tracks(conn, days.keys()).await?;
         let fresh = || TrackSummary::new(self.params.stop_radius_m, self.params.stop_min_ms);
-        let mut out: BTreeMap<BucketKey, (TrackSummary, Key)> = BTreeMap::new();
+        // (summary since the stored state, key of its last point, stops ended before it).
+        let mut out: BTreeMap<BucketKey, (TrackSummary, Key, u64)> = BTreeMap::new();
         let mut stale = Vec::new();
         for (key, pts) in days {
             let resumable = match stored.get(key) {
-                None => Some((fresh(), None)),
-                Some((state, last)) => (state.radius_m == self.params.stop_radius_m
-                    && state.min_stop_ms == self.params.stop_min_ms
-                    && pts[0].key() > *last)
-                    .then(|| (state.clone(), Some(*last))),
+                None => Some((fresh(), 0)),
+                Some(t) => (t.summary.radius_m == self.params.stop_radius_m
+                    && t.summary.min_stop_ms == self.params.stop_min_ms
+                    && pts[0].key() > t.last)
+                    .then(|| (t.summary.clone(), t.closed)),
             };
             match resumable {
-                Some((mut summary, _)) => {
+                Some((mut summary, closed)) => {
                     for p in pts {
                         summary.push(track_point(p));
                     }
-                    out.insert(key.clone(), (summary, pts[pts.len() - 1].key()));
+                    out.insert(key.clone(), (summary, pts[pts.len() - 1].key(), closed));
                 }
                 None => stale.push(key.clone()),
             }
         }
         let recomputed = stale.len();
         for chunk in stale.chunks(CHUNK) {
+            let mut sql = String::from("DELETE FROM iot_track_stops WHERE ");
+            key_filter("day", chunk.iter(), &mut sql);
+            conn.query_drop(&sql)
+                .await
+                .map_err(|e| classify("recomputing the stops of day tracks", &e))?;
             let mut pts = readings(conn, &self.readings_table, Grain::Day, chunk).await?;
             pts.sort_by(|a, b| (&a.pboxid, a.key()).cmp(&(&b.pboxid, b.key())));
             let mut at = 0;
@@ -358,20 +362,48 @@ impl Store {
                     last = pts[at].key();
                     at += 1;
                 }
-                out.insert((device, day), (summary, last));
+                out.insert((device, day), (summary, last, 0));
             }
+        }
+        let ended: Vec<(&BucketKey, &Stop)> = out
+            .iter()
+            .flat_map(|(key, (s, _, _))| s.closed.iter().map(move |stop| (key, stop)))
+            .collect();
+        for chunk in ended.chunks(CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO iot_track_stops (pboxid, day, from_time, to_time, lat, lon) VALUES ",
+            );
+            for (i, ((pboxid, day), stop)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                push_str_literal(pboxid, &mut sql);
+                sql.push(',');
+                push_datetime(*day, &mut sql);
+                sql.push(',');
+                push_datetime(from_ms(stop.from_ms), &mut sql);
+                sql.push(',');
+                push_datetime(from_ms(stop.to_ms), &mut sql);
+                let _ = write!(sql, ",{},{})", finite(stop.at.lat), finite(stop.at.lon));
+            }
+            sql.push_str(
+                " ON DUPLICATE KEY UPDATE to_time = VALUES(to_time), lat = VALUES(lat), lon = VALUES(lon)",
+            );
+            conn.query_drop(&sql)
+                .await
+                .map_err(|e| classify("writing the stops of day tracks", &e))?;
         }
         let rows: Vec<_> = out.into_iter().collect();
         for chunk in rows.chunks(CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO iot_tracks (pboxid, day, points, distance_m, stops, first_time, \
-                 last_time, last_partition, last_offset, stops_json, state) VALUES ",
+                 last_time, last_partition, last_offset, state) VALUES ",
             );
-            for (i, ((pboxid, day), (s, last))) in chunk.iter().enumerate() {
+            for (i, ((pboxid, day), (s, last, closed))) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push(',');
                 }
-                let stops = s.stops();
                 sql.push('(');
                 push_str_literal(pboxid, &mut sql);
                 sql.push(',');
@@ -381,7 +413,7 @@ impl Store {
                     ",{},{},{},",
                     s.points,
                     finite(s.distance_m),
-                    stops.len()
+                    closed + s.stops().len() as u64
                 );
                 match s.first {
                     Some(f) => push_datetime(from_ms(f.at_ms), &mut sql),
@@ -390,17 +422,14 @@ impl Store {
                 sql.push(',');
                 push_datetime(last.0, &mut sql);
                 let _ = write!(sql, ",{},{},", last.1, last.2);
-                push_str_literal(&stops_json(&stops), &mut sql);
-                sql.push(',');
-                push_str_literal(&state_json(s), &mut sql);
+                push_str_literal(&state_json(s, closed + s.closed.len() as u64), &mut sql);
                 sql.push(')');
             }
             sql.push_str(
                 " ON DUPLICATE KEY UPDATE points = VALUES(points), distance_m = VALUES(distance_m), \
                  stops = VALUES(stops), first_time = VALUES(first_time), \
                  last_time = VALUES(last_time), last_partition = VALUES(last_partition), \
-                 last_offset = VALUES(last_offset), stops_json = VALUES(stops_json), \
-                 state = VALUES(state)",
+                 last_offset = VALUES(last_offset), state = VALUES(state)",
             );
             conn.query_drop(&sql)
                 .await
@@ -437,7 +466,7 @@ fn track_point(p: &Pt) -> TrackPoint {
     }
 }
 
-/// A stop as `stops_json` lists it.
+/// A stop as `/api/track` lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StopJson {
     /// First point's time, `YYYY-MM-DD HH:MM:SS.fff`.
@@ -450,22 +479,28 @@ pub struct StopJson {
     pub lon: f64,
 }
 
-fn stops_json(stops: &[Stop]) -> String {
-    let list: Vec<StopJson> = stops
-        .iter()
-        .map(|s| StopJson {
+impl StopJson {
+    fn of(s: &Stop) -> StopJson {
+        StopJson {
             from: from_ms(s.from_ms)
                 .format("%Y-%m-%d %H:%M:%S%.3f")
                 .to_string(),
             to: from_ms(s.to_ms).format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
             lat: s.at.lat,
             lon: s.at.lon,
-        })
-        .collect();
-    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+        }
+    }
 }
 
-/// [`TrackSummary`] as stored in `iot_tracks.state`.
+/// The stay in progress of a stored `state`, when it is already long enough to be a stop
+/// (the ended stops are rows of `iot_track_stops`).
+pub fn open_stop(state: &str) -> Option<StopJson> {
+    let (s, _) = parse_state(state)?;
+    s.stops().first().map(StopJson::of)
+}
+
+/// [`TrackSummary`] as stored in `iot_tracks.state`: without its ended stops (rows of
+/// `iot_track_stops`), with their count.
 #[derive(Serialize, Deserialize)]
 struct StateJson {
     radius_m: f64,
@@ -476,11 +511,11 @@ struct StateJson {
     first: Option<(i64, f64, f64)>,
     last: Option<(i64, f64, f64)>,
     stay: Option<(i64, f64, f64)>,
-    /// `[from_ms, to_ms, lat, lon]`.
-    closed: Vec<(i64, i64, f64, f64)>,
+    /// Stops ended so far this day.
+    closed: u64,
 }
 
-fn state_json(s: &TrackSummary) -> String {
+fn state_json(s: &TrackSummary, closed: u64) -> String {
     let tp = |p: Option<TrackPoint>| p.map(|p| (p.at_ms, p.p.lat, p.p.lon));
     serde_json::to_string(&StateJson {
         radius_m: s.radius_m,
@@ -490,16 +525,13 @@ fn state_json(s: &TrackSummary) -> String {
         first: tp(s.first),
         last: tp(s.last),
         stay: tp(s.stay),
-        closed: s
-            .closed
-            .iter()
-            .map(|c| (c.from_ms, c.to_ms, c.at.lat, c.at.lon))
-            .collect(),
+        closed,
     })
     .unwrap_or_default()
 }
 
-fn parse_state(text: &str) -> Option<TrackSummary> {
+/// The summary a stored state resumes (its `closed` list empty) and its count of ended stops.
+fn parse_state(text: &str) -> Option<(TrackSummary, u64)> {
     let j: StateJson = serde_json::from_str(text).ok()?;
     let tp = |p: Option<(i64, f64, f64)>| {
         p.map(|(at_ms, lat, lon)| TrackPoint {
@@ -507,24 +539,19 @@ fn parse_state(text: &str) -> Option<TrackSummary> {
             p: iotflow_geo::Point::new(lat, lon),
         })
     };
-    Some(TrackSummary {
-        radius_m: j.radius_m,
-        min_stop_ms: j.min_stop_ms,
-        points: j.points,
-        first: tp(j.first),
-        last: tp(j.last),
-        stay: tp(j.stay),
-        distance_m: j.distance_m,
-        closed: j
-            .closed
-            .into_iter()
-            .map(|(from_ms, to_ms, lat, lon)| Stop {
-                at: iotflow_geo::Point::new(lat, lon),
-                from_ms,
-                to_ms,
-            })
-            .collect(),
-    })
+    Some((
+        TrackSummary {
+            radius_m: j.radius_m,
+            min_stop_ms: j.min_stop_ms,
+            points: j.points,
+            first: tp(j.first),
+            last: tp(j.last),
+            stay: tp(j.stay),
+            distance_m: j.distance_m,
+            closed: Vec::new(),
+        },
+        j.closed,
+    ))
 }
 
 /// `(k1 = 'a' AND k2 = '...') OR ...` for `keys`.
@@ -537,6 +564,22 @@ fn key_filter<'a>(column: &str, keys: impl IntoIterator<Item = &'a BucketKey>, s
         push_str_literal(pboxid, sql);
         let _ = write!(sql, " AND {column} = ");
         push_datetime(*at, sql);
+        sql.push(')');
+    }
+}
+
+/// `(pboxid = 'a' AND column >= start AND column < end) OR ...`: the `grain` buckets `keys`.
+fn range_filter(column: &str, grain: Grain, keys: &[BucketKey], sql: &mut String) {
+    for (i, (pboxid, start)) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push_str("(pboxid = ");
+        push_str_literal(pboxid, sql);
+        let _ = write!(sql, " AND {column} >= ");
+        push_datetime(*start, sql);
+        let _ = write!(sql, " AND {column} < ");
+        push_datetime(grain.next(*start), sql);
         sql.push(')');
     }
 }
@@ -636,18 +679,7 @@ async fn readings(
         "SELECT pboxid, event_time, src_partition, src_offset, metric, latitude, longitude \
          FROM {readings_table} WHERE "
     );
-    for (i, (pboxid, start)) in keys.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(" OR ");
-        }
-        sql.push_str("(pboxid = ");
-        push_str_literal(pboxid, &mut sql);
-        sql.push_str(" AND event_time >= ");
-        push_datetime(*start, &mut sql);
-        sql.push_str(" AND event_time < ");
-        push_datetime(grain.next(*start), &mut sql);
-        sql.push(')');
-    }
+    range_filter("event_time", grain, keys, &mut sql);
     type R = (String, NaiveDateTime, i32, i64, Decimal, Decimal, Decimal);
     let rows: Vec<R> = conn
         .query(&sql)
@@ -701,18 +733,7 @@ async fn aggs_from_finer(
     let mut out: BTreeMap<BucketKey, Agg> = BTreeMap::new();
     for chunk in keys.chunks(CHUNK) {
         let mut sql = format!("SELECT {AGG_COLUMNS} FROM {from} WHERE ");
-        for (i, (pboxid, start)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" OR ");
-            }
-            sql.push_str("(pboxid = ");
-            push_str_literal(pboxid, &mut sql);
-            sql.push_str(" AND bucket >= ");
-            push_datetime(*start, &mut sql);
-            sql.push_str(" AND bucket < ");
-            push_datetime(grain.next(*start), &mut sql);
-            sql.push(')');
-        }
+        range_filter("bucket", grain, chunk, &mut sql);
         let rows: Vec<AggRow> = conn
             .query(&sql)
             .await
@@ -774,11 +795,18 @@ async fn upsert_aggs(
     Ok(())
 }
 
-/// The stored track summaries of `keys` and the key of their last point.
+/// A stored track: its summary without ended stops, their count, the key of its last point.
+struct StoredTrack {
+    summary: TrackSummary,
+    closed: u64,
+    last: Key,
+}
+
+/// The stored tracks of `keys`.
 async fn load_tracks<'a>(
     conn: &mut Conn,
     keys: impl Iterator<Item = &'a BucketKey>,
-) -> Result<BTreeMap<BucketKey, (TrackSummary, Key)>, SinkError> {
+) -> Result<BTreeMap<BucketKey, StoredTrack>, SinkError> {
     let keys: Vec<&BucketKey> = keys.collect();
     let mut out = BTreeMap::new();
     for chunk in keys.chunks(CHUNK) {
@@ -805,13 +833,20 @@ async fn load_tracks<'a>(
                 continue;
             }
             // A state that does not parse (edited by hand) is recomputed from the readings:
-            // the day's last key is then taken as later than any new point.
-            let last = (last_at.unwrap_or(NaiveDateTime::MAX), part, off);
-            let summary = state
+            // its parameters match no configuration.
+            let (summary, closed) = state
                 .as_deref()
                 .and_then(parse_state)
-                .unwrap_or_else(|| TrackSummary::new(f64::NAN, -1));
-            out.insert((pboxid, day), (summary, last));
+                .unwrap_or_else(|| (TrackSummary::new(f64::NAN, -1), 0));
+            let last = (last_at.unwrap_or(NaiveDateTime::MAX), part, off);
+            out.insert(
+                (pboxid, day),
+                StoredTrack {
+                    summary,
+                    closed,
+                    last,
+                },
+            );
         }
     }
     Ok(out)
@@ -831,7 +866,15 @@ mod tests {
             });
         }
         assert_eq!(s.closed.len(), 2);
-        assert_eq!(parse_state(&state_json(&s)), Some(s));
+        let (resumed, closed) = parse_state(&state_json(&s, 7)).unwrap();
+        assert_eq!(closed, 7);
+        assert_eq!(
+            resumed,
+            TrackSummary {
+                closed: Vec::new(),
+                ..s
+            }
+        );
         assert_eq!(
             from_ms(to_ms(NaiveDateTime::MIN.max(from_ms(5)))),
             from_ms(5)

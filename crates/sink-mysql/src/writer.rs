@@ -219,14 +219,7 @@ impl MysqlWriter {
         self.partitions
             .ensure_days(&mut conn, days(rows))
             .await
-            .map_err(|e| {
-                let message = format!("creating day partitions: {e}");
-                if e.is_transient() {
-                    SinkError::Transient(message)
-                } else {
-                    SinkError::Definite(message)
-                }
-            })?;
+            .map_err(|e| e.into_sink_error("creating day partitions"))?;
         let load_sql = (self.method == MysqlWriteMethod::LoadData).then_some(&self.load_sql[..]);
         let (pool, table) = (&self.pool, &self.table[..]);
         let mut first = Some(conn);

@@ -21,6 +21,9 @@ const PRECISION: usize = 7;
 const STOP_RADIUS_M: f64 = 20.0;
 const STOP_MIN_SECS: i64 = 60;
 
+/// A stop's (from, to), `YYYY-MM-DD HH:MM:SS.fff`.
+type Span = (String, String);
+
 /// `(readings, min, max, sum, last)` of one bucket.
 type Agg = (u64, Decimal, Decimal, Decimal, Decimal);
 
@@ -30,7 +33,7 @@ struct Oracle {
     /// (hour, tile, device) → readings.
     heat: BTreeMap<(String, String, String), u64>,
     /// (device, day) → (points, distance, stops).
-    tracks: BTreeMap<(String, String), (u64, f64, usize)>,
+    tracks: BTreeMap<(String, String), (u64, f64, Vec<Span>)>,
 }
 
 fn bucket(at: NaiveDateTime, grain: &str) -> String {
@@ -90,11 +93,20 @@ fn oracle(records: &[Generated]) -> Oracle {
                     p: point(e),
                 });
         }
+        let text = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .naive_utc()
+                .format("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string()
+        };
         for (day, s) in days {
-            tracks.insert(
-                (device.clone(), day),
-                (s.points, s.distance_m, s.stops().len()),
-            );
+            let stops = s
+                .stops()
+                .iter()
+                .map(|st| (text(st.from_ms), text(st.to_ms)))
+                .collect();
+            tracks.insert((device.clone(), day), (s.points, s.distance_m, stops));
         }
     }
     Oracle {
@@ -195,25 +207,43 @@ fn assert_matches(f: &Fixture, o: &Oracle, clickhouse: bool) {
         .map(|(b, t, d, n)| ((b, t, d), n))
         .collect();
     assert_eq!(heat, o.heat, "heat map");
-    type T = (String, String, u64, f64, u64, String);
+    type T = (String, String, u64, f64, u64, Option<String>);
     let tracks = f.query::<T>(
-        "SELECT pboxid, DATE_FORMAT(day, '%Y-%m-%d %H:%i:%s'), points, distance_m, stops, stops_json FROM iot_tracks",
+        "SELECT pboxid, DATE_FORMAT(day, '%Y-%m-%d %H:%i:%s'), points, distance_m, stops, state FROM iot_tracks",
     );
+    type S = (String, String, String, String);
+    let mut ended: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    for (d, day, from, to) in f.query::<S>(
+        "SELECT pboxid, DATE_FORMAT(day, '%Y-%m-%d %H:%i:%s'), \
+         DATE_FORMAT(from_time, '%Y-%m-%d %H:%i:%s.%f'), DATE_FORMAT(to_time, '%Y-%m-%d %H:%i:%s.%f') \
+         FROM iot_track_stops ORDER BY pboxid, day, from_time",
+    ) {
+        // %f is microseconds: the columns hold milliseconds.
+        ended
+            .entry((d, day))
+            .or_default()
+            .push((from[..23].to_string(), to[..23].to_string()));
+    }
     assert_eq!(tracks.len(), o.tracks.len(), "day tracks");
     let mut stops = 0;
-    for (d, day, points, distance, n, json) in tracks {
-        let (want_points, want_distance, want_stops) = o.tracks[&(d.clone(), day.clone())];
-        assert_eq!(points, want_points, "{d} {day} points");
+    for (d, day, points, distance, n, state) in tracks {
+        let (want_points, want_distance, want_stops) = &o.tracks[&(d.clone(), day.clone())];
+        assert_eq!(points, *want_points, "{d} {day} points");
         // The same additions in the same order: equal up to the text round trip.
         assert!(
             (distance - want_distance).abs() <= 1e-6 * want_distance.max(1.0),
             "{d} {day}: {distance} m, want {want_distance}"
         );
-        assert_eq!(n as usize, want_stops, "{d} {day} stops");
-        let list: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
-        assert_eq!(list.len(), want_stops, "{d} {day} stops_json {json}");
+        assert_eq!(n as usize, want_stops.len(), "{d} {day} stops");
+        // The ended stops are rows; the stay in progress, once long enough, is in the state.
+        let mut got = ended.remove(&(d.clone(), day.clone())).unwrap_or_default();
+        if let Some(open) = state.as_deref().and_then(iotflow_rollups::store::open_stop) {
+            got.push((open.from, open.to));
+        }
+        assert_eq!(&got, want_stops, "{d} {day} stops");
         stops += n;
     }
+    assert!(ended.is_empty(), "stops of no track: {ended:?}");
     assert!(stops > 0, "the readings make some stops");
 }
 
@@ -357,7 +387,7 @@ fn assert_api(port: u16, o: &Oracle) {
     );
     assert_eq!(v["points"].as_u64(), Some(*points), "{v}");
     assert!((v["distance_m"].as_f64().unwrap() - distance).abs() < 1e-6 * distance.max(1.0));
-    assert_eq!(v["stops"].as_array().unwrap().len(), *stops);
+    assert_eq!(v["stops"].as_array().unwrap().len(), stops.len());
     let path = v["path"].as_array().unwrap();
     assert_eq!(path.len() as u64, (*points).min(2000));
     assert!(

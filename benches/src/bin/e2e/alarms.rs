@@ -263,6 +263,58 @@ impl Bench {
         })
     }
 
+    /// (13) Writes `<log dir>/geofence-rules-<count>.toml`: `count` geofences over the
+    /// simulator's area (30..32 N, 120..122 E), squares of 0.25° on a grid, every other one
+    /// `out_of_area` and every third with a hole, checked by the job like [`Bench::alarm_rules`].
+    pub(crate) fn geofence_rules(&self, count: usize) -> Result<AlarmRules> {
+        ensure!(
+            count > 0,
+            "--geofence-rules must be at least 1 (or --no-geofences)"
+        );
+        let mut s = String::from(
+            "# Written by the e2e harness (benches/src/bin/e2e/alarms.rs): the geofences of (13).\n[alarms]\n",
+        );
+        for i in 0..count {
+            let (row, col) = ((i / 8) % 8, i % 8);
+            let (s0, w0) = (30.0 + 0.25 * row as f64, 120.0 + 0.25 * col as f64);
+            let (n0, e0) = (s0 + 0.25, w0 + 0.25);
+            let mut rings = format!("[[{w0}, {s0}], [{e0}, {s0}], [{e0}, {n0}], [{w0}, {n0}]]");
+            if i % 3 == 0 {
+                let (a, b, c, d) = (w0 + 0.1, s0 + 0.1, w0 + 0.15, s0 + 0.15);
+                rings.push_str(&format!(
+                    ", [[{a}, {b}], [{c}, {b}], [{c}, {d}], [{a}, {d}]]"
+                ));
+            }
+            s.push_str(&format!(
+                "\n[[alarms.rules]]\nid = \"bench-fence-{i:03}\"\nwhen = \"{}\"\narea = [{rings}]\nseverity = \"info\"\n",
+                if i % 2 == 0 { "in_area" } else { "out_of_area" }
+            ));
+        }
+        let path = self
+            .args
+            .log_dir
+            .join(format!("geofence-rules-{count}.toml"));
+        std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
+        let out = Command::new(&self.args.iotflow)
+            .args(["run", "--print-config", "--config"])
+            .arg(&path)
+            .output()
+            .with_context(|| format!("starting {}", self.args.iotflow.display()))?;
+        ensure!(
+            out.status.success(),
+            "the job refuses the geofences of {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(AlarmRules {
+            path,
+            mix: RuleMix {
+                rules: count,
+                ..Default::default()
+            },
+        })
+    }
+
     /// (11) The job over the whole backlog without sinks, or with alarms on and `rules`
     /// (into a fresh database and a fresh alarms topic); from start until every reading is
     /// enriched and until the committed offsets add up to the backlog.

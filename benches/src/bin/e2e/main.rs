@@ -28,7 +28,9 @@
 //!     reading is enriched and until every offset is committed (with alarms: every reading's
 //!     events on the topic, episodes and state in MySQL); peak RSS and the alarms' counts.
 //! 12. issue 13: the job with the MySQL sink (default batch) against the same job with
-//!     `[rollups] enabled` (minute / hour / day rollups, heat map, day tracks), over the backlog.
+//!     `[rollups] enabled` (minute / hour / day rollups, heat map, day tracks), over the backlog;
+//! 13. issue 13: the job without sinks against the same job with `--geofence-rules` geofence
+//!     rules only (`in_area` / `out_of_area`, some with holes), to the last commit.
 //!
 //! Every job process's RSS is sampled every 50 ms for its peak. (4c), parse + enrich on one
 //! timely worker, is the reference of goal 1; a goals table sets each figure against the goal
@@ -161,6 +163,12 @@ struct Args {
     /// Skip the job with rollups against the job with the MySQL sink alone (12).
     #[arg(long)]
     no_rollups: bool,
+    /// Skip the job with geofence rules against the job without sinks (13).
+    #[arg(long)]
+    no_geofences: bool,
+    /// Geofence rules of (13).
+    #[arg(long, default_value_t = 20)]
+    geofence_rules: usize,
 }
 
 /// The name `StandIn::spawn` gives the thread that serves every request of the stand-in.
@@ -243,6 +251,8 @@ enum JobRun {
     Alarms(bool),
     /// (12) with the MySQL sink, rollups off (`false`) or on (`true`).
     Rollups(bool),
+    /// (13) without sinks (`false`) or with geofence rules only (`true`).
+    Geofences(bool),
 }
 
 /// The job's topics for one phase.

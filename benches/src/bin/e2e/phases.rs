@@ -232,6 +232,13 @@ impl Bench {
         if !self.args.no_rollups {
             runs.extend([JobRun::Rollups(false), JobRun::Rollups(true)]);
         }
+        let geofences = if self.args.no_geofences {
+            None
+        } else {
+            let rules = self.geofence_rules(self.args.geofence_rules)?;
+            runs.extend([JobRun::Geofences(false), JobRun::Geofences(true)]);
+            Some(rules)
+        };
         for round in 0..rounds {
             eprintln!("e2e: round {} of {rounds}", round + 1);
             eprintln!("e2e:   [2] consuming {topic} with a plain BaseConsumer");
@@ -349,6 +356,19 @@ impl Bench {
                                 prom::histogram(&text, "iotflow_rollup_seconds");
                         }
                         report.rollups.runs.push((on, run));
+                    }
+                    JobRun::Geofences(on) => {
+                        let rules = geofences.as_ref().filter(|_| on);
+                        eprintln!(
+                            "e2e:   [13] job over the backlog, {}, to the last commit",
+                            rules.map_or("no sinks".to_string(), |r| format!(
+                                "{} geofence rules",
+                                r.mix.rules
+                            ))
+                        );
+                        let run_name = if on { "geofences" } else { "geofences-off" };
+                        let run = self.alarm_run(&job_topics, rules, &name(run_name))?;
+                        report.geofences.runs.push(run);
                     }
                 }
             }

@@ -81,6 +81,17 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
+    /// The sink error for this failure met while `context` (`creating day partitions`):
+    /// transient when [`PartitionError::is_transient`], definite otherwise.
+    pub fn into_sink_error(self, context: &str) -> iotflow_sink::SinkError {
+        let message = format!("{context}: {self}");
+        if self.is_transient() {
+            iotflow_sink::SinkError::Transient(message)
+        } else {
+            iotflow_sink::SinkError::Definite(message)
+        }
+    }
+
     /// Whether retrying later may succeed (`true`) or the job must stop (`false`).
     ///
     /// Lock timeouts, lost connections, deadlocks and the like are transient; missing privileges
