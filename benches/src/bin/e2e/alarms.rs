@@ -267,6 +267,17 @@ impl Bench {
     /// simulator's area (30..32 N, 120..122 E), squares of 0.25° on a grid, every other one
     /// `out_of_area` and every third with a hole, checked by the job like [`Bench::alarm_rules`].
     pub(crate) fn geofence_rules(&self, count: usize) -> Result<AlarmRules> {
+        self.area_or_threshold_rules(count, true)
+    }
+
+    /// (13) The reference of [`Bench::geofence_rules`]: `count` plain `above` rules (a
+    /// threshold per rule over the simulator's metric), so that the two runs differ only in
+    /// what each rule evaluates.
+    pub(crate) fn threshold_rules(&self, count: usize) -> Result<AlarmRules> {
+        self.area_or_threshold_rules(count, false)
+    }
+
+    fn area_or_threshold_rules(&self, count: usize, areas: bool) -> Result<AlarmRules> {
         ensure!(
             count > 0,
             "--geofence-rules must be at least 1 (or --no-geofences)"
@@ -285,15 +296,20 @@ impl Bench {
                     ", [[{a}, {b}], [{c}, {b}], [{c}, {d}], [{a}, {d}]]"
                 ));
             }
-            s.push_str(&format!(
-                "\n[[alarms.rules]]\nid = \"bench-fence-{i:03}\"\nwhen = \"{}\"\narea = [{rings}]\nseverity = \"info\"\n",
-                if i % 2 == 0 { "in_area" } else { "out_of_area" }
-            ));
+            if areas {
+                s.push_str(&format!(
+                    "\n[[alarms.rules]]\nid = \"bench-fence-{i:03}\"\nwhen = \"{}\"\narea = [{rings}]\nseverity = \"info\"\n",
+                    if i % 2 == 0 { "in_area" } else { "out_of_area" }
+                ));
+            } else {
+                s.push_str(&format!(
+                    "\n[[alarms.rules]]\nid = \"bench-above-{i:03}\"\nwhen = \"above\"\nvalue = \"{}\"\nseverity = \"info\"\n",
+                    95 + i % 5
+                ));
+            }
         }
-        let path = self
-            .args
-            .log_dir
-            .join(format!("geofence-rules-{count}.toml"));
+        let kind = if areas { "geofence" } else { "threshold" };
+        let path = self.args.log_dir.join(format!("{kind}-rules-{count}.toml"));
         std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
         let out = Command::new(&self.args.iotflow)
             .args(["run", "--print-config", "--config"])

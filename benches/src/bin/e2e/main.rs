@@ -29,8 +29,8 @@
 //!     events on the topic, episodes and state in MySQL); peak RSS and the alarms' counts.
 //! 12. issue 13: the job with the MySQL sink (default batch) against the same job with
 //!     `[rollups] enabled` (minute / hour / day rollups, heat map, day tracks), over the backlog;
-//! 13. issue 13: the job without sinks against the same job with `--geofence-rules` geofence
-//!     rules only (`in_area` / `out_of_area`, some with holes), to the last commit.
+//! 13. issue 13: the job without sinks, with `--geofence-rules` plain `above` rules, and with as
+//!     many geofence rules (`in_area` / `out_of_area`, some with holes), to the last commit.
 //!
 //! Every job process's RSS is sampled every 50 ms for its peak. (4c), parse + enrich on one
 //! timely worker, is the reference of goal 1; a goals table sets each figure against the goal
@@ -251,8 +251,9 @@ enum JobRun {
     Alarms(bool),
     /// (12) with the MySQL sink, rollups off (`false`) or on (`true`).
     Rollups(bool),
-    /// (13) without sinks (`false`) or with geofence rules only (`true`).
-    Geofences(bool),
+    /// (13) without sinks (`None`), with as many `above` rules (`Some(false)`) or with the
+    /// geofence rules (`Some(true)`).
+    Geofences(Option<bool>),
 }
 
 /// The job's topics for one phase.

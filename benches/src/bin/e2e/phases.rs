@@ -235,9 +235,14 @@ impl Bench {
         let geofences = if self.args.no_geofences {
             None
         } else {
-            let rules = self.geofence_rules(self.args.geofence_rules)?;
-            runs.extend([JobRun::Geofences(false), JobRun::Geofences(true)]);
-            Some(rules)
+            let fences = self.geofence_rules(self.args.geofence_rules)?;
+            let thresholds = self.threshold_rules(self.args.geofence_rules)?;
+            runs.extend([
+                JobRun::Geofences(None),
+                JobRun::Geofences(Some(false)),
+                JobRun::Geofences(Some(true)),
+            ]);
+            Some((thresholds, fences))
         };
         for round in 0..rounds {
             eprintln!("e2e: round {} of {rounds}", round + 1);
@@ -357,17 +362,23 @@ impl Bench {
                         }
                         report.rollups.runs.push((on, run));
                     }
-                    JobRun::Geofences(on) => {
-                        let rules = geofences.as_ref().filter(|_| on);
-                        eprintln!(
-                            "e2e:   [13] job over the backlog, {}, to the last commit",
-                            rules.map_or("no sinks".to_string(), |r| format!(
-                                "{} geofence rules",
-                                r.mix.rules
-                            ))
-                        );
-                        let run_name = if on { "geofences" } else { "geofences-off" };
+                    JobRun::Geofences(kind) => {
+                        let rules =
+                            geofences
+                                .as_ref()
+                                .and_then(|(thresholds, fences)| match kind {
+                                    None => None,
+                                    Some(false) => Some(thresholds),
+                                    Some(true) => Some(fences),
+                                });
+                        let (what, run_name) = match kind {
+                            None => ("no sinks", "geofences-off"),
+                            Some(false) => ("above rules", "geofences-above"),
+                            Some(true) => ("geofence rules", "geofences"),
+                        };
+                        eprintln!("e2e:   [13] job over the backlog, {what}, to the last commit");
                         let run = self.alarm_run(&job_topics, rules, &name(run_name))?;
+                        report.geofences.kinds.push(kind);
                         report.geofences.runs.push(run);
                     }
                 }
