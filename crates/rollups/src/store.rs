@@ -260,16 +260,7 @@ impl Store {
         let mut cells = add.clone();
         for chunk in stale.chunks(CHUNK) {
             let mut sql = String::from("DELETE FROM iot_heat_hour WHERE ");
-            for (i, (pboxid, hour)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(" OR ");
-                }
-                sql.push_str("(pboxid = ");
-                push_str_literal(pboxid, &mut sql);
-                sql.push_str(" AND bucket = ");
-                push_datetime(*hour, &mut sql);
-                sql.push(')');
-            }
+            key_filter("bucket", chunk.iter(), &mut sql);
             conn.query_drop(&sql)
                 .await
                 .map_err(|e| classify("recomputing the heat map", &e))?;

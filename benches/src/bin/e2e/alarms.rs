@@ -236,27 +236,7 @@ impl Bench {
         );
         let rules = rule_mix(count, devices);
         let path = self.args.log_dir.join(format!("alarm-rules-{count}.toml"));
-        std::fs::write(&path, rules_toml(&rules))
-            .with_context(|| format!("writing {}", path.display()))?;
-        let out = Command::new(&self.args.iotflow)
-            .args(["run", "--print-config", "--config"])
-            .arg(&path)
-            .output()
-            .with_context(|| format!("starting {}", self.args.iotflow.display()))?;
-        ensure!(
-            out.status.success(),
-            "the job refuses the rules of {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        let loaded = String::from_utf8_lossy(&out.stdout)
-            .matches("AlarmRuleConfig {")
-            .count();
-        ensure!(
-            loaded == count,
-            "the job read {loaded} of the {count} rules of {}",
-            path.display()
-        );
+        self.write_checked_rules(&path, &rules_toml(&rules), count)?;
         Ok(AlarmRules {
             path,
             mix: mix_of(&rules),
@@ -310,18 +290,7 @@ impl Bench {
         }
         let kind = if areas { "geofence" } else { "threshold" };
         let path = self.args.log_dir.join(format!("{kind}-rules-{count}.toml"));
-        std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
-        let out = Command::new(&self.args.iotflow)
-            .args(["run", "--print-config", "--config"])
-            .arg(&path)
-            .output()
-            .with_context(|| format!("starting {}", self.args.iotflow.display()))?;
-        ensure!(
-            out.status.success(),
-            "the job refuses the geofences of {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        self.write_checked_rules(&path, &s, count)?;
         Ok(AlarmRules {
             path,
             mix: RuleMix {
@@ -329,6 +298,32 @@ impl Bench {
                 ..Default::default()
             },
         })
+    }
+
+    /// Writes the rule file `text` to `path` and has the job check it (`iotflow run --config …
+    /// --print-config` refuses a rule that cannot work, by name) and count its `count` rules.
+    fn write_checked_rules(&self, path: &std::path::Path, text: &str, count: usize) -> Result<()> {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        let out = Command::new(&self.args.iotflow)
+            .args(["run", "--print-config", "--config"])
+            .arg(path)
+            .output()
+            .with_context(|| format!("starting {}", self.args.iotflow.display()))?;
+        ensure!(
+            out.status.success(),
+            "the job refuses the rules of {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let loaded = String::from_utf8_lossy(&out.stdout)
+            .matches("AlarmRuleConfig {")
+            .count();
+        ensure!(
+            loaded == count,
+            "the job read {loaded} of the {count} rules of {}",
+            path.display()
+        );
+        Ok(())
     }
 
     /// (11) The job over the whole backlog without sinks, or with alarms on and `rules`
