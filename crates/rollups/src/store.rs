@@ -273,27 +273,22 @@ impl Store {
             }
         }
         let cells: Vec<_> = cells.into_iter().collect();
-        for chunk in cells.chunks(CHUNK) {
-            let mut sql =
-                String::from("INSERT INTO iot_heat_hour (bucket, tile, pboxid, readings) VALUES ");
-            for (i, ((hour, tile, pboxid), n)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                push_datetime(*hour, &mut sql);
+        insert_values(
+            conn,
+            "iot_heat_hour (bucket, tile, pboxid, readings)",
+            &cells,
+            " ON DUPLICATE KEY UPDATE readings = readings + VALUES(readings)",
+            "updating the heat map",
+            |((hour, tile, pboxid), n), sql| {
+                push_datetime(*hour, sql);
                 sql.push(',');
-                push_str_literal(tile, &mut sql);
+                push_str_literal(tile, sql);
                 sql.push(',');
-                push_str_literal(pboxid, &mut sql);
-                let _ = write!(sql, ",{n})");
-            }
-            sql.push_str(" ON DUPLICATE KEY UPDATE readings = readings + VALUES(readings)");
-            conn.query_drop(&sql)
-                .await
-                .map_err(|e| classify("updating the heat map", &e))?;
-        }
-        Ok(())
+                push_str_literal(pboxid, sql);
+                let _ = write!(sql, ",{n}");
+            },
+        )
+        .await
     }
 
     /// Brings the day tracks of `days` up to date; returns (tracks updated, of them
@@ -360,45 +355,39 @@ impl Store {
             .iter()
             .flat_map(|(key, (s, _, _))| s.closed.iter().map(move |stop| (key, stop)))
             .collect();
-        for chunk in ended.chunks(CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO iot_track_stops (pboxid, day, from_time, to_time, lat, lon) VALUES ",
-            );
-            for (i, ((pboxid, day), stop)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                push_str_literal(pboxid, &mut sql);
+        insert_values(
+            conn,
+            "iot_track_stops (pboxid, day, from_time, to_time, lat, lon)",
+            &ended,
+            " ON DUPLICATE KEY UPDATE to_time = VALUES(to_time), lat = VALUES(lat), lon = VALUES(lon)",
+            "writing the stops of day tracks",
+            |((pboxid, day), stop), sql| {
+                push_str_literal(pboxid, sql);
                 sql.push(',');
-                push_datetime(*day, &mut sql);
+                push_datetime(*day, sql);
                 sql.push(',');
-                push_datetime(from_ms(stop.from_ms), &mut sql);
+                push_datetime(from_ms(stop.from_ms), sql);
                 sql.push(',');
-                push_datetime(from_ms(stop.to_ms), &mut sql);
-                let _ = write!(sql, ",{},{})", finite(stop.at.lat), finite(stop.at.lon));
-            }
-            sql.push_str(
-                " ON DUPLICATE KEY UPDATE to_time = VALUES(to_time), lat = VALUES(lat), lon = VALUES(lon)",
-            );
-            conn.query_drop(&sql)
-                .await
-                .map_err(|e| classify("writing the stops of day tracks", &e))?;
-        }
+                push_datetime(from_ms(stop.to_ms), sql);
+                let _ = write!(sql, ",{},{}", finite(stop.at.lat), finite(stop.at.lon));
+            },
+        )
+        .await?;
         let rows: Vec<_> = out.into_iter().collect();
-        for chunk in rows.chunks(CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO iot_tracks (pboxid, day, points, distance_m, stops, first_time, \
-                 last_time, last_partition, last_offset, state) VALUES ",
-            );
-            for (i, ((pboxid, day), (s, last, closed))) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                push_str_literal(pboxid, &mut sql);
+        insert_values(
+            conn,
+            "iot_tracks (pboxid, day, points, distance_m, stops, first_time, last_time, \
+             last_partition, last_offset, state)",
+            &rows,
+            " ON DUPLICATE KEY UPDATE points = VALUES(points), distance_m = VALUES(distance_m), \
+             stops = VALUES(stops), first_time = VALUES(first_time), \
+             last_time = VALUES(last_time), last_partition = VALUES(last_partition), \
+             last_offset = VALUES(last_offset), state = VALUES(state)",
+            "updating the day tracks",
+            |((pboxid, day), (s, last, closed)), sql| {
+                push_str_literal(pboxid, sql);
                 sql.push(',');
-                push_datetime(*day, &mut sql);
+                push_datetime(*day, sql);
                 let _ = write!(
                     sql,
                     ",{},{},{},",
@@ -407,25 +396,16 @@ impl Store {
                     closed + s.stops().len() as u64
                 );
                 match s.first {
-                    Some(f) => push_datetime(from_ms(f.at_ms), &mut sql),
+                    Some(f) => push_datetime(from_ms(f.at_ms), sql),
                     None => sql.push_str("NULL"),
                 }
                 sql.push(',');
-                push_datetime(last.0, &mut sql);
+                push_datetime(last.0, sql);
                 let _ = write!(sql, ",{},{},", last.1, last.2);
-                push_str_literal(&state_json(s, closed + s.closed.len() as u64), &mut sql);
-                sql.push(')');
-            }
-            sql.push_str(
-                " ON DUPLICATE KEY UPDATE points = VALUES(points), distance_m = VALUES(distance_m), \
-                 stops = VALUES(stops), first_time = VALUES(first_time), \
-                 last_time = VALUES(last_time), last_partition = VALUES(last_partition), \
-                 last_offset = VALUES(last_offset), state = VALUES(state)",
-            );
-            conn.query_drop(&sql)
-                .await
-                .map_err(|e| classify("updating the day tracks", &e))?;
-        }
+                push_str_literal(&state_json(s, closed + s.closed.len() as u64), sql);
+            },
+        )
+        .await?;
         Ok((rows.len(), recomputed))
     }
 }
@@ -583,22 +563,46 @@ async fn lock<'a>(
     keys: impl Iterator<Item = &'a BucketKey>,
 ) -> Result<(), SinkError> {
     let keys: Vec<&BucketKey> = keys.collect();
-    for chunk in keys.chunks(CHUNK) {
-        let mut sql = format!("INSERT INTO {table} (pboxid, {column}) VALUES ");
-        for (i, (pboxid, at)) in chunk.iter().enumerate() {
+    insert_values(
+        conn,
+        &format!("{table} (pboxid, {column})"),
+        &keys,
+        " ON DUPLICATE KEY UPDATE pboxid = pboxid",
+        &format!("locking rows of `{table}`"),
+        |(pboxid, at), sql| {
+            push_str_literal(pboxid, sql);
+            sql.push(',');
+            push_datetime(*at, sql);
+        },
+    )
+    .await
+}
+
+/// Inserts `rows` in statements of at most [`CHUNK`] rows, `INSERT INTO {into} VALUES (…), …`
+/// followed by `tail`; `row` writes one row's values (without the parentheses). `context` names
+/// the work in an error.
+async fn insert_values<T: Sync>(
+    conn: &mut Conn,
+    into: &str,
+    rows: &[T],
+    tail: &str,
+    context: &str,
+    row: impl Fn(&T, &mut String),
+) -> Result<(), SinkError> {
+    for chunk in rows.chunks(CHUNK) {
+        let mut sql = format!("INSERT INTO {into} VALUES ");
+        for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
             sql.push('(');
-            push_str_literal(pboxid, &mut sql);
-            sql.push(',');
-            push_datetime(*at, &mut sql);
+            row(r, &mut sql);
             sql.push(')');
         }
-        sql.push_str(" ON DUPLICATE KEY UPDATE pboxid = pboxid");
+        sql.push_str(tail);
         conn.query_drop(&sql)
             .await
-            .map_err(|e| classify(&format!("locking rows of `{table}`"), &e))?;
+            .map_err(|e| classify(context, &e))?;
     }
     Ok(())
 }
@@ -748,42 +752,36 @@ async fn upsert_aggs(
     aggs: &BTreeMap<BucketKey, Agg>,
 ) -> Result<(), SinkError> {
     let rows: Vec<_> = aggs.iter().collect();
-    for chunk in rows.chunks(CHUNK) {
-        let mut sql = format!(
-            "INSERT INTO {table} (pboxid, bucket, readings, metric_min, metric_max, metric_sum, \
-             metric_avg, metric_last, first_time, last_time, last_partition, last_offset) VALUES "
-        );
-        for (i, ((pboxid, bucket), a)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            push_str_literal(pboxid, &mut sql);
+    insert_values(
+        conn,
+        &format!(
+            "{table} (pboxid, bucket, readings, metric_min, metric_max, metric_sum, metric_avg, \
+             metric_last, first_time, last_time, last_partition, last_offset)"
+        ),
+        &rows,
+        " ON DUPLICATE KEY UPDATE readings = VALUES(readings), \
+         metric_min = VALUES(metric_min), metric_max = VALUES(metric_max), \
+         metric_sum = VALUES(metric_sum), metric_avg = VALUES(metric_avg), \
+         metric_last = VALUES(metric_last), first_time = VALUES(first_time), \
+         last_time = VALUES(last_time), last_partition = VALUES(last_partition), \
+         last_offset = VALUES(last_offset)",
+        &format!("writing `{table}`"),
+        |((pboxid, bucket), a), sql| {
+            push_str_literal(pboxid, sql);
             sql.push(',');
-            push_datetime(*bucket, &mut sql);
+            push_datetime(*bucket, sql);
             let _ = write!(sql, ",{},", a.readings);
             for d in [a.min, a.max, a.sum, a.avg(), a.last] {
-                push_decimal(d, &mut sql);
+                push_decimal(d, sql);
                 sql.push(',');
             }
-            push_datetime(a.first_at, &mut sql);
+            push_datetime(a.first_at, sql);
             sql.push(',');
-            push_datetime(a.last_key.0, &mut sql);
-            let _ = write!(sql, ",{},{})", a.last_key.1, a.last_key.2);
-        }
-        sql.push_str(
-            " ON DUPLICATE KEY UPDATE readings = VALUES(readings), \
-             metric_min = VALUES(metric_min), metric_max = VALUES(metric_max), \
-             metric_sum = VALUES(metric_sum), metric_avg = VALUES(metric_avg), \
-             metric_last = VALUES(metric_last), first_time = VALUES(first_time), \
-             last_time = VALUES(last_time), last_partition = VALUES(last_partition), \
-             last_offset = VALUES(last_offset)",
-        );
-        conn.query_drop(&sql)
-            .await
-            .map_err(|e| classify(&format!("writing `{table}`"), &e))?;
-    }
-    Ok(())
+            push_datetime(a.last_key.0, sql);
+            let _ = write!(sql, ",{},{}", a.last_key.1, a.last_key.2);
+        },
+    )
+    .await
 }
 
 /// A stored track: its summary without ended stops, their count, the key of its last point.
