@@ -75,6 +75,8 @@ pub struct Metrics {
     registry: Registry,
     routes: Arc<std::sync::RwLock<std::collections::HashMap<String, Route>>>,
     recent: RecentDeadLetters,
+    /// Whether the process is ready for work, and why (not); `/readyz`.
+    readiness: Arc<std::sync::Mutex<(bool, String)>>,
     job_name: String,
     job_id: String,
     messages_received: IntCounterVec,
@@ -104,6 +106,20 @@ pub struct Metrics {
     publish_backlog: IntGaugeVec,
     publish_errors: IntCounterVec,
     snapshot_devices: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Sets what `/readyz` answers: 200 with `why` when `ready`, else 503 with `why` (starting,
+    /// forming the cluster, loading, draining). A new registry is ready ("running"): jobs without
+    /// phases need not say anything.
+    pub fn set_readiness(&self, ready: bool, why: &str) {
+        *self.readiness.lock().expect("readiness lock") = (ready, why.to_string());
+    }
+
+    /// Whether the process is ready, and why (not).
+    pub fn readiness(&self) -> (bool, String) {
+        self.readiness.lock().expect("readiness lock").clone()
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -260,6 +276,7 @@ impl Metrics {
             snapshot_devices: gauge(&r, "iotflow_publisher_snapshot_devices", "Devices in the full snapshot published at start.", &[]),
             routes: Arc::default(),
             recent: RecentDeadLetters::default(),
+            readiness: Arc::new(std::sync::Mutex::new((true, "running".into()))),
             registry: r,
             job_name: job_name.to_string(),
             job_id: job_id.to_string(),

@@ -429,7 +429,18 @@ fn answer(
             "application/json",
             metrics.recent_dead_letters().json(),
         ),
-        "/healthz" => (StatusCode::OK, TEXT, "iotflow: see /metrics\n".to_string()),
+        "/healthz" => {
+            let (_, why) = metrics.readiness();
+            (StatusCode::OK, TEXT, format!("alive: {why}\n"))
+        }
+        "/readyz" => match metrics.readiness() {
+            (true, why) => (StatusCode::OK, TEXT, format!("ready: {why}\n")),
+            (false, why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        },
         _ => (StatusCode::NOT_FOUND, TEXT, "not found\n".to_string()),
     }
 }

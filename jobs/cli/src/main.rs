@@ -72,18 +72,50 @@ enum Command {
         /// IOTFLOW__SECTION__KEY environment variables override both.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
-        /// Worker threads in this process.
-        #[arg(short = 'w', long = "workers", default_value_t = 1)]
+        /// Worker threads in this process (the same in every process).
+        #[arg(
+            short = 'w',
+            long = "workers",
+            default_value_t = 1,
+            env = "IOTFLOW_WORKERS"
+        )]
         workers: usize,
         /// Number of processes in the cluster.
-        #[arg(short = 'n', long = "processes", default_value_t = 1)]
+        #[arg(
+            short = 'n',
+            long = "processes",
+            default_value_t = 1,
+            env = "IOTFLOW_PROCESSES"
+        )]
         processes: usize,
-        /// Index of this process, 0..n.
-        #[arg(short = 'p', long = "process", default_value_t = 0)]
-        process: usize,
+        /// Index of this process, 0..n, or `auto`: the trailing ordinal of the host name
+        /// (`iotflow-2` is 2; a StatefulSet's pods), one process per host.
+        #[arg(
+            short = 'p',
+            long = "process",
+            default_value = "0",
+            env = "IOTFLOW_PROCESS"
+        )]
+        process: String,
         /// File with one `host:port` line per process (default: localhost:2101, 2102, ...).
-        #[arg(short = 'h', long = "hostfile")]
+        #[arg(short = 'h', long = "hostfile", env = "IOTFLOW_HOSTFILE")]
         hostfile: Option<String>,
+        /// Peer addresses as a pattern, `{i}` standing for the process index, e.g.
+        /// `iotflow-{i}.iotflow-peers.iotflow.svc.cluster.local:2101` (instead of -h).
+        #[arg(long = "peers", env = "IOTFLOW_PEERS", conflicts_with = "hostfile")]
+        peers: Option<String>,
+        /// Address to listen on for the peers (default: this process's own address), e.g.
+        /// `0.0.0.0:2101`.
+        #[arg(long = "cluster-listen", env = "IOTFLOW_CLUSTER_LISTEN")]
+        cluster_listen: Option<String>,
+        /// Seconds to wait for every peer at start before failing (0: forever); unreachable
+        /// peers are logged by index and address and retried with backoff meanwhile.
+        #[arg(
+            long = "peer-timeout-secs",
+            default_value_t = 300,
+            env = "IOTFLOW_PEER_TIMEOUT_SECS"
+        )]
+        peer_timeout_secs: u64,
         /// Read readings from these JSON-lines files (gzip or plain; directories are walked)
         /// instead of the readings topic; repeatable. See docs/file-source.md.
         #[arg(long = "input", value_name = "PATH")]
@@ -191,6 +223,24 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Print the peer addresses the processes of a cluster derive from -n and --peers / -h
+    /// (`iotflow run`'s flags and environment variables), and whether each resolves here.
+    Peers {
+        /// Number of processes in the cluster.
+        #[arg(
+            short = 'n',
+            long = "processes",
+            default_value_t = 1,
+            env = "IOTFLOW_PROCESSES"
+        )]
+        processes: usize,
+        /// File with one `host:port` line per process.
+        #[arg(long = "hostfile", env = "IOTFLOW_HOSTFILE")]
+        hostfile: Option<String>,
+        /// Peer address pattern, `{i}` standing for the process index.
+        #[arg(long = "peers", env = "IOTFLOW_PEERS", conflicts_with = "hostfile")]
+        peers: Option<String>,
+    },
     /// Show running iotflow processes (like `flink list`): job, uptime, throughput, consumer
     /// lag and sink state per process, read from their metrics endpoints; exit code 1 when any
     /// endpoint is down.
@@ -212,6 +262,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cluster flags of `iotflow run`, checked: `-p auto` takes the host name's ordinal.
+fn cluster_args(
+    workers: usize,
+    processes: usize,
+    process: &str,
+    hostfile: Option<String>,
+    peers: Option<String>,
+    listen: Option<String>,
+    peer_timeout_secs: u64,
+) -> anyhow::Result<iotflow_stream::ClusterArgs> {
+    use iotflow_stream::cluster;
+    anyhow::ensure!(workers > 0, "-w must be at least 1");
+    anyhow::ensure!(processes > 0, "-n must be at least 1");
+    let (process, shared_host) = if process == "auto" {
+        let host = cluster::hostname()?;
+        (cluster::process_from_hostname(&host)?, false)
+    } else {
+        let p = process
+            .parse::<usize>()
+            .with_context(|| format!("-p `{process}` is neither an index nor `auto`"))?;
+        (p, true)
+    };
+    anyhow::ensure!(
+        process < processes,
+        "-p {process} must be below -n {processes} (IOTFLOW_PROCESSES must match the number of processes started)"
+    );
+    let args = iotflow_stream::ClusterArgs {
+        workers,
+        processes,
+        process,
+        hostfile,
+        peers,
+        listen,
+        peer_timeout: std::time::Duration::from_secs(peer_timeout_secs),
+        shared_host,
+    };
+    // Bad addresses fail here, before any pre-flight check.
+    args.addresses()?;
+    Ok(args)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
@@ -220,6 +311,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             processes,
             process,
             hostfile,
+            peers,
+            cluster_listen,
+            peer_timeout_secs,
             input,
             print_config,
             help: _,
@@ -229,21 +323,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{config:#?}");
                 return Ok(());
             }
-            anyhow::ensure!(workers > 0, "-w must be at least 1");
-            anyhow::ensure!(
-                process < processes,
-                "-p {process} must be below -n {processes}"
-            );
-            iotflow_stream::run(
-                config,
-                iotflow_stream::ClusterArgs {
-                    workers,
-                    processes,
-                    process,
-                    hostfile,
-                },
-                &input,
-            )
+            let cluster = cluster_args(
+                workers,
+                processes,
+                &process,
+                hostfile,
+                peers,
+                cluster_listen,
+                peer_timeout_secs,
+            )?;
+            iotflow_stream::run(config, cluster, &input)
+        }
+        Command::Peers {
+            processes,
+            hostfile,
+            peers,
+        } => {
+            use std::net::ToSocketAddrs;
+            let all = iotflow_stream::cluster::addresses(
+                processes,
+                hostfile.as_deref(),
+                peers.as_deref(),
+            )?;
+            for (i, a) in all.iter().enumerate() {
+                let resolved = match a.to_socket_addrs() {
+                    Ok(addrs) => addrs
+                        .map(|a| a.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    Err(e) => format!("does not resolve here: {e}"),
+                };
+                println!("{i}\t{a}\t{resolved}");
+            }
+            Ok(())
         }
         Command::Worktime {
             config,

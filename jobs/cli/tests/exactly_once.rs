@@ -560,3 +560,249 @@ fn all_three_sinks_are_exact_after_sigkills() {
     assert_eq!(norm(&got), norm(&e.per_device), "Elasticsearch per device");
     assert_eq!(with_company, e.valid - e.unknown);
 }
+
+/// How a stage of the rescale test ends.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// SIGKILL every process at once (a crash, a node lost).
+    Kill,
+    /// SIGTERM every process (Kubernetes scaling the StatefulSet down): each drains.
+    Term,
+}
+
+/// Starts a cluster of `processes` × `workers` on loopback; returns the children and the
+/// metrics port of process 0 (process `i` serves on that port + `i`).
+fn start_cluster(
+    f: &Fixture,
+    env: &[(String, String)],
+    processes: usize,
+    workers: usize,
+    extra: &[(&str, &str)],
+) -> (Vec<Reaped>, u16) {
+    let metrics_base = wait_for("adjacent free ports", Duration::from_secs(10), || {
+        let p = free_port();
+        (1..processes as u16)
+            .all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+            .then_some(p)
+    });
+    let hosts = std::env::temp_dir().join(format!("{}-{processes}x{workers}.hosts", f.group));
+    let lines: String = (0..processes)
+        .map(|_| format!("127.0.0.1:{}\n", free_port()))
+        .collect();
+    std::fs::write(&hosts, lines).unwrap();
+    let children = (0..processes)
+        .map(|p| {
+            let mut c = f.job(workers, metrics_base);
+            c.envs(env.iter().cloned())
+                .args(["-n", &processes.to_string(), "-p", &p.to_string()])
+                .args(["-h", hosts.to_str().unwrap()]);
+            for (k, v) in extra {
+                c.env(k, v);
+            }
+            Reaped::new(c.spawn().unwrap())
+        })
+        .collect();
+    (children, metrics_base)
+}
+
+/// The job of a user who rescales: a paced producer keeps writing while the job is stopped and
+/// restarted as 1×2, 2×1, 1×4 and finally 1×1 processes × workers (same consumer group),
+/// stopped by SIGKILL, SIGTERM, SIGKILL. Every partition resumes from its committed offset on
+/// whichever worker owns it in the new shape, so MySQL, ClickHouse, Elasticsearch and the
+/// dead-letter topic end up exactly as if one process had read everything once.
+#[test]
+fn rescaling_by_restart_keeps_every_sink_exact() {
+    let f = Fixture::new("rescale", 8);
+    let es = iotflow_es_stand_in::StandIn::spawn();
+    let mut env = f.clickhouse_env();
+    env.extend(elasticsearch_env(&es.url));
+    let options = GenOptions {
+        count: 120_000,
+        ..options(23)
+    };
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 23)).unwrap();
+    let (b, topic, o) = (brokers(), f.topic.clone(), options.clone());
+    let producer = std::thread::spawn(move || {
+        produce(&b, &topic, Generator::new(o), 6_000.0, |_| {}).unwrap()
+    });
+    let seed: u64 = rand::random();
+    eprintln!("stop schedule seed {seed}");
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let label = format!("job_name=\"{}\"", f.name);
+    let mut figures = Vec::new();
+    for (processes, workers, stop) in [(1, 2, Stop::Kill), (2, 1, Stop::Term), (1, 4, Stop::Kill)] {
+        let started = Instant::now();
+        let before = f.row_count();
+        let (children, port) = start_cluster(&f, &env, processes, workers, &[]);
+        // Every process of the new shape writes before it is stopped.
+        for p in 0..processes as u16 {
+            wait_for(
+                "every process to write rows",
+                Duration::from_secs(90),
+                || {
+                    let t = scrape(port + p)?;
+                    (metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) > 0.0)
+                        .then_some(())
+                },
+            );
+        }
+        let first_write = started.elapsed();
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..1500)));
+        match stop {
+            Stop::Kill => {
+                for c in children {
+                    let mut c = c.take();
+                    c.kill().unwrap();
+                    c.wait().unwrap();
+                }
+            }
+            Stop::Term => {
+                let children: Vec<_> = children.into_iter().map(Reaped::take).collect();
+                for c in &children {
+                    sigterm(c);
+                }
+                for c in children {
+                    let (ok, stderr) = finish(c, Duration::from_secs(120));
+                    assert!(ok, "a SIGTERMed process failed:\n{stderr}");
+                }
+            }
+        }
+        let after = f.row_count();
+        eprintln!(
+            "{processes}x{workers}: first rows after {first_write:?}, rows {before} -> {after} of {}, stopped by {stop:?}",
+            e.valid
+        );
+        figures.push(after);
+    }
+    producer.join().unwrap();
+    assert!(
+        figures.iter().all(|n| *n < e.valid),
+        "every stop happened mid-stream: {figures:?}"
+    );
+    let (children, _) = start_cluster(&f, &env, 1, 1, &[("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")]);
+    for c in children {
+        let (ok, stderr) = finish(c.take(), Duration::from_secs(240));
+        assert!(ok, "final 1x1 run failed:\n{stderr}");
+    }
+    assert_table_matches(&f, &e);
+    assert_clickhouse_matches(&f, &e);
+    assert_dead_letters(&f, &e, true);
+    let (got, with_company) = stand_in_per_device(&es, "iot-data");
+    assert_eq!(
+        got.values().map(|v| v.0).sum::<u64>(),
+        e.valid,
+        "Elasticsearch documents"
+    );
+    assert_eq!(with_company, e.valid - e.unknown);
+}
+
+/// Collects a child's stderr as it comes.
+fn collect_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let o = out.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut o = o.lock().unwrap();
+            o.push_str(&line);
+            o.push('\n');
+        }
+    });
+    out
+}
+
+/// Cluster membership with real processes: a process started before its peer names the peer
+/// it cannot reach and is not ready; once the peer is up both become ready; when one is
+/// SIGKILLed the other stops at once with an error naming it (status 3) instead of waiting
+/// forever for progress; restarted, the cluster finishes the data exactly once.
+#[test]
+fn an_unreachable_peer_is_named_and_a_lost_one_stops_the_cluster() {
+    let f = Fixture::new("peers", 4);
+    let options = GenOptions {
+        count: 20_000,
+        ..options(29)
+    };
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 29)).unwrap();
+    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+    let hosts = std::env::temp_dir().join(format!("{}.hosts", f.group));
+    let ports = [free_port(), free_port()];
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let metrics = wait_for("two adjacent free ports", Duration::from_secs(10), || {
+        let p = free_port();
+        std::net::TcpListener::bind(("127.0.0.1", p + 1))
+            .ok()
+            .map(|_| p)
+    });
+    let process = |p: usize| {
+        let mut c = f.job(1, metrics);
+        c.args([
+            "-n",
+            "2",
+            "-p",
+            &p.to_string(),
+            "-h",
+            hosts.to_str().unwrap(),
+        ]);
+        c
+    };
+    let mut one = process(1).spawn().unwrap();
+    let one_log = collect_stderr(&mut one);
+    let one = Reaped::new(one);
+    let named = format!("cannot reach process 0 at 127.0.0.1:{}", ports[0]);
+    wait_for(
+        "process 1 to name its missing peer",
+        Duration::from_secs(60),
+        || one_log.lock().unwrap().contains(&named).then_some(()),
+    );
+    let (status, body) = wait_for("process 1's /readyz", Duration::from_secs(30), || {
+        http_get(metrics + 1, "/readyz", Duration::from_secs(2))
+    });
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("forming the cluster"), "{body}");
+
+    let zero = Reaped::new(process(0).spawn().unwrap());
+    for p in 0..2u16 {
+        wait_for("both processes ready", Duration::from_secs(120), || {
+            let (status, body) = http_get(metrics + p, "/readyz", Duration::from_secs(2))?;
+            (status == 200 && body.contains("running")).then_some(())
+        });
+    }
+    let mut zero = zero.take();
+    zero.kill().unwrap();
+    zero.wait().unwrap();
+    let mut one = one.take();
+    let status = wait_for("process 1 to stop", Duration::from_secs(60), || {
+        one.try_wait().unwrap()
+    });
+    let log = one_log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(3), "exit status; stderr:\n{log}");
+    assert!(log.contains("lost process 0"), "{log}");
+
+    let children: Vec<_> = (0..2)
+        .map(|p| {
+            Reaped::new(
+                process(p)
+                    .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    for c in children {
+        let (ok, stderr) = finish(c.take(), Duration::from_secs(180));
+        assert!(ok, "restarted process failed:\n{stderr}");
+    }
+    let _ = std::fs::remove_file(&hosts);
+    assert_table_matches(&f, &e);
+    assert_dead_letters(&f, &e, true);
+}

@@ -5,10 +5,12 @@
 //!
 //! [`dataflow`] is the graph, top to bottom; [`run`] sets up the process around it.
 
+pub mod cluster;
 mod context;
 pub mod dataflow;
 mod rejects;
 mod run;
 
+pub use cluster::ClusterArgs;
 pub use context::{FileInput, JobContext};
-pub use run::{run, ClusterArgs};
+pub use run::run;

@@ -11,39 +11,9 @@ use iotflow_kafka::SourceHandle;
 use iotflow_metrics::Metrics;
 use iotflow_worktime::Rules;
 
+use crate::cluster::{self, ClusterArgs};
 use crate::dataflow::build;
 use crate::{FileInput, JobContext};
-
-/// Timely's cluster flags (`-w -n -p -h`).
-#[derive(Clone, Debug)]
-pub struct ClusterArgs {
-    /// Worker threads in this process.
-    pub workers: usize,
-    /// Processes in the cluster.
-    pub processes: usize,
-    /// This process's index.
-    pub process: usize,
-    /// File of `host:port` lines, one per process (default: localhost ports from 2101).
-    pub hostfile: Option<String>,
-}
-
-impl ClusterArgs {
-    fn timely_config(&self) -> anyhow::Result<timely::Config> {
-        let mut args = vec![
-            "-w".to_string(),
-            self.workers.to_string(),
-            "-n".into(),
-            self.processes.to_string(),
-            "-p".into(),
-            self.process.to_string(),
-        ];
-        if let Some(h) = &self.hostfile {
-            args.extend(["-h".into(), h.clone()]);
-        }
-        timely::Config::from_args(args.into_iter())
-            .map_err(|e| anyhow::anyhow!("cluster flags: {e}"))
-    }
-}
 
 /// Runs the streaming job until it finishes (idle exit, SIGTERM) or fails.
 ///
@@ -107,9 +77,16 @@ pub fn run(
         });
     }
     let metrics = Arc::new(Metrics::new(&config.job.name, &job_id));
+    metrics.set_readiness(false, "starting: pre-flight checks of the sinks and topics");
     if !config.metrics.listen.is_empty() {
-        let addr = iotflow_metrics::process_address(&config.metrics.listen, cluster.process)
-            .context("metrics.listen")?;
+        // One process per host (`--process auto`, a pod each) keeps the configured port;
+        // processes sharing a machine move it by their index.
+        let addr = if cluster.shared_host {
+            iotflow_metrics::process_address(&config.metrics.listen, cluster.process)
+                .context("metrics.listen")?
+        } else {
+            config.metrics.listen.clone()
+        };
         let server = iotflow_metrics::serve(&addr, metrics.clone())?;
         tracing::info!("metrics at http://{}/metrics", server.addr);
     }
@@ -272,34 +249,68 @@ pub fn run(
     );
     let startup_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let startup = startup_error.clone();
-    let guards = timely::execute(cluster.timely_config()?, move |worker| {
-        // Timely keeps stepping a worker's dataflows after its closure returns; a failed sink
-        // holds its capabilities forever, so on failure the dataflows are dropped, not drained.
-        let abandon = |worker: &mut timely::worker::Worker| {
-            for id in worker.installed_dataflows() {
-                worker.drop_dataflow(id);
+    if cluster.processes > 1 {
+        cluster::exit_when_a_peer_is_lost(cluster.addresses()?);
+        ctx.metrics
+            .set_readiness(false, "forming the cluster: connecting to the peers");
+    }
+    let (allocators, comms) = cluster::allocators(&cluster)?;
+    ctx.metrics.set_readiness(
+        false,
+        "loading: waiting for the first epoch to pass every sink",
+    );
+    let ready_metrics = ctx.metrics.clone();
+    let ready_workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = cluster.workers;
+    let first_epoch = iotflow_kafka::epoch_of(SystemTime::now(), config.job.epoch_ms.max(1));
+    let guards = timely::execute::execute_from(
+        allocators,
+        comms,
+        timely::WorkerConfig::default(),
+        move |worker| {
+            // Timely keeps stepping a worker's dataflows after its closure returns; a failed sink
+            // holds its capabilities forever, so on failure the dataflows are dropped, not drained.
+            let abandon = |worker: &mut timely::worker::Worker| {
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
+            };
+            let probe = match build(worker, &ctx) {
+                Ok(p) => p,
+                Err(e) => {
+                    let message = format!("worker {}: {e:#}", worker.index());
+                    startup.lock().expect("lock").get_or_insert(message);
+                    ctx.lifecycle.stop.store(true, Ordering::SeqCst);
+                    abandon(worker);
+                    return;
+                }
+            };
+            let mut ready = false;
+            let mut draining = false;
+            while !probe.done() {
+                if !ready && !probe.less_equal(&first_epoch) {
+                    ready = true;
+                    if ready_workers.fetch_add(1, Ordering::SeqCst) + 1 == workers {
+                        ready_metrics.set_readiness(true, "running");
+                    }
+                }
+                if !draining && ctx.lifecycle.stop.load(Ordering::SeqCst) {
+                    draining = true;
+                    ready_metrics.set_readiness(
+                        false,
+                        "draining: stop requested, committing what the sinks stored",
+                    );
+                }
+                if ctx.fatal.lock().expect("fatal lock").is_some()
+                    || startup.lock().expect("lock").is_some()
+                {
+                    abandon(worker);
+                    return;
+                }
+                worker.step_or_park(Some(Duration::from_millis(50)));
             }
-        };
-        let probe = match build(worker, &ctx) {
-            Ok(p) => p,
-            Err(e) => {
-                let message = format!("worker {}: {e:#}", worker.index());
-                startup.lock().expect("lock").get_or_insert(message);
-                ctx.lifecycle.stop.store(true, Ordering::SeqCst);
-                abandon(worker);
-                return;
-            }
-        };
-        while !probe.done() {
-            if ctx.fatal.lock().expect("fatal lock").is_some()
-                || startup.lock().expect("lock").is_some()
-            {
-                abandon(worker);
-                return;
-            }
-            worker.step_or_park(Some(Duration::from_millis(50)));
-        }
-    })
+        },
+    )
     .map_err(|e| anyhow::anyhow!("starting timely workers: {e}"))?;
     for result in guards.join() {
         if let Err(e) = result {
