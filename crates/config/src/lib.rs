@@ -119,6 +119,10 @@ pub struct KafkaConfig {
     /// (`fetch.wait.max.ms`). Some brokers hold every fetch this long even when data is there,
     /// so it bounds the latency a fetch adds. Default 100.
     pub fetch_wait_max_ms: u64,
+    /// Seconds between checks of the source topics' partition counts: partitions added to a
+    /// topic while the job runs are read from then on, by the worker the assignment gives them
+    /// to, without a restart. 0 turns the checks off. Default 10.
+    pub metadata_refresh_secs: u64,
     /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
     pub properties: BTreeMap<String, String>,
 }
@@ -136,6 +140,7 @@ impl Default for KafkaConfig {
             stats_interval_secs: 5,
             fetch_queue_max_kbytes: 4 * 1024,
             fetch_wait_max_ms: 100,
+            metadata_refresh_secs: 10,
             properties: BTreeMap::new(),
         }
     }

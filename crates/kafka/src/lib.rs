@@ -46,4 +46,20 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_growing_topic_moves_no_partition() {
+        // Partitions added while running go to new owners only: the old ones stay put, so a
+        // worker extends its assignment without any other worker giving anything up.
+        for peers in 1..6 {
+            for w in 0..peers {
+                for (before, after) in [(2, 6), (8, 9), (0, 4), (5, 40)] {
+                    let old = assigned_partitions(before, w, peers);
+                    let new = assigned_partitions(after, w, peers);
+                    assert_eq!(&new[..old.len()], &old[..], "{peers} peers, worker {w}");
+                    assert!(new[old.len()..].iter().all(|p| *p >= before));
+                }
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -356,6 +356,86 @@ impl Committer {
     }
 }
 
+/// Test-only stand-in for a topic that grows: `IOTFLOW_TEST_PRETEND_PARTITIONS=topic:n` makes
+/// the source believe at start that `topic` has `n` partitions, so its first metadata check
+/// finds the rest "added". No broker that runs on the development machine can add partitions
+/// (tansu refuses CreatePartitions, librdkafka's mock has none), and the live pick-up must be
+/// tested with real processes anyway; see `partitions_added_while_running_are_read_without_a_restart`.
+fn pretend_partitions(topic: &str) -> Option<i32> {
+    let v = std::env::var("IOTFLOW_TEST_PRETEND_PARTITIONS").ok()?;
+    let (t, n) = v.rsplit_once(':')?;
+    (t == topic).then(|| n.parse().ok()).flatten()
+}
+
+/// What [`watch_partitions`] needs.
+struct PartitionWatch {
+    topic: String,
+    known: i32,
+    index: usize,
+    peers: usize,
+    start: StartFrom,
+    every: Duration,
+    grown: Arc<AtomicI32>,
+    metrics: SourceMetrics,
+}
+
+/// Checks the topic's partition count every `w.every` on a thread of its own (metadata
+/// requests block) and publishes a larger count in `w.grown`; for this worker's new partitions
+/// it sets the lag metric at once (high watermark minus where reading starts), before
+/// librdkafka's statistics report it. Ends when the consumer is dropped.
+fn watch_partitions(consumer: std::sync::Weak<BaseConsumer<SourceContext>>, w: PartitionWatch) {
+    let topic = w.topic.clone();
+    let spawned = std::thread::Builder::new()
+        .name("iotflow-partitions".into())
+        .spawn(move || {
+            let mut known = w.known;
+            let mut log = RateLimitedLog::new(Duration::from_secs(60));
+            loop {
+                std::thread::sleep(w.every);
+                let Some(consumer) = consumer.upgrade() else {
+                    return;
+                };
+                let count = match consumer.fetch_metadata(Some(&w.topic), Duration::from_secs(10)) {
+                    Ok(m) => m
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == w.topic && t.error().is_none())
+                        .map_or(0, |t| t.partitions().len() as i32),
+                    Err(e) => {
+                        if let Some(suppressed) = log.admit() {
+                            tracing::warn!(topic = %w.topic, suppressed, "checking the partition count failed: {e}");
+                        }
+                        continue;
+                    }
+                };
+                if count <= known {
+                    continue;
+                }
+                for p in (known..count).filter(|p| (*p as usize) % w.peers == w.index) {
+                    let Ok((low, high)) = consumer.fetch_watermarks(&w.topic, p, Duration::from_secs(10)) else {
+                        continue;
+                    };
+                    let mut from = low.max(0);
+                    if w.start == StartFrom::Committed {
+                        let mut q = TopicPartitionList::new();
+                        q.add_partition(&w.topic, p);
+                        if let Ok(c) = consumer.committed_offsets(q, Duration::from_secs(10)) {
+                            if let Some(Offset::Offset(o)) = c.elements().first().map(|e| e.offset()) {
+                                from = from.max(o);
+                            }
+                        }
+                    }
+                    w.metrics.set_lag(p, (high - from).max(0));
+                }
+                known = count;
+                w.grown.store(count, Ordering::SeqCst);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(%topic, "cannot start the partition watch: {e}");
+    }
+}
+
 enum State {
     Running,
     Draining,
@@ -438,6 +518,7 @@ pub fn kafka_source<'scope>(
             brokers: kafka.brokers.clone(),
             reason: "the topic does not exist or has no partitions".into(),
         })?;
+    let partitions = pretend_partitions(&options.topic).map_or(partitions, |n| n.min(partitions));
     let mine = assigned_partitions(partitions, index, peers);
     let mut tpl = TopicPartitionList::new();
     for p in &mine {
@@ -513,6 +594,29 @@ pub fn kafka_source<'scope>(
         partitions
     );
     let consumer = Arc::new(consumer);
+    // Partitions added to the topic while the job runs: a thread watches the partition count;
+    // the operator assigns this worker's share of the new ones (the assignment is by
+    // `partition % peers`, so no partition changes owner when the topic grows).
+    let grown = Arc::new(AtomicI32::new(partitions));
+    if kafka.metadata_refresh_secs > 0 {
+        watch_partitions(
+            Arc::downgrade(&consumer),
+            PartitionWatch {
+                topic: options.topic.clone(),
+                known: partitions,
+                index,
+                peers,
+                start: options.start,
+                every: Duration::from_secs(kafka.metadata_refresh_secs),
+                grown: grown.clone(),
+                metrics: metrics.clone(),
+            },
+        );
+    }
+    let start_offset = match options.start {
+        StartFrom::Committed => Offset::Stored,
+        StartFrom::Beginning => Offset::Beginning,
+    };
     // Each partition's messages get a queue of their own, so the consumer's main queue carries
     // only events (statistics: lag and high watermarks; errors). The main queue is served on
     // every activation, also while back-pressure holds the partition queues unread: the lag
@@ -541,17 +645,26 @@ pub fn kafka_source<'scope>(
             let activator = scope.activator_for(info.address.clone());
             // A partition queue that receives messages while empty wakes the operator from
             // librdkafka's thread: no polling on a timer for data.
+            let waker = scope.worker().sync_activator_for(info.address.to_vec());
+            let wake_on_data =
+                move |queue: &mut rdkafka::consumer::base_consumer::PartitionQueue<
+                    SourceContext,
+                >| {
+                    let wake = std::sync::Mutex::new(waker.clone());
+                    queue.set_nonempty_callback(move || {
+                        if let Ok(wake) = wake.lock() {
+                            let _ = wake.activate();
+                        }
+                    });
+                };
             for queue in queues.iter_mut() {
-                let wake =
-                    std::sync::Mutex::new(scope.worker().sync_activator_for(info.address.to_vec()));
-                queue.set_nonempty_callback(move || {
-                    if let Ok(wake) = wake.lock() {
-                        let _ = wake.activate();
-                    }
-                });
+                wake_on_data(queue);
             }
+            let mut known_partitions = partitions;
             let mut cap = Some(cap);
-            let mut state = if mine.is_empty() && options.commit {
+            // A reader without partitions has nothing to do, unless partitions may be added.
+            let mut state = if mine.is_empty() && options.commit && kafka.metadata_refresh_secs == 0
+            {
                 State::Draining
             } else {
                 State::Running
@@ -571,6 +684,39 @@ pub fn kafka_source<'scope>(
 
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
+                let count = grown.load(Ordering::SeqCst);
+                if count > known_partitions && matches!(state, State::Running) {
+                    let added: Vec<i32> = (known_partitions..count)
+                        .filter(|p| (*p as usize) % peers == index)
+                        .collect();
+                    let mut tpl = TopicPartitionList::new();
+                    for p in &added {
+                        tpl.add_partition_offset(&options.topic, *p, start_offset)
+                            .expect("valid offset");
+                    }
+                    match consumer.incremental_assign(&tpl) {
+                        Ok(()) => {
+                            for p in &added {
+                                match consumer.split_partition_queue(&options.topic, *p) {
+                                    Some(mut queue) => {
+                                        wake_on_data(&mut queue);
+                                        queues.push(queue);
+                                    }
+                                    None => {
+                                        tracing::error!(topic = %options.topic, partition = p, "cannot give an added partition a queue of its own")
+                                    }
+                                }
+                            }
+                            tracing::info!(worker = index, topic = %options.topic, added = ?added, "the topic grew from {known_partitions} to {count} partitions; this worker now also reads {added:?}");
+                            known_partitions = count;
+                        }
+                        Err(e) => {
+                            if let Some(suppressed) = error_log.admit() {
+                                tracing::warn!(topic = %options.topic, suppressed, "assigning added partitions {added:?} failed, retrying: {e}");
+                            }
+                        }
+                    }
+                }
                 let now_epoch = epoch_of(SystemTime::now(), options.epoch_ms);
                 if !catch_up.is_empty() {
                     let give_up = catch_up_started.elapsed() > Duration::from_secs(30);

@@ -806,3 +806,70 @@ fn an_unreachable_peer_is_named_and_a_lost_one_stops_the_cluster() {
     assert_table_matches(&f, &e);
     assert_dead_letters(&f, &e, true);
 }
+
+/// Partitions added while the job runs (2 workers) are read without a restart, their lag is
+/// reported, their offsets committed, and every reading is stored exactly once.
+///
+/// Stand-in, said plainly: neither broker that runs here can add partitions to a topic (tansu
+/// answers CreatePartitions with UnsupportedFeature; librdkafka's mock cluster has no handler
+/// for it) and Apache Kafka cannot be installed. So the topic is created with 6 partitions and
+/// the job is told, through the test-only `IOTFLOW_TEST_PRETEND_PARTITIONS`, to believe at start
+/// that it had 2: its first metadata check then sees 4 new ones, exactly as after a
+/// CreatePartitions. Everything after the count (assignment, queues, lag, commits) is real.
+#[test]
+fn partitions_added_while_running_are_read_without_a_restart() {
+    let f = Fixture::new("grow", 6);
+    let options = GenOptions {
+        count: 20_000,
+        ..options(31)
+    };
+    let e = expected(&options);
+    publish_devices(&brokers(), &f.broadcast, &devices(200, 31)).unwrap();
+    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+    let port = free_port();
+    let child = Reaped::new(
+        f.job(2, port)
+            .env("IOTFLOW__KAFKA__METADATA_REFRESH_SECS", "2")
+            .env("IOTFLOW_TEST_PRETEND_PARTITIONS", format!("{}:2", f.topic))
+            .spawn()
+            .unwrap(),
+    );
+    let label = format!("job_name=\"{}\"", f.name);
+    wait_for(
+        "lag reported for the added partitions",
+        Duration::from_secs(60),
+        || {
+            let t = scrape(port)?;
+            (2..6)
+                .all(|p| {
+                    t.lines().any(|l| {
+                        l.starts_with("iotflow_kafka_consumer_lag{")
+                            && l.contains(&label)
+                            && l.contains("operator=\"kafka-source\"")
+                            && l.contains(&format!("partition=\"{p}\""))
+                    })
+                })
+                .then_some(())
+        },
+    );
+    wait_for("everything stored", Duration::from_secs(120), || {
+        (f.row_count() == e.valid).then_some(())
+    });
+    let child = child.take();
+    sigterm(&child);
+    let (ok, stderr) = finish(child, Duration::from_secs(120));
+    assert!(ok, "job failed:\n{stderr}");
+    assert!(
+        stderr.contains("the topic grew from 2 to 6 partitions"),
+        "{stderr}"
+    );
+    let committed = CommittedOffsets::new(&f, 6)
+        .get()
+        .expect("committed offsets");
+    assert!(
+        (2..6).all(|p| committed.get(&p).is_some_and(|o| *o > 0)),
+        "offsets committed for the added partitions: {committed:?}"
+    );
+    assert_table_matches(&f, &e);
+    assert_dead_letters(&f, &e, true);
+}
