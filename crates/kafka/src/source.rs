@@ -198,6 +198,9 @@ pub type Backpressure = Rc<Cell<usize>>;
 pub struct SourceHandle {
     /// Set to drain and stop every source (SIGTERM, or all readers finished).
     pub stop: AtomicBool,
+    /// Set when a stop was asked for (a signal), not merely reached (readers finished): such a
+    /// request is relayed to every process of the cluster.
+    pub requested: AtomicBool,
     /// Commit-enabled readers (one per worker) still running in this process.
     pub running_readers: AtomicUsize,
     /// Set once a commit-enabled reader of this process has begun to drain (stop or idle
@@ -215,6 +218,7 @@ impl SourceHandle {
     pub fn new(readers: usize) -> Arc<SourceHandle> {
         Arc::new(SourceHandle {
             stop: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
             running_readers: AtomicUsize::new(readers),
             draining: AtomicBool::new(false),
         })

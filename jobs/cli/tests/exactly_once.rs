@@ -719,7 +719,8 @@ fn collect_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sync::
 /// Cluster membership with real processes: a process started before its peer names the peer
 /// it cannot reach and is not ready; once the peer is up both become ready; when one is
 /// SIGKILLed the other stops at once with an error naming it (status 3) instead of waiting
-/// forever for progress; restarted, the cluster finishes the data exactly once.
+/// forever for progress; restarted, the cluster finishes the data exactly once, and a SIGTERM
+/// to one process stops both cleanly.
 #[test]
 fn an_unreachable_peer_is_named_and_a_lost_one_stops_the_cluster() {
     let f = Fixture::new("peers", 4);
@@ -788,20 +789,27 @@ fn an_unreachable_peer_is_named_and_a_lost_one_stops_the_cluster() {
     assert_eq!(status.code(), Some(3), "exit status; stderr:\n{log}");
     assert!(log.contains("lost process 0"), "{log}");
 
+    // Restarted, the cluster finishes the data; then a SIGTERM to one process (a pod deleted)
+    // drains both: the request is relayed, and both exit 0.
     let children: Vec<_> = (0..2)
-        .map(|p| {
-            Reaped::new(
-                process(p)
-                    .env("IOTFLOW__JOB__IDLE_EXIT_SECS", "4")
-                    .spawn()
-                    .unwrap(),
-            )
-        })
+        .map(|p| Reaped::new(process(p).spawn().unwrap()))
         .collect();
+    wait_for("everything stored", Duration::from_secs(120), || {
+        (f.row_count() == e.valid).then_some(())
+    });
+    let children: Vec<_> = children.into_iter().map(Reaped::take).collect();
+    sigterm(&children[1]);
+    let mut logs = Vec::new();
     for c in children {
-        let (ok, stderr) = finish(c.take(), Duration::from_secs(180));
-        assert!(ok, "restarted process failed:\n{stderr}");
+        let (ok, stderr) = finish(c, Duration::from_secs(60));
+        assert!(ok, "a process of the SIGTERMed cluster failed:\n{stderr}");
+        logs.push(stderr);
     }
+    assert!(
+        logs[0].contains("stop requested elsewhere in the cluster"),
+        "{}",
+        logs[0]
+    );
     let _ = std::fs::remove_file(&hosts);
     assert_table_matches(&f, &e);
     assert_dead_letters(&f, &e, true);

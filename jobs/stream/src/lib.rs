@@ -10,6 +10,7 @@ mod context;
 pub mod dataflow;
 mod rejects;
 mod run;
+mod stop_relay;
 
 pub use cluster::ClusterArgs;
 pub use context::{FileInput, JobContext};

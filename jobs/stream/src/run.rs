@@ -70,6 +70,7 @@ pub fn run(
             tracing::info!(
                 "stop requested: draining (commits what the sinks acknowledged); signal again to abort"
             );
+            lifecycle.requested.store(true, Ordering::SeqCst);
             lifecycle.stop.store(true, Ordering::SeqCst);
             signals.recv().await;
             tracing::warn!("aborting without draining");
@@ -262,6 +263,7 @@ pub fn run(
     let ready_metrics = ctx.metrics.clone();
     let ready_workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers = cluster.workers;
+    let cluster_size = cluster.processes;
     let first_epoch = iotflow_kafka::epoch_of(SystemTime::now(), config.job.epoch_ms.max(1));
     let guards = timely::execute::execute_from(
         allocators,
@@ -285,6 +287,9 @@ pub fn run(
                     return;
                 }
             };
+            if cluster_size > 1 {
+                crate::stop_relay::install(worker, ctx.lifecycle.clone(), probe.clone());
+            }
             let mut ready = false;
             let mut draining = false;
             while !probe.done() {
