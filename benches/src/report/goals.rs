@@ -296,9 +296,12 @@ impl IssueFigures {
         t.push(String::new());
         t.push("| (10) cluster (job without sinks, same backlog) | readings/s from start (median) | from the first reading enriched | each round, from start | peak RSS per process (median) |".into());
         t.push("|---|---:|---:|---|---|".into());
+        let (one, four) = (layout(1, 1), layout(4, 1));
         for (name, runs) in [
+            ("1 process × 1 worker", &one),
             ("1 process × 2 workers", &a),
             ("2 processes × 1 worker", &b),
+            ("4 processes × 1 worker", &four),
         ] {
             if runs.is_empty() {
                 continue;
@@ -330,6 +333,16 @@ impl IssueFigures {
             ratio(rb.0, ra.0),
             ratio(rb.1, ra.1)
         ));
+        if !one.is_empty() {
+            let r1 = rates(&one);
+            let r4 = rates(&four);
+            t.push(format!(
+                "Scale-out on this 2-core machine (one worker per process, from the first reading): 2 processes ÷ 1 = {}, 4 processes ÷ 1 = {}; 1 process × 2 workers ÷ 1 × 1 = {} (docs/scaling.md models separate machines).",
+                ratio(rb.1, r1.1),
+                ratio(r4.1, r1.1),
+                ratio(ra.1, r1.1)
+            ));
+        }
         (ra, rb)
     }
 

@@ -321,3 +321,34 @@ fn a_server_on_another_interface_serves_its_own_address_as_host() {
         "HTTP/1.1 403 Forbidden"
     );
 }
+
+/// `/readyz` answers what the process last said about itself: 503 with the reason while it
+/// starts, forms its cluster or drains, 200 once running; `/healthz` stays 200 throughout.
+#[test]
+fn readiness_says_why() {
+    let metrics = detached();
+    let addr = serve("127.0.0.1:0", metrics.clone()).expect("serve").addr;
+    let r = get(addr, "/readyz", "127.0.0.1");
+    assert_eq!(
+        status(&r),
+        "HTTP/1.1 200 OK",
+        "a job without phases is ready"
+    );
+    metrics.set_readiness(false, "forming the cluster: connecting to the peers");
+    let r = get(addr, "/readyz", "127.0.0.1");
+    assert_eq!(status(&r), "HTTP/1.1 503 Service Unavailable");
+    assert!(
+        r.ends_with("not ready: forming the cluster: connecting to the peers\n"),
+        "{r}"
+    );
+    let r = get(addr, "/healthz", "127.0.0.1");
+    assert_eq!(status(&r), "HTTP/1.1 200 OK");
+    assert!(
+        r.ends_with("alive: forming the cluster: connecting to the peers\n"),
+        "{r}"
+    );
+    metrics.set_readiness(true, "running");
+    let r = get(addr, "/readyz", "127.0.0.1");
+    assert_eq!(status(&r), "HTTP/1.1 200 OK");
+    assert!(r.ends_with("ready: running\n"), "{r}");
+}

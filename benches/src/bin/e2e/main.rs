@@ -154,6 +154,9 @@ struct Args {
     /// Skip 2 processes × 1 worker against 1 process × 2 workers (10).
     #[arg(long)]
     no_processes: bool,
+    /// Skip the scale-out shapes of (10): 1, 2 and 4 processes of one worker (issue 14).
+    #[arg(long)]
+    no_scale_out: bool,
     /// Skip the job with alarms against the job without sinks (11).
     #[arg(long)]
     no_alarms: bool,
@@ -246,7 +249,7 @@ enum JobRun {
     /// (9) without sinks, with a dimension of this many devices.
     Dimension(usize),
     /// (10) without sinks, as this many processes (1 × 2 workers or 2 × 1 worker).
-    Processes(usize),
+    Processes(usize, usize),
     /// (11) without sinks (`false`) or with alarms on (`true`), followed to the last commit.
     Alarms(bool),
     /// (12) with the MySQL sink, rollups off (`false`) or on (`true`).

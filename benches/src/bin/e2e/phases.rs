@@ -224,7 +224,10 @@ impl Bench {
                 .map(|(size, _)| JobRun::Dimension(*size)),
         );
         if !self.args.no_processes {
-            runs.extend([JobRun::Processes(1), JobRun::Processes(2)]);
+            runs.extend([JobRun::Processes(1, 2), JobRun::Processes(2, 1)]);
+            if !self.args.no_scale_out {
+                runs.extend([JobRun::Processes(1, 1), JobRun::Processes(4, 1)]);
+            }
         }
         if alarm_rules.is_some() {
             runs.extend([JobRun::Alarms(false), JobRun::Alarms(true)]);
@@ -311,8 +314,7 @@ impl Bench {
                         )?;
                         report.issue.dimension.push(run);
                     }
-                    JobRun::Processes(processes) => {
-                        let workers = 2 / processes;
+                    JobRun::Processes(processes, workers) => {
                         eprintln!(
                             "e2e:   [10] job over the backlog, no sinks, {processes} process(es) × {workers} worker(s)"
                         );
