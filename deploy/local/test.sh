@@ -77,6 +77,8 @@ step "Grafana dashboards: generated and schema-checked (deploy/grafana/check.sh)
     bash "$IOTFLOW_REPO_ROOT/deploy/grafana/check.sh"
 step "compose files: static checks (deploy/compose/check.sh)" \
     bash "$IOTFLOW_REPO_ROOT/deploy/compose/check.sh"
+step "Kubernetes manifests: schemas and cross-checks (deploy/k8s/check.sh)" \
+    bash "$IOTFLOW_REPO_ROOT/deploy/k8s/check.sh"
 step "cargo fmt --all -- --check" cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings" \
     cargo clippy --workspace --all-targets -- -D warnings

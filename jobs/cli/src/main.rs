@@ -345,6 +345,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hostfile.as_deref(),
                 peers.as_deref(),
             )?;
+            match iotflow_stream::cluster::hostname()
+                .and_then(|h| iotflow_stream::cluster::process_from_hostname(&h).map(|i| (h, i)))
+            {
+                Ok((host, i)) if i < processes => {
+                    println!("# this host ({host}) is process {i} with --process auto")
+                }
+                Ok((host, i)) => {
+                    println!("# this host ({host}) would be process {i}: not below -n {processes}")
+                }
+                Err(e) => println!("# --process auto cannot be used here: {e:#}"),
+            }
             for (i, a) in all.iter().enumerate() {
                 let resolved = match a.to_socket_addrs() {
                     Ok(addrs) => addrs
