@@ -58,6 +58,25 @@ fn options(seed: u64) -> GenOptions {
     }
 }
 
+/// Publishes 200 devices and produces `count` readings of seed `seed` at once to `f`'s topics;
+/// what the stores must then hold.
+fn backlog(f: &Fixture, count: u64, seed: u64) -> Expected {
+    let options = GenOptions {
+        count,
+        ..options(seed)
+    };
+    publish_devices(&brokers(), &f.broadcast, &devices(200, seed)).unwrap();
+    produce(
+        &brokers(),
+        &f.topic,
+        Generator::new(options.clone()),
+        0.0,
+        |_| {},
+    )
+    .unwrap();
+    expected(&options)
+}
+
 /// Compares the table with `e`: per device count and exact decimal sums, day partitions only.
 fn assert_table_matches(f: &Fixture, e: &Expected) {
     let rows: Vec<(String, u64, String, String, String)> = f.query(
@@ -278,13 +297,7 @@ fn sigkill_three_times_loses_and_duplicates_nothing() {
 #[test]
 fn a_sigterm_during_start_up_stops_cleanly() {
     let f = Fixture::new("early-term", 4);
-    let options = GenOptions {
-        count: 5_000,
-        ..options(17)
-    };
-    let e = expected(&options);
-    publish_devices(&brokers(), &f.broadcast, &devices(200, 17)).unwrap();
-    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+    let e = backlog(&f, 5_000, 17);
 
     for attempt in 0..3 {
         let port = free_port();
@@ -324,13 +337,7 @@ fn a_sigterm_during_start_up_stops_cleanly() {
 #[test]
 fn two_processes_share_the_partitions_exactly_once() {
     let f = Fixture::new("two-processes", 8);
-    let options = GenOptions {
-        count: 30_000,
-        ..options(13)
-    };
-    let e = expected(&options);
-    publish_devices(&brokers(), &f.broadcast, &devices(200, 13)).unwrap();
-    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+    let e = backlog(&f, 30_000, 13);
 
     // Timely's own ports for the two processes, and one metrics port each (base + process).
     let hosts = std::env::temp_dir().join(format!("{}.hosts", f.group));
@@ -724,13 +731,7 @@ fn collect_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sync::
 #[test]
 fn an_unreachable_peer_is_named_and_a_lost_one_stops_the_cluster() {
     let f = Fixture::new("peers", 4);
-    let options = GenOptions {
-        count: 20_000,
-        ..options(29)
-    };
-    let e = expected(&options);
-    publish_devices(&brokers(), &f.broadcast, &devices(200, 29)).unwrap();
-    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+    let e = backlog(&f, 20_000, 29);
     let hosts = std::env::temp_dir().join(format!("{}.hosts", f.group));
     let ports = [free_port(), free_port()];
     std::fs::write(
@@ -827,13 +828,7 @@ fn an_unreachable_peer_is_named_and_a_lost_one_stops_the_cluster() {
 #[test]
 fn partitions_added_while_running_are_read_without_a_restart() {
     let f = Fixture::new("grow", 6);
-    let options = GenOptions {
-        count: 20_000,
-        ..options(31)
-    };
-    let e = expected(&options);
-    publish_devices(&brokers(), &f.broadcast, &devices(200, 31)).unwrap();
-    produce(&brokers(), &f.topic, Generator::new(options), 0.0, |_| {}).unwrap();
+    let e = backlog(&f, 20_000, 31);
     let port = free_port();
     let child = Reaped::new(
         f.job(2, port)
