@@ -876,3 +876,39 @@ fn partitions_added_while_running_are_read_without_a_restart() {
     assert_table_matches(&f, &e);
     assert_dead_letters(&f, &e, true);
 }
+
+/// A process that fails (here a definite MySQL error: a column the sink writes was dropped)
+/// exits, and its peer, which has nothing to write and would otherwise wait for it forever,
+/// stops on the lost process: the cluster does not hang, the orchestrator can restart it.
+#[test]
+fn a_failed_process_takes_the_cluster_down_instead_of_hanging() {
+    // One partition: process 0 reads and writes everything, process 1 only takes part.
+    let f = Fixture::new("fail-peer", 1);
+    let e = backlog(&f, 5_000, 37);
+    let (children, port) = start_cluster(&f, &[], 2, 1, &[]);
+    let label = format!("job_name=\"{}\"", f.name);
+    wait_for("process 0 to write rows", Duration::from_secs(90), || {
+        let t = scrape(port)?;
+        (metric_sum(&t, "iotflow_sink_rows_written_total", &[&label]) > 0.0).then_some(())
+    });
+    wait_for("process 1 to be ready", Duration::from_secs(60), || {
+        let (status, _) = http_get(port + 1, "/readyz", Duration::from_secs(2))?;
+        (status == 200).then_some(())
+    });
+    let _: Vec<u64> = f.query("ALTER TABLE iot_data DROP COLUMN company");
+    // More readings, which process 0 can no longer store.
+    let more = GenOptions {
+        count: 2_000,
+        ..options(41)
+    };
+    produce(&brokers(), &f.topic, Generator::new(more), 0.0, |_| {}).unwrap();
+    let mut logs = Vec::new();
+    for c in children {
+        let (ok, stderr) = finish(c.take(), Duration::from_secs(90));
+        assert!(!ok, "a process of the failed cluster exited 0:\n{stderr}");
+        logs.push(stderr);
+    }
+    assert!(logs[0].contains("mysql sink"), "{}", logs[0]);
+    assert!(logs[1].contains("lost process 0"), "{}", logs[1]);
+    assert!(f.row_count() >= 1 && f.row_count() <= e.valid);
+}

@@ -272,7 +272,24 @@ pub fn run(
         move |worker| {
             // Timely keeps stepping a worker's dataflows after its closure returns; a failed sink
             // holds its capabilities forever, so on failure the dataflows are dropped, not drained.
+            //
+            // In a cluster, a failed process exits from here instead: finishing its workers would
+            // send its peers a clean end-of-stream, after which they wait forever for progress
+            // it will never make. Exiting closes the connections without one, so the peers stop
+            // on the lost process (status 3) and the orchestrator restarts the cluster, from the
+            // committed offsets.
             let abandon = |worker: &mut timely::worker::Worker| {
+                if cluster_size > 1 {
+                    let failure = startup
+                        .lock()
+                        .expect("lock")
+                        .clone()
+                        .or_else(|| ctx.fatal.lock().expect("fatal lock").clone())
+                        .unwrap_or_default();
+                    tracing::error!("{failure}; stopping this process (its peers stop on it); a restart of the cluster resumes from the committed offsets");
+                    eprintln!("iotflow: error: {failure}; offsets were not committed past the failed data, a restart of the cluster resumes from there");
+                    std::process::exit(1);
+                }
                 for id in worker.installed_dataflows() {
                     worker.drop_dataflow(id);
                 }
